@@ -1,0 +1,304 @@
+//! Plugin configuration: typed JSON, unknown fields refused, every value bounded. Parsed once in
+//! `on_configure`; the hot path only reads the compiled form.
+
+use super::rules::{PathMatch, Rule};
+use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
+use serde::Deserialize;
+use std::fmt;
+
+/// Whole configuration document.
+const MAX_CONFIG_BYTES: usize = 256 * 1024;
+const MAX_RULES: usize = 256;
+const MAX_RULE_SCOPES: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: String,
+    audience: String,
+    #[serde(default)]
+    jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    hs256_secrets: Vec<RawSecret>,
+    #[serde(default = "default_typ")]
+    accepted_typ: Vec<String>,
+    #[serde(default = "default_skew")]
+    clock_skew_s: u64,
+    #[serde(default = "default_ttl")]
+    max_ttl_s: u64,
+    #[serde(default = "default_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default = "yes")]
+    require_jit_claim: bool,
+    #[serde(default)]
+    strip_token: bool,
+    #[serde(default)]
+    default: DefaultAction,
+    #[serde(default = "default_realm")]
+    realm: String,
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    kid: String,
+    /// base64url, unpadded, at least 32 bytes once decoded.
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    path: RawPath,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    max_ttl_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum RawPath {
+    Exact(String),
+    Prefix(String),
+}
+
+/// What happens to a request no rule matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultAction {
+    #[default]
+    Deny,
+    Allow,
+}
+
+fn default_typ() -> Vec<String> {
+    vec!["at+jwt".into()]
+}
+fn default_skew() -> u64 {
+    30
+}
+fn default_ttl() -> u64 {
+    900
+}
+fn default_token_bytes() -> usize {
+    jitgate_token::DEFAULT_MAX_TOKEN_BYTES
+}
+fn yes() -> bool {
+    true
+}
+fn default_realm() -> String {
+    "jitgate".into()
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub verifier: Verifier,
+    pub rules: Vec<Rule>,
+    pub default: DefaultAction,
+    pub strip_token: bool,
+    pub realm: String,
+    pub max_token_bytes: usize,
+}
+
+/// A configuration error that names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: field `{}`: {}", self.field, self.message)
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), message: message.into() }
+}
+
+fn check_len(field: &str, v: &str, max: usize) -> Result<(), ConfigError> {
+    if v.is_empty() || v.len() > max {
+        return Err(err(field, format!("must be 1 to {max} bytes")));
+    }
+    Ok(())
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(err("(document)", format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(err("(document)", "empty: the plugin needs a configuration"));
+        }
+        encoding::check_json_object(bytes).map_err(|_| {
+            err("(document)", "not a single JSON object, or an object repeats a member")
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(document)".to_owned() } else { path };
+            // serde_json appends " at line L column C"; the field name says more.
+            let message = e.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+            err(field, message)
+        })?;
+        raw.compile()
+    }
+}
+
+impl RawConfig {
+    fn compile(self) -> Result<Config, ConfigError> {
+        check_len("issuer", &self.issuer, 512)?;
+        check_len("audience", &self.audience, 512)?;
+        if self.accepted_typ.is_empty() || self.accepted_typ.len() > 8 {
+            return Err(err("accepted_typ", "must list 1 to 8 values"));
+        }
+        for (i, t) in self.accepted_typ.iter().enumerate() {
+            check_len(&format!("accepted_typ[{i}]"), t, 64)?;
+        }
+        if self.clock_skew_s > 300 {
+            return Err(err("clock_skew_s", "must be at most 300"));
+        }
+        if !(1..=86_400).contains(&self.max_ttl_s) {
+            return Err(err("max_ttl_s", "must be 1 to 86400"));
+        }
+        if !(512..=16_384).contains(&self.max_token_bytes) {
+            return Err(err("max_token_bytes", "must be 512 to 16384"));
+        }
+        check_len("realm", &self.realm, 64)?;
+        if !self.realm.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(err("realm", "only letters, digits, '.', '_' and '-'"));
+        }
+
+        let keys = match &self.jwks {
+            None => KeySet::default(),
+            Some(v) => {
+                let json = serde_json::to_vec(v).map_err(|e| err("jwks", e.to_string()))?;
+                KeySet::from_jwks(&json).map_err(|e| err("jwks", e.to_string()))?
+            }
+        };
+        let mut secrets = Vec::with_capacity(self.hs256_secrets.len());
+        for (i, s) in self.hs256_secrets.iter().enumerate() {
+            let jwk = serde_json::json!({"kty": "oct", "alg": "HS256", "kid": s.kid, "k": s.secret});
+            let key = Jwk::from_json(jwk.to_string().as_bytes())
+                .map_err(|e| err(format!("hs256_secrets[{i}]"), e.to_string()))?;
+            secrets.push(key);
+        }
+        let secrets = KeySet::new(secrets).map_err(|e| err("hs256_secrets", e.to_string()))?;
+        if keys.is_empty() && secrets.is_empty() {
+            return Err(err("jwks", "no trusted keys: set jwks or hs256_secrets"));
+        }
+        let validation = Validation {
+            issuer: self.issuer,
+            audience: self.audience,
+            accepted_typ: self.accepted_typ,
+            clock_skew_s: self.clock_skew_s,
+            max_ttl_s: self.max_ttl_s,
+            require_jit: self.require_jit_claim,
+        };
+        let verifier = Verifier::new(keys, secrets, validation, self.max_token_bytes)
+            .map_err(|e| err("hs256_secrets", e.to_string()))?;
+
+        if self.rules.len() > MAX_RULES {
+            return Err(err("rules", format!("at most {MAX_RULES} rules")));
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(self.rules.len());
+        for (i, r) in self.rules.into_iter().enumerate() {
+            let rule = r.compile(i, self.max_ttl_s)?;
+            if rules.iter().any(|o| o.name == rule.name) {
+                return Err(err(format!("rules[{i}].name"), "duplicate rule name"));
+            }
+            rules.push(rule);
+        }
+        Ok(Config {
+            verifier,
+            rules,
+            default: self.default,
+            strip_token: self.strip_token,
+            realm: self.realm,
+            max_token_bytes: self.max_token_bytes,
+        })
+    }
+}
+
+impl RawRule {
+    fn compile(self, i: usize, global_ttl: u64) -> Result<Rule, ConfigError> {
+        let f = |name: &str| format!("rules[{i}].{name}");
+        check_len(&f("name"), &self.name, 64)?;
+        let path = match self.path {
+            RawPath::Exact(p) => {
+                check_path(&f("path.exact"), &p)?;
+                PathMatch::Exact(p)
+            }
+            RawPath::Prefix(p) => {
+                check_path(&f("path.prefix"), &p)?;
+                PathMatch::Prefix(p)
+            }
+        };
+        for (j, m) in self.methods.iter().enumerate() {
+            if m.is_empty() || m.len() > 32 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(err(f(&format!("methods[{j}]")), "must be an upper-case HTTP method"));
+            }
+        }
+        let host = match self.host {
+            Some(h) => {
+                check_len(&f("host"), &h, 253)?;
+                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+                    return Err(err(f("host"), "a host name without port: letters, digits, '-', '.'"));
+                }
+                Some(h.to_ascii_lowercase())
+            }
+            None => None,
+        };
+        if self.scopes.len() > MAX_RULE_SCOPES {
+            return Err(err(f("scopes"), format!("at most {MAX_RULE_SCOPES} scopes")));
+        }
+        for (j, s) in self.scopes.iter().enumerate() {
+            check_len(&f(&format!("scopes[{j}]")), s, 128)?;
+            if !s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+                return Err(err(f(&format!("scopes[{j}]")), "not an RFC 6749 scope token"));
+            }
+        }
+        if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some()) {
+            return Err(err(f("public"), "a public rule checks no token, so it takes no scopes or max_ttl_s"));
+        }
+        if let Some(ttl) = self.max_ttl_s {
+            if ttl == 0 || ttl > global_ttl {
+                return Err(err(f("max_ttl_s"), "must be 1 to the global max_ttl_s"));
+            }
+        }
+        Ok(Rule {
+            name: self.name,
+            path,
+            methods: self.methods,
+            host,
+            public: self.public,
+            scopes: self.scopes,
+            max_ttl_s: self.max_ttl_s,
+        })
+    }
+}
+
+fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
+    check_len(field, p, 1024)?;
+    if !p.starts_with('/') || p.contains(['?', '#']) || p.bytes().any(|b| !is_token_char(b) && !b"/:@=,;()".contains(&b)) {
+        return Err(err(field, "must start with '/' and contain no query, fragment, spaces or controls"));
+    }
+    Ok(())
+}

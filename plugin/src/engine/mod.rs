@@ -1,0 +1,299 @@
+//! Host-agnostic decision logic (DESIGN §3). Nothing here imports proxy-wasm: the adapter passes
+//! the request headers in and applies the returned `Action`; host services go through `Host`.
+
+pub mod audit;
+pub mod config;
+pub mod reason;
+pub mod response;
+pub mod rules;
+
+#[cfg(test)]
+mod tests;
+
+use audit::AuditEvent;
+use config::{Config, DefaultAction};
+use jitgate_token::AccessToken;
+use reason::Reason;
+use response::LocalResponse;
+use rules::Rule;
+
+/// Headers jitgate sets upstream from a verified token; any client-sent copy is removed first.
+pub const CLAIM_HEADERS: [&str; 3] = ["x-jit-sub", "x-jit-scope", "x-jit-grant"];
+/// Filter-state keys (Envoy stores them as `wasm.<key>`).
+pub const STATE_DECISION: &str = "jitgate_decision";
+pub const STATE_REASON: &str = "jitgate_reason";
+pub const METRIC_ALLOW: &str = "jitgate.allow";
+pub const METRIC_DENY_PREFIX: &str = "jitgate.deny.";
+
+/// Longest `x-request-id` echoed back; longer or odd ones are replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What the engine needs from its host: a clock, a log, counters, filter state, properties.
+pub trait Host {
+    /// Wall-clock Unix time in nanoseconds, as the proxy reports it.
+    fn now_nanos(&self) -> u64;
+    fn log(&self, level: Level, message: &str);
+    /// Increments a counter by name; names come from `metric_names()`.
+    fn count(&self, metric: &str);
+    fn set_filter_state(&self, key: &str, value: &str);
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// Every counter the engine may increment, to be defined once when the plugin starts.
+pub fn metric_names() -> impl Iterator<Item = String> {
+    std::iter::once(METRIC_ALLOW.to_owned())
+        .chain(reason::DENY_CODES.iter().map(|c| format!("{METRIC_DENY_PREFIX}{c}")))
+}
+
+/// What the adapter does with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward upstream after removing and setting these headers.
+    Continue { remove: Vec<&'static str>, set: Vec<(&'static str, String)> },
+    /// Answer locally; the request never reaches the upstream.
+    Respond(LocalResponse),
+}
+
+/// The `Authorization` header as found: absent, one value, several, or not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authorization<'a> {
+    Absent,
+    One(&'a str),
+    Several,
+    NotText,
+}
+
+/// The request fields the decision reads, borrowed from the header map.
+#[derive(Debug)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    authority: &'a str,
+    request_id: &'a str,
+    authorization: Authorization<'a>,
+    claim_headers_sent: Vec<&'static str>,
+}
+
+fn text(v: &[u8]) -> &str {
+    std::str::from_utf8(v).unwrap_or("")
+}
+
+impl<'a> Request<'a> {
+    fn from_headers(headers: &'a [(String, Vec<u8>)]) -> Request<'a> {
+        let mut r = Request {
+            method: "",
+            path: "",
+            authority: "",
+            request_id: "-",
+            authorization: Authorization::Absent,
+            claim_headers_sent: Vec::new(),
+        };
+        for (name, value) in headers {
+            match name.as_str() {
+                ":method" => r.method = text(value),
+                ":path" => r.path = text(value),
+                ":authority" => r.authority = text(value),
+                "x-request-id" => {
+                    let id = text(value);
+                    let ok = !id.is_empty()
+                        && id.len() <= MAX_REQUEST_ID_BYTES
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                    r.request_id = if ok { id } else { "-" };
+                }
+                "authorization" => {
+                    r.authorization = match (r.authorization, std::str::from_utf8(value)) {
+                        (Authorization::Absent, Ok(v)) => Authorization::One(v),
+                        (Authorization::Absent, Err(_)) => Authorization::NotText,
+                        _ => Authorization::Several,
+                    }
+                }
+                other => {
+                    if let Some(h) = CLAIM_HEADERS.iter().find(|h| **h == other) {
+                        if !r.claim_headers_sent.contains(h) {
+                            r.claim_headers_sent.push(h);
+                        }
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The outcome of the checks, before it becomes a response and an audit event.
+struct Decision<'c> {
+    reason: Reason,
+    rule: Option<&'c Rule>,
+    token: Option<AccessToken>,
+    missing_scopes: String,
+}
+
+impl<'c> Decision<'c> {
+    fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
+        Decision { reason, rule, token: None, missing_scopes: String::new() }
+    }
+}
+
+/// Extracts the token from `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer_token(value: &str, max_token_bytes: usize) -> Result<&str, Reason> {
+    let (scheme, token) = value.split_once(' ').ok_or(if value.is_empty() {
+        Reason::MalformedAuthorization
+    } else {
+        // a lone word: some other scheme without credentials
+        Reason::UnsupportedScheme
+    })?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Reason::UnsupportedScheme);
+    }
+    if token.len() > max_token_bytes {
+        return Err(Reason::Token(jitgate_token::Error::TooLarge));
+    }
+    if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t' || b == b',') {
+        return Err(Reason::MalformedAuthorization);
+    }
+    Ok(token)
+}
+
+/// A value forwarded as a header must hold no control characters.
+fn header_safe(v: &str) -> bool {
+    !v.chars().any(char::is_control)
+}
+
+/// The engine: a compiled configuration plus the per-request decision.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Config,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        Engine { config }
+    }
+
+    fn decide(&self, req: &Request<'_>, now_s: u64) -> Decision<'_> {
+        let path = rules::path_only(req.path);
+        if !rules::is_normalized(path) {
+            return Decision::new(Reason::UnnormalizedPath, None);
+        }
+        let host = rules::host_only(req.authority);
+        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, host)) else {
+            return match self.config.default {
+                DefaultAction::Allow => Decision::new(Reason::DefaultAllow, None),
+                DefaultAction::Deny => Decision::new(Reason::NoMatchingRule, None),
+            };
+        };
+        if rule.public {
+            return Decision::new(Reason::Public, Some(rule));
+        }
+        let value = match req.authorization {
+            Authorization::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
+            Authorization::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
+            Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
+            Authorization::One(v) => v,
+        };
+        let token = match bearer_token(value, self.config.max_token_bytes) {
+            Ok(t) => t,
+            Err(reason) => return Decision::new(reason, Some(rule)),
+        };
+        let verified = match self.config.verifier.verify(token, now_s, rule.max_ttl_s) {
+            Ok(t) => t,
+            Err(e) => return Decision::new(Reason::Token(e), Some(rule)),
+        };
+        let mut d = Decision::new(Reason::Verified, Some(rule));
+        let claims = &verified.claims;
+        if claims.cnf_jkt.is_some() {
+            // RFC 9449 §7.2: a DPoP-bound token is worthless without its proof.
+            d.reason = Reason::Token(jitgate_token::Error::DpopBoundToken);
+        } else if !header_safe(&claims.sub) || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant)) {
+            d.reason = Reason::UnsafeClaim;
+        } else {
+            let missing: Vec<&str> =
+                rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
+            if !missing.is_empty() {
+                d.reason = Reason::InsufficientScope;
+                d.missing_scopes = missing.join(" ");
+            }
+        }
+        d.token = Some(verified);
+        d
+    }
+
+    /// Decides one request from its headers, records the audit event, metrics and filter state,
+    /// and returns what the adapter must do.
+    pub fn on_request_headers(&self, host: &impl Host, headers: &[(String, Vec<u8>)]) -> Action {
+        let start = host.now_nanos();
+        let req = Request::from_headers(headers);
+        let d = self.decide(&req, start / 1_000_000_000);
+
+        let action = if d.reason.is_allow() {
+            let mut set = Vec::with_capacity(3);
+            if let Some(t) = &d.token {
+                set.push(("x-jit-sub", t.claims.sub.clone()));
+                set.push(("x-jit-scope", t.claims.scope.clone()));
+                if let Some(jit) = &t.claims.jit {
+                    set.push(("x-jit-grant", jit.grant.clone()));
+                }
+            }
+            let mut remove = req.claim_headers_sent.clone();
+            if self.config.strip_token && d.token.is_some() {
+                remove.push("authorization");
+            }
+            Action::Continue { remove, set }
+        } else {
+            Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, &d.missing_scopes))
+        };
+        self.record(host, &req, &d, &action, start);
+        action
+    }
+
+    fn record(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, action: &Action, start: u64) {
+        let allow = d.reason.is_allow();
+        let code = d.reason.code();
+        if allow {
+            host.count(METRIC_ALLOW);
+        } else {
+            host.count(&format!("{METRIC_DENY_PREFIX}{code}"));
+        }
+        host.set_filter_state(STATE_DECISION, if allow { "allow" } else { "deny" });
+        host.set_filter_state(STATE_REASON, code);
+
+        let claims = d.token.as_ref().map(|t| &t.claims);
+        let jit = claims.and_then(|c| c.jit.as_ref());
+        let client = host.property(&["source", "address"]);
+        let client = client.as_deref().map(text).map(audit::clip);
+        let status = match action {
+            Action::Respond(r) => r.status,
+            Action::Continue { .. } => 200,
+        };
+        let event = AuditEvent {
+            ts: audit::rfc3339(start),
+            event: if allow { "access.allow" } else { "access.deny" },
+            request_id: req.request_id,
+            reason: code,
+            status,
+            rule: d.rule.map(|r| r.name.as_str()),
+            sub: claims.map(|c| audit::clip(&c.sub)),
+            jti_hash: claims.map(|c| audit::jti_hash(&c.iss, &c.jti)),
+            grant: jit.map(|j| j.grant.as_str()),
+            scopes_required: d.rule.map_or(&[], |r| r.scopes.as_slice()),
+            scopes_granted: claims.map(|c| c.scope.as_str()),
+            method: audit::clip(req.method),
+            authority: audit::clip(req.authority),
+            path: audit::clip(rules::path_only(req.path)),
+            client,
+            token_exp: claims.map(|c| c.exp),
+            replay: "none",
+            break_glass: jit.is_some_and(|j| j.break_glass),
+            latency_us: host.now_nanos().saturating_sub(start) / 1000,
+        };
+        host.log(Level::Info, &event.to_line());
+    }
+}

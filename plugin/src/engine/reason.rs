@@ -1,0 +1,126 @@
+//! Why a request was allowed or denied: a stable code for audit, metrics and responses.
+
+use jitgate_token::Error as TokenError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Allowed: the rule is public.
+    Public,
+    /// Allowed: a valid token with every required scope.
+    Verified,
+    /// Allowed: no rule matched and `default` is `allow`.
+    DefaultAllow,
+    MissingCredential,
+    DuplicateAuthorization,
+    MalformedAuthorization,
+    UnsupportedScheme,
+    UnnormalizedPath,
+    NoMatchingRule,
+    InsufficientScope,
+    /// A claim that would be forwarded as a header holds characters a header cannot carry.
+    UnsafeClaim,
+    Token(TokenError),
+}
+
+/// Every deny code, so metrics can be defined once at configuration time.
+pub const DENY_CODES: [&str; 30] = [
+    "missing_credential",
+    "duplicate_authorization",
+    "malformed_authorization",
+    "unsupported_scheme",
+    "unnormalized_path",
+    "no_matching_rule",
+    "insufficient_scope",
+    "unsafe_claim",
+    "token_too_large",
+    "malformed_token",
+    "unsupported_alg",
+    "forbidden_header",
+    "unknown_kid",
+    "kid_required",
+    "alg_mismatch",
+    "bad_signature",
+    "bad_typ",
+    "bad_issuer",
+    "bad_audience",
+    "missing_claim",
+    "invalid_claim",
+    "expired",
+    "not_yet_valid",
+    "iat_in_future",
+    "ttl_exceeds_cap",
+    "dpop_bound_token",
+    "bad_key",
+    // reserved for the replay and exchange features, defined now so dashboards stay stable
+    "replayed",
+    "ledger_full",
+    "upstream_unavailable",
+];
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Public => "public",
+            Reason::Verified => "verified",
+            Reason::DefaultAllow => "default_allow",
+            Reason::MissingCredential => "missing_credential",
+            Reason::DuplicateAuthorization => "duplicate_authorization",
+            Reason::MalformedAuthorization => "malformed_authorization",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::UnnormalizedPath => "unnormalized_path",
+            Reason::NoMatchingRule => "no_matching_rule",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::UnsafeClaim => "unsafe_claim",
+            Reason::Token(e) => e.reason(),
+        }
+    }
+
+    pub fn is_allow(self) -> bool {
+        matches!(self, Reason::Public | Reason::Verified | Reason::DefaultAllow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_deny_reason_has_a_metric() {
+        let token_errors = [
+            TokenError::TooLarge,
+            TokenError::Malformed(""),
+            TokenError::UnsupportedAlg,
+            TokenError::ForbiddenHeader(""),
+            TokenError::UnknownKid,
+            TokenError::KidRequired,
+            TokenError::AlgMismatch,
+            TokenError::BadSignature,
+            TokenError::BadTyp,
+            TokenError::BadIssuer,
+            TokenError::BadAudience,
+            TokenError::MissingClaim(""),
+            TokenError::InvalidClaim(""),
+            TokenError::Expired,
+            TokenError::NotYetValid,
+            TokenError::IssuedInFuture,
+            TokenError::TtlExceedsCap,
+            TokenError::DpopBoundToken,
+            TokenError::BadKey(""),
+        ];
+        let mut all = vec![
+            Reason::MissingCredential,
+            Reason::DuplicateAuthorization,
+            Reason::MalformedAuthorization,
+            Reason::UnsupportedScheme,
+            Reason::UnnormalizedPath,
+            Reason::NoMatchingRule,
+            Reason::InsufficientScope,
+            Reason::UnsafeClaim,
+        ];
+        all.extend(token_errors.into_iter().map(Reason::Token));
+        for r in all {
+            assert!(!r.is_allow());
+            assert!(DENY_CODES.contains(&r.code()), "{} has no counter", r.code());
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Route rules: first match wins. Paths are matched without their query string.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-aware: `/admin` matches `/admin` and `/admin/...`, never `/administrator`.
+    /// A prefix ending in `/` matches anything below it.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub path: PathMatch,
+    /// Empty: any method.
+    pub methods: Vec<String>,
+    /// Lower-case host without port; `None`: any host.
+    pub host: Option<String>,
+    pub public: bool,
+    pub scopes: Vec<String>,
+    pub max_ttl_s: Option<u64>,
+}
+
+impl Rule {
+    pub fn matches(&self, method: &str, path: &str, host: &str) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (p.ends_with('/') || path.len() == p.len() || path.as_bytes().get(p.len()) == Some(&b'/'))
+            }
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && self.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
+    }
+}
+
+/// The path without query or fragment.
+pub fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// The host of an `:authority`, without port (`[v6]:port` keeps its brackets).
+pub fn host_only(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// Whether a path is in the normal form Envoy produces with `normalize_path` and
+/// `merge_slashes`. Anything else could be read differently by the upstream than by the rules
+/// (`/public/..%2fadmin`), so it is refused rather than guessed at.
+pub fn is_normalized(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
+        return false;
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return false;
+    }
+    let lower_has = |needle: &[u8]| {
+        path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    !(lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c") || lower_has(b"%00"))
+        && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: PathMatch, methods: &[&str], host: Option<&str>) -> Rule {
+        Rule {
+            name: "r".into(),
+            path,
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            host: host.map(str::to_owned),
+            public: false,
+            scopes: vec![],
+            max_ttl_s: None,
+        }
+    }
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        let r = rule(PathMatch::Prefix("/admin".into()), &[], None);
+        assert!(r.matches("GET", "/admin", "h"));
+        assert!(r.matches("GET", "/admin/users", "h"));
+        assert!(!r.matches("GET", "/administrator", "h"));
+        assert!(!r.matches("GET", "/", "h"));
+        let slash = rule(PathMatch::Prefix("/api/".into()), &[], None);
+        assert!(slash.matches("GET", "/api/x", "h") && !slash.matches("GET", "/api", "h"));
+        let root = rule(PathMatch::Prefix("/".into()), &[], None);
+        assert!(root.matches("GET", "/anything", "h"));
+    }
+
+    #[test]
+    fn exact_methods_and_host() {
+        let r = rule(PathMatch::Exact("/x".into()), &["GET", "HEAD"], Some("api.example.com"));
+        assert!(r.matches("GET", "/x", "API.example.com"));
+        assert!(!r.matches("POST", "/x", "api.example.com"));
+        assert!(!r.matches("GET", "/x/", "api.example.com"));
+        assert!(!r.matches("GET", "/x", "other.example.com"));
+    }
+
+    #[test]
+    fn path_and_host_helpers() {
+        assert_eq!(path_only("/a/b?x=1#f"), "/a/b");
+        assert_eq!(path_only("/a#f?x"), "/a");
+        assert_eq!(host_only("api.example.com:8443"), "api.example.com");
+        assert_eq!(host_only("[::1]:80"), "[::1]");
+        assert_eq!(host_only("h"), "h");
+    }
+
+    #[test]
+    fn only_normal_paths_pass() {
+        for ok in ["/", "/a/b", "/a.b/c", "/a%20b", "/..a/b."] {
+            assert!(is_normalized(ok), "{ok}");
+        }
+        for bad in ["a", "//a", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a%2Eb", "/a\\b", "/%5C", "/a%00"] {
+            assert!(!is_normalized(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+"""Shared plumbing for scripts/e2e.py and scripts/demo.py: keys, tokens, and a real Envoy stack.
+
+Every process started here is recorded by pid and stopped by pid when the `Stack` closes,
+also when a test fails or the script is interrupted.
+"""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "jitgate_filter.wasm"
+TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
+ISSUER = "https://jitgate.local"
+AUDIENCE = "demo-api"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def cli(*args: str) -> str:
+    out = subprocess.run([str(TOKEN_CLI), *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Keys:
+    """An ES256 signing key (kid k1) written to `workdir`, and its public JWKS."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.private = workdir / "k1.json"
+        self.private.write_text(cli("keygen", "--alg", "ES256", "--kid", "k1"))
+        self.jwks = json.loads(cli("jwks", str(self.private)))
+
+    def mint(self, claims: dict, typ: str = "at+jwt", header: dict | None = None, key: Path | None = None) -> str:
+        args = ["mint", "--key", str(key or self.private), "--claims", json.dumps(claims), "--typ", typ]
+        if header:
+            args += ["--header", json.dumps(header)]
+        return cli(*args)
+
+
+def claims(sub="alice", scope="orders:read", ttl=300, **overrides) -> dict:
+    c = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": "now", "exp": f"now+{ttl}",
+         "jti": f"jti-{time.monotonic_ns()}", "scope": scope,
+         "jit": {"grant": "grant-7", "reason": "INC-1234 disk full"}}
+    c.update(overrides)
+    return c
+
+
+def plugin_config(jwks: dict, **extra) -> dict:
+    cfg = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "jwks": jwks,
+        "max_ttl_s": 900,
+        "rules": [
+            {"name": "health", "path": {"exact": "/healthz"}, "public": True},
+            {"name": "admin", "path": {"prefix": "/admin"}, "scopes": ["admin:write"], "max_ttl_s": 300},
+            {"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:read"]},
+        ],
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (lower-case name, value)
+        self.body = body
+
+    def header(self, name):
+        values = [v for k, v in self.headers if k == name]
+        return values[0] if values else None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k == name]
+
+    def json(self):
+        return json.loads(self.body or b"null")
+
+
+class Stack:
+    """Upstream echo server + Envoy with the jitgate filter, in `workdir`."""
+
+    def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
+                 ports: tuple | None = None, remote_code: bool = False):
+        self.dir = ROOT / ".run" / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.listen, self.upstream_port, self.admin = ports or (free_port(), free_port(), free_port())
+        self.access_log = self.dir / "access.log"
+        self.envoy_log = self.dir / "envoy.log"
+        self.procs: list[subprocess.Popen] = []
+        for f in (self.access_log, self.envoy_log):
+            f.write_text("")
+        # Remote code is fetched asynchronously: a plugin that then fails to start leaves Envoy up
+        # and failing closed (503), as under a control plane. Local code fails Envoy's start-up.
+        self.remote_code = remote_code
+        self.wasm_port = free_port()
+        if remote_code:
+            sha = hashlib.sha256(WASM.read_bytes()).hexdigest()
+            code = {"remote": {"http_uri": {"uri": f"http://127.0.0.1:{self.wasm_port}/{WASM.name}",
+                                            "cluster": "wasm_server", "timeout": "5s"}, "sha256": sha}}
+        else:
+            code = {"local": {"filename": str(WASM)}}
+        rendered = string.Template((ROOT / "envoy" / template).read_text()).substitute(
+            CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port,
+            ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
+            ACCESS_LOG=json.dumps(str(self.access_log)),
+            PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)))
+        self.config = self.dir / "envoy.yaml"
+        self.config.write_text(rendered)
+        self.concurrency = concurrency
+
+    def __enter__(self):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            up = self._spawn([sys.executable, str(ROOT / "envoy" / "upstream.py"), "--port", str(self.upstream_port)],
+                             self.dir / "upstream.log")
+            wait_port(self.upstream_port, up, "upstream")
+            if self.remote_code:
+                files = self._spawn([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.wasm_port),
+                                     "--directory", str(WASM.parent)], self.dir / "wasm-server.log")
+                wait_port(self.wasm_port, files, "wasm file server")
+            envoy = self._spawn([str(ENVOY), "-c", str(self.config), "--concurrency", str(self.concurrency),
+                                 "--use-dynamic-base-id", "--log-level", "info",
+                                 "--component-log-level", "wasm:info"], self.envoy_log)
+            wait_port(self.listen, envoy, "envoy")
+            wait_port(self.admin, envoy, "envoy admin")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _spawn(self, argv, log: Path) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        (self.dir / "pids").write_text("".join(f"{q.pid}\n" for q in self.procs))
+        return p
+
+    def close(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.procs.clear()
+
+    def request(self, method: str, path: str, headers: list | dict | None = None, port: int | None = None) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.listen, timeout=10)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            items = headers.items() if isinstance(headers, dict) else (headers or [])
+            for k, v in items:
+                conn.putheader(k, v)
+            conn.endheaders()
+            r = conn.getresponse()
+            return Response(r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read())
+        finally:
+            conn.close()
+
+    def admin_get(self, path: str) -> str:
+        return self.request("GET", path, port=self.admin).body.decode()
+
+    def audit_lines(self) -> list[dict]:
+        out = []
+        for line in self.envoy_log.read_text(errors="replace").splitlines():
+            i = line.find("jitgate.audit ")
+            if i >= 0:
+                out.append(json.loads(line[i + len("jitgate.audit "):]))
+        return out

