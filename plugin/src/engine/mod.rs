@@ -156,7 +156,7 @@ fn bearer_token(value: &str, max_token_bytes: usize) -> Result<&str, Reason> {
     if token.len() > max_token_bytes {
         return Err(Reason::Token(jitgate_token::Error::TooLarge));
     }
-    if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t' || b == b',') {
+    if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(Reason::MalformedAuthorization);
     }
     Ok(token)
@@ -199,6 +199,11 @@ impl Engine {
             Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
             Authorization::One(v) => v,
         };
+        // Envoy folds repeated Authorization headers into one comma-joined value, and no single
+        // credential contains a comma: either way, two credentials were sent.
+        if value.contains(',') {
+            return Decision::new(Reason::DuplicateAuthorization, Some(rule));
+        }
         let token = match bearer_token(value, self.config.max_token_bytes) {
             Ok(t) => t,
             Err(reason) => return Decision::new(reason, Some(rule)),

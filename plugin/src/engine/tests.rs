@@ -156,6 +156,8 @@ fn denials_have_the_right_status_challenge_and_counter() {
             Some("Bearer realm=\"jitgate\"")),
         ("two headers", "/orders/1", vec![("authorization", bearer(&good)), ("authorization", bearer(&good))], 400,
             "duplicate_authorization", None),
+        ("folded duplicate", "/orders/1", vec![("authorization", format!("{},{}", bearer(&good), bearer(&good)))], 400,
+            "duplicate_authorization", None),
         ("bearer no token", "/orders/1", vec![("authorization", "Bearer ".into())], 400, "malformed_authorization", None),
         ("oversized", "/orders/1", vec![("authorization", big)], 401, "token_too_large", None),
         ("expired", "/orders/1", vec![("authorization", bearer(&expired))], 401, "expired", None),
