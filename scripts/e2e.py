@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 
-from jitgate_env import AUDIENCE, ISSUER, Keys, Stack, b64, claims, cli, plugin_config
+from jitgate_env import Keys, Stack, b64, claims, plugin_config, run_dir
 
 results = []  # (case, ok, observed)
 
@@ -21,13 +21,11 @@ def check(case, cond, observed):
 
 
 def challenge_error(r):
-    c = r.header("www-authenticate") or ""
-    return c
+    return r.header("www-authenticate") or ""
 
 
 def main():
-    stack_dir_keys = Stack("e2e", {})  # only to create the run directory before keys exist
-    keys = Keys(stack_dir_keys.dir)
+    keys = Keys(run_dir("e2e"))
     cfg = plugin_config(keys.jwks)
     with Stack("e2e", cfg, concurrency=2) as s:
         run_cases(s, keys)

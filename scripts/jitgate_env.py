@@ -73,6 +73,13 @@ def plugin_config(jwks: dict, **extra) -> dict:
     return cfg
 
 
+def run_dir(name: str) -> Path:
+    """Working directory for one run's keys, rendered configs, logs and pids (git-ignored)."""
+    d = ROOT / ".run" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,8 +121,7 @@ class Stack:
 
     def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
                  ports: tuple | None = None, remote_code: bool = False):
-        self.dir = ROOT / ".run" / name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = run_dir(name)
         self.listen, self.upstream_port, self.admin = ports or (free_port(), free_port(), free_port())
         self.access_log = self.dir / "access.log"
         self.envoy_log = self.dir / "envoy.log"
@@ -133,7 +139,7 @@ class Stack:
         else:
             code = {"local": {"filename": str(WASM)}}
         rendered = string.Template((ROOT / "envoy" / template).read_text()).substitute(
-            CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port,
+            CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port, WASM=json.dumps(str(WASM)),
             ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
             ACCESS_LOG=json.dumps(str(self.access_log)),
             PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)))

@@ -49,15 +49,21 @@ pub trait Host {
 
 /// Every counter the engine may increment, to be defined once when the plugin starts.
 pub fn metric_names() -> impl Iterator<Item = String> {
-    std::iter::once(METRIC_ALLOW.to_owned())
-        .chain(reason::DENY_CODES.iter().map(|c| format!("{METRIC_DENY_PREFIX}{c}")))
+    std::iter::once(METRIC_ALLOW.to_owned()).chain(
+        reason::DENY_CODES
+            .iter()
+            .map(|c| format!("{METRIC_DENY_PREFIX}{c}")),
+    )
 }
 
 /// What the adapter does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Forward upstream after removing and setting these headers.
-    Continue { remove: Vec<&'static str>, set: Vec<(&'static str, String)> },
+    Continue {
+        remove: Vec<&'static str>,
+        set: Vec<(&'static str, String)>,
+    },
     /// Answer locally; the request never reaches the upstream.
     Respond(LocalResponse),
 }
@@ -105,7 +111,9 @@ impl<'a> Request<'a> {
                     let id = text(value);
                     let ok = !id.is_empty()
                         && id.len() <= MAX_REQUEST_ID_BYTES
-                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
                     r.request_id = if ok { id } else { "-" };
                 }
                 "authorization" => {
@@ -138,7 +146,12 @@ struct Decision<'c> {
 
 impl<'c> Decision<'c> {
     fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
-        Decision { reason, rule, token: None, missing_scopes: String::new() }
+        Decision {
+            reason,
+            rule,
+            token: None,
+            missing_scopes: String::new(),
+        }
     }
 }
 
@@ -184,7 +197,12 @@ impl Engine {
             return Decision::new(Reason::UnnormalizedPath, None);
         }
         let host = rules::host_only(req.authority);
-        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, host)) else {
+        let Some(rule) = self
+            .config
+            .rules
+            .iter()
+            .find(|r| r.matches(req.method, path, host))
+        else {
             return match self.config.default {
                 DefaultAction::Allow => Decision::new(Reason::DefaultAllow, None),
                 DefaultAction::Deny => Decision::new(Reason::NoMatchingRule, None),
@@ -195,8 +213,12 @@ impl Engine {
         }
         let value = match req.authorization {
             Authorization::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
-            Authorization::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
-            Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
+            Authorization::Several => {
+                return Decision::new(Reason::DuplicateAuthorization, Some(rule))
+            }
+            Authorization::NotText => {
+                return Decision::new(Reason::MalformedAuthorization, Some(rule))
+            }
             Authorization::One(v) => v,
         };
         // Envoy folds repeated Authorization headers into one comma-joined value, and no single
@@ -217,11 +239,17 @@ impl Engine {
         if claims.cnf_jkt.is_some() {
             // RFC 9449 §7.2: a DPoP-bound token is worthless without its proof.
             d.reason = Reason::Token(jitgate_token::Error::DpopBoundToken);
-        } else if !header_safe(&claims.sub) || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant)) {
+        } else if !header_safe(&claims.sub)
+            || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant))
+        {
             d.reason = Reason::UnsafeClaim;
         } else {
-            let missing: Vec<&str> =
-                rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
+            let missing: Vec<&str> = rule
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !claims.has_scope(s))
+                .collect();
             if !missing.is_empty() {
                 d.reason = Reason::InsufficientScope;
                 d.missing_scopes = missing.join(" ");
@@ -253,13 +281,25 @@ impl Engine {
             }
             Action::Continue { remove, set }
         } else {
-            Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, &d.missing_scopes))
+            Action::Respond(response::deny(
+                d.reason,
+                &self.config.realm,
+                req.request_id,
+                &d.missing_scopes,
+            ))
         };
         self.record(host, &req, &d, &action, start);
         action
     }
 
-    fn record(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, action: &Action, start: u64) {
+    fn record(
+        &self,
+        host: &impl Host,
+        req: &Request<'_>,
+        d: &Decision<'_>,
+        action: &Action,
+        start: u64,
+    ) {
         let allow = d.reason.is_allow();
         let code = d.reason.code();
         if allow {

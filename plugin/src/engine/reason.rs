@@ -76,7 +76,10 @@ impl Reason {
     }
 
     pub fn is_allow(self) -> bool {
-        matches!(self, Reason::Public | Reason::Verified | Reason::DefaultAllow)
+        matches!(
+            self,
+            Reason::Public | Reason::Verified | Reason::DefaultAllow
+        )
     }
 }
 
@@ -120,7 +123,11 @@ mod tests {
         all.extend(token_errors.into_iter().map(Reason::Token));
         for r in all {
             assert!(!r.is_allow());
-            assert!(DENY_CODES.contains(&r.code()), "{} has no counter", r.code());
+            assert!(
+                DENY_CODES.contains(&r.code()),
+                "{} has no counter",
+                r.code()
+            );
         }
     }
 }

@@ -23,7 +23,9 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, missing_scopes: &str)
     // (status, OAuth error code, whether a Bearer challenge carries that code)
     let (status, error, challenge_error) = match reason {
         Reason::MissingCredential | Reason::UnsupportedScheme => (401, "unauthorized", false),
-        Reason::DuplicateAuthorization | Reason::MalformedAuthorization => (400, "invalid_request", true),
+        Reason::DuplicateAuthorization | Reason::MalformedAuthorization => {
+            (400, "invalid_request", true)
+        }
         Reason::UnnormalizedPath => (400, "invalid_request", false),
         Reason::NoMatchingRule => (403, "access_denied", false),
         Reason::InsufficientScope => (403, "insufficient_scope", true),
@@ -37,13 +39,24 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, missing_scopes: &str)
     if status == 401 || challenge_error {
         let mut c = format!("Bearer realm=\"{realm}\"");
         if challenge_error {
-            c.push_str(&format!(", error=\"{error}\", error_description=\"{code}\""));
+            c.push_str(&format!(
+                ", error=\"{error}\", error_description=\"{code}\""
+            ));
         }
         if reason == Reason::InsufficientScope {
             c.push_str(&format!(", scope=\"{missing_scopes}\""));
         }
         headers.push(("www-authenticate", c));
     }
-    let body = serde_json::to_string(&Body { error, error_description: code, request_id }).unwrap_or_default();
-    LocalResponse { status, headers, body }
+    let body = serde_json::to_string(&Body {
+        error,
+        error_description: code,
+        request_id,
+    })
+    .unwrap_or_default();
+    LocalResponse {
+        status,
+        headers,
+        body,
+    }
 }

@@ -50,19 +50,30 @@ impl RootContext for Root {
                     metric_ids.insert(name, id);
                 }
                 Err(_) => {
-                    let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: cannot define metric {name}"));
+                    let _ = hostcalls::log(
+                        LogLevel::Critical,
+                        &format!("jitgate: cannot define metric {name}"),
+                    );
                     return false;
                 }
             }
         }
         let rules = config.rules.len();
-        self.shared = Some(Rc::new(Shared { engine: Engine::new(config), metric_ids }));
-        let _ = hostcalls::log(LogLevel::Info, &format!("jitgate: configured with {rules} rules"));
+        self.shared = Some(Rc::new(Shared {
+            engine: Engine::new(config),
+            metric_ids,
+        }));
+        let _ = hostcalls::log(
+            LogLevel::Info,
+            &format!("jitgate: configured with {rules} rules"),
+        );
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { shared: self.shared.clone() }))
+        Some(Box::new(Http {
+            shared: self.shared.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -118,21 +129,34 @@ impl Host for ProxyHost<'_> {
 /// Answers 503 with `Retry-After`: the filter cannot decide, so nothing passes.
 fn unavailable() -> Next {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
-    let headers = vec![("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
+    let headers = vec![
+        ("content-type", "application/json"),
+        ("retry-after", "1"),
+        ("cache-control", "no-store"),
+    ];
     let _ = hostcalls::send_http_response(503, headers, Some(body));
     Next::Pause
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Next {
-        let Some(shared) = &self.shared else { return unavailable() };
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return unavailable() };
-        let host = ProxyHost { metric_ids: &shared.metric_ids };
+        let Some(shared) = &self.shared else {
+            return unavailable();
+        };
+        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            return unavailable();
+        };
+        let host = ProxyHost {
+            metric_ids: &shared.metric_ids,
+        };
         match shared.engine.on_request_headers(&host, &headers) {
             Action::Continue { remove, set } => {
-                let removed = remove.iter().all(|h| hostcalls::remove_map_value(MapType::HttpRequestHeaders, h).is_ok());
-                let set_ok =
-                    set.iter().all(|(k, v)| hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok());
+                let removed = remove
+                    .iter()
+                    .all(|h| hostcalls::remove_map_value(MapType::HttpRequestHeaders, h).is_ok());
+                let set_ok = set.iter().all(|(k, v)| {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok()
+                });
                 // A spoofed claim header that could not be removed must not reach the upstream.
                 if removed && set_ok {
                     Next::Continue
@@ -141,8 +165,11 @@ impl HttpContext for Http {
                 }
             }
             Action::Respond(r) => {
-                let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
+                let headers: Vec<(&str, &str)> =
+                    r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()))
+                    .is_err()
+                {
                     return unavailable();
                 }
                 Next::Pause
