@@ -132,8 +132,7 @@ pub fn verify_ps256(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool {
         return false;
     }
     let digest = Sha256::digest(msg);
-    key.verify(rsa::Pss::new_with_salt::<Sha256>(32), &digest, sig)
-        .is_ok()
+    key.verify(rsa::Pss::new_with_salt::<Sha256>(32), &digest, sig).is_ok()
 }
 
 /// HMAC-SHA-256; the full 32-byte tag only, compared in constant time.

@@ -128,9 +128,7 @@ fn valid_scope(scope: &str) -> bool {
             || scope.split(' ').count() <= MAX_SCOPES
                 && scope.split(' ').all(|t| {
                     !t.is_empty()
-                        && t.bytes().all(|b| {
-                            b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
-                        })
+                        && t.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
                 }))
 }
 
@@ -147,15 +145,10 @@ pub fn typ_accepted(typ: Option<&str>, accepted: &[String]) -> bool {
 impl Validation {
     /// Parses and validates a verified payload. `now` is Unix seconds from the host.
     /// `max_ttl_s` overrides the global cap when a route has a tighter one.
-    pub fn validate(
-        &self,
-        payload: &[u8],
-        now: u64,
-        max_ttl_s: Option<u64>,
-    ) -> Result<AccessClaims> {
+    pub fn validate(&self, payload: &[u8], now: u64, max_ttl_s: Option<u64>) -> Result<AccessClaims> {
         check_json_object(payload)?;
-        let raw: RawClaims = serde_json::from_slice(payload)
-            .map_err(|_| Error::Malformed("claims have wrong types"))?;
+        let raw: RawClaims =
+            serde_json::from_slice(payload).map_err(|_| Error::Malformed("claims have wrong types"))?;
 
         let iss = required(raw.iss, "iss", 512)?;
         if iss != self.issuer {
@@ -180,11 +173,7 @@ impl Validation {
         let skew = self.clock_skew_s;
         let exp = numeric_date(raw.exp.as_ref().ok_or(Error::MissingClaim("exp"))?, "exp")?;
         let iat = numeric_date(raw.iat.as_ref().ok_or(Error::MissingClaim("iat"))?, "iat")?;
-        let nbf = raw
-            .nbf
-            .as_ref()
-            .map(|n| numeric_date(n, "nbf"))
-            .transpose()?;
+        let nbf = raw.nbf.as_ref().map(|n| numeric_date(n, "nbf")).transpose()?;
         if exp <= iat {
             return Err(Error::InvalidClaim("exp"));
         }
@@ -213,14 +202,8 @@ impl Validation {
             None => None,
         };
         if let Some(jit) = &raw.jit {
-            let reason_ok = jit
-                .reason
-                .as_ref()
-                .is_none_or(|r| r.len() <= MAX_REASON_BYTES);
-            let approver_ok = jit
-                .approver
-                .as_ref()
-                .is_none_or(|a| !a.is_empty() && a.len() <= MAX_SUB_BYTES);
+            let reason_ok = jit.reason.as_ref().is_none_or(|r| r.len() <= MAX_REASON_BYTES);
+            let approver_ok = jit.approver.as_ref().is_none_or(|a| !a.is_empty() && a.len() <= MAX_SUB_BYTES);
             if jit.grant.is_empty()
                 || jit.grant.len() > MAX_GRANT_BYTES
                 || !reason_ok
@@ -232,18 +215,6 @@ impl Validation {
         } else if self.require_jit {
             return Err(Error::MissingClaim("jit"));
         }
-        Ok(AccessClaims {
-            iss,
-            sub,
-            jti,
-            iat,
-            exp,
-            nbf,
-            scope,
-            client_id,
-            cnf_jkt,
-            act: raw.act,
-            jit: raw.jit,
-        })
+        Ok(AccessClaims { iss, sub, jti, iat, exp, nbf, scope, client_id, cnf_jkt, act: raw.act, jit: raw.jit })
     }
 }

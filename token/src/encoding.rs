@@ -14,9 +14,7 @@ use std::fmt;
 
 /// Decodes unpadded base64url; rejects padding, other alphabets and non-zero trailing bits.
 pub fn b64_decode(input: &[u8]) -> Result<Vec<u8>> {
-    URL_SAFE_NO_PAD
-        .decode(input)
-        .map_err(|_| Error::Malformed("invalid base64url"))
+    URL_SAFE_NO_PAD.decode(input).map_err(|_| Error::Malformed("invalid base64url"))
 }
 
 pub fn b64_encode(input: &[u8]) -> String {
@@ -29,14 +27,8 @@ const MAX_DEPTH: u32 = 8;
 /// Checks that `json` is one JSON object, with no duplicate member at any depth.
 pub fn check_json_object(json: &[u8]) -> Result<()> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    Strict {
-        depth: 0,
-        top: true,
-    }
-    .deserialize(&mut de)
-    .map_err(|_| Error::Malformed("invalid JSON object"))?;
-    de.end()
-        .map_err(|_| Error::Malformed("trailing data after JSON"))
+    Strict { depth: 0, top: true }.deserialize(&mut de).map_err(|_| Error::Malformed("invalid JSON object"))?;
+    de.end().map_err(|_| Error::Malformed("trailing data after JSON"))
 }
 
 struct Strict {
@@ -60,10 +52,7 @@ impl Strict {
         }
     }
     fn child(&self) -> Strict {
-        Strict {
-            depth: self.depth.saturating_add(1),
-            top: false,
-        }
+        Strict { depth: self.depth.saturating_add(1), top: false }
     }
 }
 
@@ -102,9 +91,10 @@ impl<'de> Visitor<'de> for Strict {
         if self.depth >= MAX_DEPTH {
             return Err(de::Error::custom("too deep"));
         }
-        // Objects in tokens are small: a linear scan beats hashing here.
-        let mut seen: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        // Objects in tokens are small: a linear scan beats hashing here, and keys without
+        // escapes are borrowed from the input rather than copied.
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if seen.contains(&key) {
                 return Err(de::Error::custom("duplicate member"));
             }
@@ -112,6 +102,29 @@ impl<'de> Visitor<'de> for Strict {
             map.next_value_seed(self.child())?;
         }
         Ok(())
+    }
+}
+
+/// Reads an object key, borrowing it from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -140,11 +153,7 @@ mod tests {
         for bad in [&b"[]"[..], b"1", b"\"x\"", b"null", b"{} {}", b"{", b"\xff"] {
             assert!(check_json_object(bad).is_err(), "{bad:?}");
         }
-        let deep = format!(
-            "{}{}",
-            r#"{"a":"#.repeat(20),
-            "1".to_owned() + &"}".repeat(20)
-        );
+        let deep = format!("{}{}", r#"{"a":"#.repeat(20), "1".to_owned() + &"}".repeat(20));
         assert!(check_json_object(deep.as_bytes()).is_err());
     }
 

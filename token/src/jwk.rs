@@ -78,16 +78,13 @@ impl Jwk {
     /// Parses one public JWK (a JSON object). Private members are refused: the edge never holds
     /// signing keys. `oct` keys are the exception by nature and must be HS256 with >= 32 bytes.
     pub fn from_json(json: &[u8]) -> Result<Jwk> {
-        check_json_object(json)
-            .map_err(|_| Error::BadKey("not a JSON object without duplicates"))?;
-        let raw: RawJwk =
-            serde_json::from_slice(json).map_err(|_| Error::BadKey("invalid JWK members"))?;
+        check_json_object(json).map_err(|_| Error::BadKey("not a JSON object without duplicates"))?;
+        let raw: RawJwk = serde_json::from_slice(json).map_err(|_| Error::BadKey("invalid JWK members"))?;
         Jwk::from_raw(raw)
     }
 
     fn from_value(v: serde_json::Value) -> Result<Jwk> {
-        let raw: RawJwk =
-            serde_json::from_value(v).map_err(|_| Error::BadKey("invalid JWK members"))?;
+        let raw: RawJwk = serde_json::from_value(v).map_err(|_| Error::BadKey("invalid JWK members"))?;
         Jwk::from_raw(raw)
     }
 
@@ -125,11 +122,8 @@ impl Jwk {
                 sec1[33..].copy_from_slice(&y);
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                     .map_err(|_| Error::BadKey("EC point is not on P-256"))?;
-                let canonical = format!(
-                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                    b64_encode(&x),
-                    b64_encode(&y)
-                );
+                let canonical =
+                    format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, b64_encode(&x), b64_encode(&y));
                 (KeyMaterial::Es256(vk), canonical)
             }
             "OKP" => {
@@ -145,49 +139,29 @@ impl Jwk {
                 if vk.is_weak() {
                     return Err(Error::BadKey("Ed25519 key has small order"));
                 }
-                let canonical = format!(
-                    r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-                    b64_encode(&x)
-                );
+                let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64_encode(&x));
                 (KeyMaterial::Ed25519(vk), canonical)
             }
             "RSA" => {
-                let n = b64_decode(member(&raw.n, "RSA n")?.as_bytes())
-                    .map_err(|_| Error::BadKey("RSA n"))?;
-                let e = b64_decode(member(&raw.e, "RSA e")?.as_bytes())
-                    .map_err(|_| Error::BadKey("RSA e"))?;
+                let n = b64_decode(member(&raw.n, "RSA n")?.as_bytes()).map_err(|_| Error::BadKey("RSA n"))?;
+                let e = b64_decode(member(&raw.e, "RSA e")?.as_bytes()).map_err(|_| Error::BadKey("RSA e"))?;
                 let (n, e) = (strip_leading_zeros(&n), strip_leading_zeros(&e));
                 let bits = n.len().saturating_mul(8);
                 if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                     return Err(Error::BadKey("RSA modulus must be 2048 to 8192 bits"));
                 }
                 if roca_fingerprint(n) {
-                    return Err(Error::BadKey(
-                        "RSA modulus has the ROCA fingerprint (CVE-2017-15361)",
-                    ));
+                    return Err(Error::BadKey("RSA modulus has the ROCA fingerprint (CVE-2017-15361)"));
                 }
-                let pk = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(n),
-                    rsa::BigUint::from_bytes_be(e),
-                )
-                .map_err(|_| Error::BadKey("RSA public exponent out of range"))?;
-                let canonical = format!(
-                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-                    b64_encode(e),
-                    b64_encode(n)
-                );
+                let pk = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from_bytes_be(e))
+                    .map_err(|_| Error::BadKey("RSA public exponent out of range"))?;
+                let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64_encode(e), b64_encode(n));
                 let key = match alg {
                     Some("RS256") => KeyMaterial::Rs256(rsa::pkcs1v15::VerifyingKey::new(pk)),
                     Some("PS256") => KeyMaterial::Ps256(pk),
                     // RS256 and PS256 share key material, so the key must say which one it serves.
-                    None => {
-                        return Err(Error::BadKey(
-                            "RSA keys must name their alg (RS256 or PS256)",
-                        ))
-                    }
-                    Some(_) => {
-                        return Err(Error::BadKey("RSA key with an alg other than RS256/PS256"))
-                    }
+                    None => return Err(Error::BadKey("RSA keys must name their alg (RS256 or PS256)")),
+                    Some(_) => return Err(Error::BadKey("RSA key with an alg other than RS256/PS256")),
                 };
                 (key, canonical)
             }
@@ -195,8 +169,7 @@ impl Jwk {
                 if alg != Some("HS256") {
                     return Err(Error::BadKey("oct keys must have alg HS256"));
                 }
-                let k = b64_decode(member(&raw.k, "oct k")?.as_bytes())
-                    .map_err(|_| Error::BadKey("oct k"))?;
+                let k = b64_decode(member(&raw.k, "oct k")?.as_bytes()).map_err(|_| Error::BadKey("oct k"))?;
                 if k.len() < MIN_HMAC_KEY_BYTES {
                     return Err(Error::BadKey("HS256 secret shorter than 32 bytes"));
                 }
@@ -206,11 +179,7 @@ impl Jwk {
             _ => return Err(Error::BadKey("unsupported kty")),
         };
         let thumbprint = Sha256::digest(canonical.as_bytes()).into();
-        Ok(Jwk {
-            kid: raw.kid,
-            key,
-            thumbprint,
-        })
+        Ok(Jwk { kid: raw.kid, key, thumbprint })
     }
 
     pub fn alg(&self) -> Alg {
@@ -232,19 +201,12 @@ pub struct KeySet {
 impl KeySet {
     /// Parses a JWKS document (`{"keys": [...]}`); every key must be usable.
     pub fn from_jwks(json: &[u8]) -> Result<KeySet> {
-        check_json_object(json)
-            .map_err(|_| Error::BadKey("JWKS is not a JSON object without duplicates"))?;
-        let raw: RawJwks =
-            serde_json::from_slice(json).map_err(|_| Error::BadKey("JWKS has no keys array"))?;
+        check_json_object(json).map_err(|_| Error::BadKey("JWKS is not a JSON object without duplicates"))?;
+        let raw: RawJwks = serde_json::from_slice(json).map_err(|_| Error::BadKey("JWKS has no keys array"))?;
         if raw.keys.len() > MAX_KEYS {
             return Err(Error::BadKey("JWKS has more than 64 keys"));
         }
-        KeySet::new(
-            raw.keys
-                .into_iter()
-                .map(Jwk::from_value)
-                .collect::<Result<Vec<_>>>()?,
-        )
+        KeySet::new(raw.keys.into_iter().map(Jwk::from_value).collect::<Result<Vec<_>>>()?)
     }
 
     /// Builds a set, refusing ambiguity: duplicate `kid`s, a key without `kid` among several,
@@ -254,16 +216,10 @@ impl KeySet {
             return Err(Error::BadKey("more than 64 keys"));
         }
         if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) {
-            return Err(Error::BadKey(
-                "every key needs a kid when there are several",
-            ));
+            return Err(Error::BadKey("every key needs a kid when there are several"));
         }
         for (i, k) in keys.iter().enumerate() {
-            if keys
-                .iter()
-                .skip(i.saturating_add(1))
-                .any(|o| o.kid == k.kid)
-            {
+            if keys.iter().skip(i.saturating_add(1)).any(|o| o.kid == k.kid) {
                 return Err(Error::BadKey("duplicate kid"));
             }
         }
@@ -291,11 +247,7 @@ impl KeySet {
     /// Finds the key for a token. `kid` is only a lookup key: an unknown one is a miss.
     pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<&Jwk> {
         let key = match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .ok_or(Error::UnknownKid)?,
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).ok_or(Error::UnknownKid)?,
             None => match self.keys.as_slice() {
                 [only] => only,
                 [] => return Err(Error::UnknownKid),
@@ -313,8 +265,8 @@ impl KeySet {
 /// in the subgroup generated by 65537. A random modulus essentially never does for all of them.
 fn roca_fingerprint(n_be: &[u8]) -> bool {
     const PRIMES: [u32; 38] = [
-        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
-        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107,
+        109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
     ];
     PRIMES.iter().all(|&p| {
         let residue = n_be.iter().fold(0u32, |r, &b| (r * 256 + u32::from(b)) % p);

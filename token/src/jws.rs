@@ -52,9 +52,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedJws<'_>> {
         return Err(Error::TooLarge);
     }
     let mut parts = bytes.split(|&b| b == b'.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(Error::Malformed("a JWS has exactly three parts"));
     };
     if h.is_empty() || s.is_empty() {
@@ -62,15 +60,9 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedJws<'_>> {
     }
     let header_json = b64_decode(h)?;
     check_json_object(&header_json)?;
-    let raw: RawHeader = serde_json::from_slice(&header_json)
-        .map_err(|_| Error::Malformed("header members have wrong types"))?;
-    for (set, name) in [
-        (raw.jwk, "jwk"),
-        (raw.jku, "jku"),
-        (raw.x5u, "x5u"),
-        (raw.x5c, "x5c"),
-        (raw.crit, "crit"),
-    ] {
+    let raw: RawHeader =
+        serde_json::from_slice(&header_json).map_err(|_| Error::Malformed("header members have wrong types"))?;
+    for (set, name) in [(raw.jwk, "jwk"), (raw.jku, "jku"), (raw.x5u, "x5u"), (raw.x5c, "x5c"), (raw.crit, "crit")] {
         if set {
             return Err(Error::ForbiddenHeader(name));
         }
@@ -79,39 +71,21 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedJws<'_>> {
     let payload = b64_decode(p)?;
     let signature = b64_decode(s)?;
     // h and p are ASCII slices of `bytes`, so this length is in bounds.
-    let signing_input = bytes
-        .get(..h.len().saturating_add(p.len()).saturating_add(1))
-        .unwrap_or(bytes);
-    Ok(UnverifiedJws {
-        header: Header {
-            alg,
-            kid: raw.kid,
-            typ: raw.typ,
-        },
-        signing_input,
-        payload,
-        signature,
-    })
+    let signing_input = bytes.get(..h.len().saturating_add(p.len()).saturating_add(1)).unwrap_or(bytes);
+    Ok(UnverifiedJws { header: Header { alg, kid: raw.kid, typ: raw.typ }, signing_input, payload, signature })
 }
 
 impl UnverifiedJws<'_> {
     /// Verifies the signature with the key the header selects from `keys`.
     pub fn verify(self, keys: &KeySet) -> Result<VerifiedJws> {
         // An oversized kid cannot name a configured key: treat it as the miss it is.
-        let kid = self
-            .header
-            .kid
-            .as_deref()
-            .filter(|k| k.len() <= MAX_KID_BYTES);
+        let kid = self.header.kid.as_deref().filter(|k| k.len() <= MAX_KID_BYTES);
         if self.header.kid.is_some() && kid.is_none() {
             return Err(Error::UnknownKid);
         }
         let key = keys.select(kid, self.header.alg)?;
         key.key.verify(self.signing_input, &self.signature)?;
-        Ok(VerifiedJws {
-            header: self.header,
-            payload: self.payload,
-        })
+        Ok(VerifiedJws { header: self.header, payload: self.payload })
     }
 }
 

@@ -39,65 +39,33 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(
-        keys: KeySet,
-        secrets: KeySet,
-        validation: Validation,
-        max_token_bytes: usize,
-    ) -> Result<Verifier> {
+    pub fn new(keys: KeySet, secrets: KeySet, validation: Validation, max_token_bytes: usize) -> Result<Verifier> {
         if keys.keys().iter().any(|k| k.alg().is_symmetric()) {
-            return Err(Error::BadKey(
-                "HS256 secrets must be configured apart from the JWKS",
-            ));
+            return Err(Error::BadKey("HS256 secrets must be configured apart from the JWKS"));
         }
         if secrets.keys().iter().any(|k| !k.alg().is_symmetric()) {
             return Err(Error::BadKey("only HS256 keys belong with the secrets"));
         }
-        let clash = secrets.keys().iter().any(|s| {
-            keys.keys()
-                .iter()
-                .any(|k| k.kid.is_some() && k.kid == s.kid)
-        });
+        let clash = secrets.keys().iter().any(|s| keys.keys().iter().any(|k| k.kid.is_some() && k.kid == s.kid));
         if clash {
-            return Err(Error::BadKey(
-                "an HS256 secret shares a kid with an asymmetric key",
-            ));
+            return Err(Error::BadKey("an HS256 secret shares a kid with an asymmetric key"));
         }
         if keys.is_empty() && secrets.is_empty() {
             return Err(Error::BadKey("no trusted keys"));
         }
-        Ok(Verifier {
-            keys,
-            secrets,
-            validation,
-            max_token_bytes,
-        })
+        Ok(Verifier { keys, secrets, validation, max_token_bytes })
     }
 
     /// Verifies a compact token at `now` (Unix seconds). `route_max_ttl_s` tightens the TTL cap.
     /// Order: structure, signature, typ, then claims; the first failure is the answer.
-    pub fn verify(
-        &self,
-        token: &str,
-        now: u64,
-        route_max_ttl_s: Option<u64>,
-    ) -> Result<AccessToken> {
+    pub fn verify(&self, token: &str, now: u64, route_max_ttl_s: Option<u64>) -> Result<AccessToken> {
         let jws = jws::parse(token, self.max_token_bytes)?;
-        let keys = if jws.header.alg.is_symmetric() {
-            &self.secrets
-        } else {
-            &self.keys
-        };
+        let keys = if jws.header.alg.is_symmetric() { &self.secrets } else { &self.keys };
         let jws = jws.verify(keys)?;
         if !claims::typ_accepted(jws.header.typ.as_deref(), &self.validation.accepted_typ) {
             return Err(Error::BadTyp);
         }
-        let claims = self
-            .validation
-            .validate(&jws.payload, now, route_max_ttl_s)?;
-        Ok(AccessToken {
-            header: jws.header,
-            claims,
-        })
+        let claims = self.validation.validate(&jws.payload, now, route_max_ttl_s)?;
+        Ok(AccessToken { header: jws.header, claims })
     }
 }

@@ -49,17 +49,11 @@ impl SigningKey {
                 Signer::Hs256(k)
             }
         };
-        Ok(SigningKey {
-            kid: kid.map(str::to_owned),
-            signer,
-        })
+        Ok(SigningKey { kid: kid.map(str::to_owned), signer })
     }
 
     pub fn hs256(kid: Option<&str>, secret: &[u8]) -> SigningKey {
-        SigningKey {
-            kid: kid.map(str::to_owned),
-            signer: Signer::Hs256(secret.to_vec()),
-        }
+        SigningKey { kid: kid.map(str::to_owned), signer: Signer::Hs256(secret.to_vec()) }
     }
 
     /// Loads an ES256 or EdDSA key from a private JWK (`d` present).
@@ -70,30 +64,17 @@ impl SigningKey {
             .ok_or(Error::BadKey("private JWK needs d"))
             .and_then(|d| b64_decode(d.as_bytes()).map_err(|_| Error::BadKey("d")))?;
         let kid = jwk.get("kid").and_then(Value::as_str);
-        let signer = match (
-            jwk.get("kty").and_then(Value::as_str),
-            jwk.get("crv").and_then(Value::as_str),
-        ) {
-            (Some("EC"), Some("P-256")) => Signer::Es256(
-                p256::ecdsa::SigningKey::from_slice(&d).map_err(|_| Error::BadKey("EC d"))?,
-            ),
+        let signer = match (jwk.get("kty").and_then(Value::as_str), jwk.get("crv").and_then(Value::as_str)) {
+            (Some("EC"), Some("P-256")) => {
+                Signer::Es256(p256::ecdsa::SigningKey::from_slice(&d).map_err(|_| Error::BadKey("EC d"))?)
+            }
             (Some("OKP"), Some("Ed25519")) => {
-                let d: [u8; 32] = d
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::BadKey("OKP d"))?;
+                let d: [u8; 32] = d.as_slice().try_into().map_err(|_| Error::BadKey("OKP d"))?;
                 Signer::Ed25519(ed25519_dalek::SigningKey::from_bytes(&d))
             }
-            _ => {
-                return Err(Error::BadKey(
-                    "only EC P-256 and Ed25519 private JWKs are supported",
-                ))
-            }
+            _ => return Err(Error::BadKey("only EC P-256 and Ed25519 private JWKs are supported")),
         };
-        let key = SigningKey {
-            kid: kid.map(str::to_owned),
-            signer,
-        };
+        let key = SigningKey { kid: kid.map(str::to_owned), signer };
         // The stored public half must match the private half.
         if jwk.get("x") != key.public_jwk().get("x") {
             return Err(Error::BadKey("private JWK's x does not match d"));
@@ -168,16 +149,13 @@ impl SigningKey {
                 sig.to_bytes().to_vec()
             }
             Signer::Ed25519(k) => k.sign(msg).to_bytes().to_vec(),
-            Signer::Rs256(k) => rsa::pkcs1v15::SigningKey::<Sha256>::new(k.clone())
-                .sign(msg)
-                .to_vec(),
-            Signer::Ps256(k) => rsa::pss::BlindedSigningKey::<Sha256>::new(k.clone())
-                .sign_with_rng(&mut OsRng, msg)
-                .to_vec(),
+            Signer::Rs256(k) => rsa::pkcs1v15::SigningKey::<Sha256>::new(k.clone()).sign(msg).to_vec(),
+            Signer::Ps256(k) => {
+                rsa::pss::BlindedSigningKey::<Sha256>::new(k.clone()).sign_with_rng(&mut OsRng, msg).to_vec()
+            }
             Signer::Hs256(k) => {
                 use hmac::Mac;
-                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(k)
-                    .map_err(|_| Error::BadKey("HMAC key"))?;
+                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(k).map_err(|_| Error::BadKey("HMAC key"))?;
                 mac.update(msg);
                 mac.finalize().into_bytes().to_vec()
             }
@@ -187,11 +165,7 @@ impl SigningKey {
 
 /// Signs `payload` under an arbitrary `header` (tests use this to forge hostile tokens).
 pub fn sign_compact(key: &SigningKey, header: &Value, payload: &[u8]) -> Result<String> {
-    let signing_input = format!(
-        "{}.{}",
-        b64_encode(header.to_string().as_bytes()),
-        b64_encode(payload)
-    );
+    let signing_input = format!("{}.{}", b64_encode(header.to_string().as_bytes()), b64_encode(payload));
     let sig = key.sign(signing_input.as_bytes())?;
     Ok(format!("{signing_input}.{}", b64_encode(&sig)))
 }

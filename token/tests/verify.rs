@@ -1,9 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 //! The verifier end to end: every algorithm round-trips, every forgery and claim violation is
 //! refused with its stable reason code.
 
@@ -43,15 +38,8 @@ fn without(mut c: Value, key: &str) -> Value {
 fn setup(alg: Alg) -> (SigningKey, Verifier) {
     let key = SigningKey::generate(alg, Some("k1")).unwrap();
     let set = KeySet::new(vec![key.verifying_jwk().unwrap()]).unwrap();
-    let (keys, secrets) = if alg == Alg::HS256 {
-        (KeySet::default(), set)
-    } else {
-        (set, KeySet::default())
-    };
-    (
-        key,
-        Verifier::new(keys, secrets, validation(), 8192).unwrap(),
-    )
+    let (keys, secrets) = if alg == Alg::HS256 { (KeySet::default(), set) } else { (set, KeySet::default()) };
+    (key, Verifier::new(keys, secrets, validation(), 8192).unwrap())
 }
 
 fn reason(v: &Verifier, token: &str) -> &'static str {
@@ -66,9 +54,7 @@ fn every_algorithm_round_trips() {
     for alg in [Alg::ES256, Alg::EdDSA, Alg::RS256, Alg::PS256, Alg::HS256] {
         let (key, v) = setup(alg);
         let token = mint(&key, "at+jwt", &claims()).unwrap();
-        let t = v
-            .verify(&token, NOW, None)
-            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        let t = v.verify(&token, NOW, None).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(t.claims.sub, "alice");
         assert!(t.claims.has_scope("orders:write") && !t.claims.has_scope("orders"));
         assert_eq!(t.claims.jit.as_ref().map(|j| j.grant.as_str()), Some("g-1"));
@@ -79,123 +65,31 @@ fn every_algorithm_round_trips() {
 fn claim_violations_have_stable_reasons() {
     let (key, v) = setup(Alg::ES256);
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "expired",
-            with(
-                with(claims(), "exp", json!(NOW - 31)),
-                "iat",
-                json!(NOW - 100),
-            ),
-            "expired",
-        ),
-        (
-            "within skew",
-            with(
-                with(claims(), "exp", json!(NOW - 29)),
-                "iat",
-                json!(NOW - 100),
-            ),
-            "ok",
-        ),
-        (
-            "nbf future",
-            with(claims(), "nbf", json!(NOW + 31)),
-            "not_yet_valid",
-        ),
-        (
-            "nbf within skew",
-            with(claims(), "nbf", json!(NOW + 29)),
-            "ok",
-        ),
-        (
-            "iat future",
-            with(
-                with(claims(), "iat", json!(NOW + 60)),
-                "exp",
-                json!(NOW + 120),
-            ),
-            "iat_in_future",
-        ),
-        (
-            "wrong iss",
-            with(claims(), "iss", json!("https://evil.test")),
-            "bad_issuer",
-        ),
-        (
-            "wrong aud",
-            with(claims(), "aud", json!("other")),
-            "bad_audience",
-        ),
-        (
-            "aud array",
-            with(claims(), "aud", json!(["x", "api"])),
-            "ok",
-        ),
-        (
-            "aud array miss",
-            with(claims(), "aud", json!(["x", "y"])),
-            "bad_audience",
-        ),
-        (
-            "ttl over cap",
-            with(claims(), "exp", json!(NOW - 10 + 901)),
-            "ttl_exceeds_cap",
-        ),
-        (
-            "exp before iat",
-            with(claims(), "exp", json!(NOW - 20)),
-            "invalid_claim",
-        ),
+        ("expired", with(with(claims(), "exp", json!(NOW - 31)), "iat", json!(NOW - 100)), "expired"),
+        ("within skew", with(with(claims(), "exp", json!(NOW - 29)), "iat", json!(NOW - 100)), "ok"),
+        ("nbf future", with(claims(), "nbf", json!(NOW + 31)), "not_yet_valid"),
+        ("nbf within skew", with(claims(), "nbf", json!(NOW + 29)), "ok"),
+        ("iat future", with(with(claims(), "iat", json!(NOW + 60)), "exp", json!(NOW + 120)), "iat_in_future"),
+        ("wrong iss", with(claims(), "iss", json!("https://evil.test")), "bad_issuer"),
+        ("wrong aud", with(claims(), "aud", json!("other")), "bad_audience"),
+        ("aud array", with(claims(), "aud", json!(["x", "api"])), "ok"),
+        ("aud array miss", with(claims(), "aud", json!(["x", "y"])), "bad_audience"),
+        ("ttl over cap", with(claims(), "exp", json!(NOW - 10 + 901)), "ttl_exceeds_cap"),
+        ("exp before iat", with(claims(), "exp", json!(NOW - 20)), "invalid_claim"),
         ("no sub", without(claims(), "sub"), "missing_claim"),
-        (
-            "empty sub",
-            with(claims(), "sub", json!("")),
-            "invalid_claim",
-        ),
+        ("empty sub", with(claims(), "sub", json!("")), "invalid_claim"),
         ("no jti", without(claims(), "jti"), "missing_claim"),
-        (
-            "long jti",
-            with(claims(), "jti", json!("j".repeat(129))),
-            "invalid_claim",
-        ),
+        ("long jti", with(claims(), "jti", json!("j".repeat(129))), "invalid_claim"),
         ("no exp", without(claims(), "exp"), "missing_claim"),
         ("no iat", without(claims(), "iat"), "missing_claim"),
-        (
-            "string exp",
-            with(claims(), "exp", json!("2030")),
-            "malformed_token",
-        ),
-        (
-            "negative exp",
-            with(claims(), "exp", json!(-1)),
-            "invalid_claim",
-        ),
+        ("string exp", with(claims(), "exp", json!("2030")), "malformed_token"),
+        ("negative exp", with(claims(), "exp", json!(-1)), "invalid_claim"),
         ("no jit", without(claims(), "jit"), "missing_claim"),
-        (
-            "jit unknown member",
-            with(claims(), "jit", json!({"grant": "g", "admin": true})),
-            "malformed_token",
-        ),
-        (
-            "jit zero uses",
-            with(claims(), "jit", json!({"grant": "g", "uses": 0})),
-            "invalid_claim",
-        ),
-        (
-            "scope double space",
-            with(claims(), "scope", json!("a  b")),
-            "invalid_claim",
-        ),
-        (
-            "scope with quote",
-            with(claims(), "scope", json!("a\"b")),
-            "invalid_claim",
-        ),
-        (
-            "bad cnf",
-            with(claims(), "cnf", json!({"jkt": "short"})),
-            "invalid_claim",
-        ),
+        ("jit unknown member", with(claims(), "jit", json!({"grant": "g", "admin": true})), "malformed_token"),
+        ("jit zero uses", with(claims(), "jit", json!({"grant": "g", "uses": 0})), "invalid_claim"),
+        ("scope double space", with(claims(), "scope", json!("a  b")), "invalid_claim"),
+        ("scope with quote", with(claims(), "scope", json!("a\"b")), "invalid_claim"),
+        ("bad cnf", with(claims(), "cnf", json!({"jkt": "short"})), "invalid_claim"),
     ];
     for (name, c, want) in cases {
         let token = mint(&key, "at+jwt", &c).unwrap();
@@ -203,10 +97,7 @@ fn claim_violations_have_stable_reasons() {
     }
     // route caps tighten, never loosen, the global cap
     let token = mint(&key, "at+jwt", &claims()).unwrap();
-    assert_eq!(
-        v.verify(&token, NOW, Some(299)).err(),
-        Some(Error::TtlExceedsCap)
-    );
+    assert_eq!(v.verify(&token, NOW, Some(299)).err(), Some(Error::TtlExceedsCap));
     assert!(v.verify(&token, NOW, Some(300)).is_ok());
     assert!(v.verify(&token, NOW, Some(100_000)).is_ok());
 }
@@ -225,50 +116,21 @@ fn forgeries_are_refused() {
     let signed = |header: Value| sign_compact(&key, &header, payload.as_bytes()).unwrap();
 
     assert_eq!(reason(&v, &signed(h(json!({})))), "ok");
-    assert_eq!(
-        reason(&v, &signed(h(json!({"typ": "application/AT+JWT"})))),
-        "ok"
-    );
+    assert_eq!(reason(&v, &signed(h(json!({"typ": "application/AT+JWT"})))), "ok");
     assert_eq!(reason(&v, &signed(h(json!({"typ": "JWT"})))), "bad_typ");
     assert_eq!(reason(&v, &signed(without(h(json!({})), "typ"))), "bad_typ");
-    assert_eq!(
-        reason(&v, &signed(h(json!({"kid": "nope"})))),
-        "unknown_kid"
-    );
-    assert_eq!(
-        reason(&v, &signed(h(json!({"kid": "../../etc/passwd\u{0}"})))),
-        "unknown_kid"
-    );
-    assert_eq!(
-        reason(&v, &signed(h(json!({"kid": "k".repeat(300)})))),
-        "unknown_kid"
-    );
-    assert_eq!(
-        reason(&v, &signed(h(json!({"jwk": key.public_jwk()})))),
-        "forbidden_header"
-    );
+    assert_eq!(reason(&v, &signed(h(json!({"kid": "nope"})))), "unknown_kid");
+    assert_eq!(reason(&v, &signed(h(json!({"kid": "../../etc/passwd\u{0}"})))), "unknown_kid");
+    assert_eq!(reason(&v, &signed(h(json!({"kid": "k".repeat(300)})))), "unknown_kid");
+    assert_eq!(reason(&v, &signed(h(json!({"jwk": key.public_jwk()})))), "forbidden_header");
     for name in ["jku", "x5u", "x5c", "crit"] {
-        assert_eq!(
-            reason(&v, &signed(h(json!({name: null})))),
-            "forbidden_header",
-            "{name}"
-        );
+        assert_eq!(reason(&v, &signed(h(json!({name: null})))), "forbidden_header", "{name}");
     }
-    assert_eq!(
-        reason(&v, &signed(h(json!({"alg": "ES384"})))),
-        "unsupported_alg"
-    );
-    assert_eq!(
-        reason(&v, &signed(h(json!({"alg": "EdDSA"})))),
-        "alg_mismatch"
-    );
+    assert_eq!(reason(&v, &signed(h(json!({"alg": "ES384"})))), "unsupported_alg");
+    assert_eq!(reason(&v, &signed(h(json!({"alg": "EdDSA"})))), "alg_mismatch");
 
     // alg none, with and without a signature part
-    let none = format!(
-        "{}.{}.",
-        b64_encode(br#"{"alg":"none","typ":"at+jwt"}"#),
-        b64_encode(payload.as_bytes())
-    );
+    let none = format!("{}.{}.", b64_encode(br#"{"alg":"none","typ":"at+jwt"}"#), b64_encode(payload.as_bytes()));
     assert_eq!(reason(&v, &none), "malformed_token");
     assert_eq!(reason(&v, &format!("{none}AAAA")), "unsupported_alg");
 
@@ -281,25 +143,14 @@ fn forgeries_are_refused() {
     // tampered payload keeps the old signature
     let good = signed(h(json!({})));
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-    parts[1] = b64_encode(
-        with(claims(), "scope", json!("admin"))
-            .to_string()
-            .as_bytes(),
-    );
+    parts[1] = b64_encode(with(claims(), "scope", json!("admin")).to_string().as_bytes());
     assert_eq!(reason(&v, &parts.join(".")), "bad_signature");
 
     // duplicate members, in the header and in the claims
     let dup_header = r#"{"alg":"ES256","typ":"at+jwt","kid":"k1","alg":"none"}"#;
-    let si = format!(
-        "{}.{}",
-        b64_encode(dup_header.as_bytes()),
-        b64_encode(payload.as_bytes())
-    );
+    let si = format!("{}.{}", b64_encode(dup_header.as_bytes()), b64_encode(payload.as_bytes()));
     let sig = key.sign(si.as_bytes()).unwrap();
-    assert_eq!(
-        reason(&v, &format!("{si}.{}", b64_encode(&sig))),
-        "malformed_token"
-    );
+    assert_eq!(reason(&v, &format!("{si}.{}", b64_encode(&sig))), "malformed_token");
     let dup_claims = payload.replacen('{', r#"{"sub":"mallory","#, 1);
     let token = sign_compact(&key, &h(json!({})), dup_claims.as_bytes()).unwrap();
     assert_eq!(reason(&v, &token), "malformed_token");
@@ -320,27 +171,14 @@ fn key_sets_refuse_ambiguity() {
     let b = SigningKey::generate(Alg::ES256, Some("a")).unwrap();
     let anon = SigningKey::generate(Alg::ES256, None).unwrap();
     let jwk = |k: &SigningKey| k.verifying_jwk().unwrap();
-    assert!(
-        KeySet::new(vec![jwk(&a), jwk(&b)]).is_err(),
-        "duplicate kid"
-    );
-    assert!(
-        KeySet::new(vec![jwk(&a), jwk(&anon)]).is_err(),
-        "kid missing among several"
-    );
+    assert!(KeySet::new(vec![jwk(&a), jwk(&b)]).is_err(), "duplicate kid");
+    assert!(KeySet::new(vec![jwk(&a), jwk(&anon)]).is_err(), "kid missing among several");
     let hs = SigningKey::generate(Alg::HS256, Some("h")).unwrap();
-    assert!(
-        KeySet::new(vec![jwk(&a), jwk(&hs)]).is_err(),
-        "mixed symmetric/asymmetric"
-    );
+    assert!(KeySet::new(vec![jwk(&a), jwk(&hs)]).is_err(), "mixed symmetric/asymmetric");
     // an HS256 secret under an asymmetric key's kid is refused by the verifier
     let hs_a = SigningKey::hs256(Some("a"), &[7u8; 32]);
-    let r = Verifier::new(
-        KeySet::new(vec![jwk(&a)]).unwrap(),
-        KeySet::new(vec![jwk(&hs_a)]).unwrap(),
-        validation(),
-        8192,
-    );
+    let r =
+        Verifier::new(KeySet::new(vec![jwk(&a)]).unwrap(), KeySet::new(vec![jwk(&hs_a)]).unwrap(), validation(), 8192);
     assert!(r.is_err());
     // private members are refused in verification keys
     let private = a.private_jwk().unwrap();
@@ -359,8 +197,5 @@ fn thumbprint_matches_rfc7638_example() {
     let jwk = json!({"kty": "RSA", "alg": "RS256", "e": "AQAB", "kid": "2011-04-29",
         "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"});
     let k = jitgate_token::Jwk::from_json(jwk.to_string().as_bytes()).unwrap();
-    assert_eq!(
-        b64_encode(&k.thumbprint),
-        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-    );
+    assert_eq!(b64_encode(&k.thumbprint), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
 }

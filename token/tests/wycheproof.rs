@@ -1,9 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 //! Project Wycheproof vectors: every `valid` vector verifies and every `invalid` one is rejected,
 //! for each primitive and for the JWS/JWK files, except where noted (and then asserted explicitly).
 
@@ -12,10 +7,7 @@ use jitgate_token::{jws, Jwk, KeySet};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/vectors/wycheproof/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/vectors/wycheproof/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -25,15 +17,11 @@ fn hex(v: &Value) -> Vec<u8> {
 }
 
 fn groups(doc: &Value) -> &Vec<Value> {
-    doc["testGroups"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no testGroups"))
+    doc["testGroups"].as_array().unwrap_or_else(|| panic!("no testGroups"))
 }
 
 fn tests(group: &Value) -> &Vec<Value> {
-    group["tests"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tests"))
+    group["tests"].as_array().unwrap_or_else(|| panic!("no tests"))
 }
 
 /// A few ECDSA groups carry only the raw point; express it as a JWK (coordinates are 32 bytes).
@@ -49,19 +37,12 @@ fn ec_jwk(public_key: &Value) -> Value {
 }
 
 /// Runs `verify` over every test of every group; returns (valid checked, invalid checked).
-fn run_primitive(
-    file: &str,
-    key_field: &str,
-    verify: impl Fn(&KeyMaterial, &[u8], &[u8]) -> bool,
-) -> (usize, usize) {
+fn run_primitive(file: &str, key_field: &str, verify: impl Fn(&KeyMaterial, &[u8], &[u8]) -> bool) -> (usize, usize) {
     let doc = load(file);
     let (mut valid, mut invalid) = (0, 0);
     for group in groups(&doc) {
-        let key_json = if group[key_field].is_object() {
-            group[key_field].clone()
-        } else {
-            ec_jwk(&group["publicKey"])
-        };
+        let key_json =
+            if group[key_field].is_object() { group[key_field].clone() } else { ec_jwk(&group["publicKey"]) };
         let jwk = Jwk::from_json(key_json.to_string().as_bytes());
         for t in tests(group) {
             let id = &t["tcId"];
@@ -76,11 +57,7 @@ fn run_primitive(
                     valid += 1;
                 }
                 Some("invalid") => {
-                    assert!(
-                        !accepted,
-                        "{file} tcId {id} ({}) must be rejected",
-                        t["comment"]
-                    );
+                    assert!(!accepted, "{file} tcId {id} ({}) must be rejected", t["comment"]);
                     invalid += 1;
                 }
                 _ => {} // "acceptable": either answer is conformant
@@ -92,14 +69,10 @@ fn run_primitive(
 
 #[test]
 fn ecdsa_p256_sha256_p1363() {
-    let (v, i) = run_primitive(
-        "ecdsa_secp256r1_sha256_p1363_test.json",
-        "publicKeyJwk",
-        |k, m, s| match k {
-            KeyMaterial::Es256(k) => alg::verify_es256(k, m, s),
-            _ => panic!("not an ES256 key"),
-        },
-    );
+    let (v, i) = run_primitive("ecdsa_secp256r1_sha256_p1363_test.json", "publicKeyJwk", |k, m, s| match k {
+        KeyMaterial::Es256(k) => alg::verify_es256(k, m, s),
+        _ => panic!("not an ES256 key"),
+    });
     assert!(v > 100 && i > 50, "ran {v} valid, {i} invalid");
 }
 
@@ -114,27 +87,19 @@ fn ed25519() {
 
 #[test]
 fn rsa_pkcs1_2048_sha256() {
-    let (v, i) = run_primitive(
-        "rsa_signature_2048_sha256_test.json",
-        "keyJwk",
-        |k, m, s| match k {
-            KeyMaterial::Rs256(k) => alg::verify_rs256(k, m, s),
-            _ => panic!("not an RS256 key"),
-        },
-    );
+    let (v, i) = run_primitive("rsa_signature_2048_sha256_test.json", "keyJwk", |k, m, s| match k {
+        KeyMaterial::Rs256(k) => alg::verify_rs256(k, m, s),
+        _ => panic!("not an RS256 key"),
+    });
     assert!(v >= 9 && i > 200, "ran {v} valid, {i} invalid");
 }
 
 #[test]
 fn rsa_pss_2048_sha256_mgf1_32() {
-    let (v, i) = run_primitive(
-        "rsa_pss_2048_sha256_mgf1_32_test.json",
-        "publicKeyJwk",
-        |k, m, s| match k {
-            KeyMaterial::Ps256(k) => alg::verify_ps256(k, m, s),
-            _ => panic!("not a PS256 key"),
-        },
-    );
+    let (v, i) = run_primitive("rsa_pss_2048_sha256_mgf1_32_test.json", "publicKeyJwk", |k, m, s| match k {
+        KeyMaterial::Ps256(k) => alg::verify_ps256(k, m, s),
+        _ => panic!("not a PS256 key"),
+    });
     assert!(v > 50 && i > 40, "ran {v} valid, {i} invalid");
 }
 
@@ -147,13 +112,7 @@ fn hmac_sha256() {
         for t in tests(group) {
             let ok = alg::verify_hs256(&hex(&t["key"]), &hex(&t["msg"]), &hex(&t["tag"]));
             if tag_bits == Some(256) {
-                assert_eq!(
-                    ok,
-                    t["result"] == "valid",
-                    "tcId {} ({})",
-                    t["tcId"],
-                    t["comment"]
-                );
+                assert_eq!(ok, t["result"] == "valid", "tcId {} ({})", t["tcId"], t["comment"]);
                 full += 1;
             } else {
                 // JWS HS256 carries the full 32-byte tag (RFC 7518 §3.2): truncated tags never pass.
@@ -162,16 +121,11 @@ fn hmac_sha256() {
             }
         }
     }
-    assert!(
-        full > 50 && truncated > 50,
-        "ran {full} full-tag and {truncated} truncated-tag vectors"
-    );
+    assert!(full > 50 && truncated > 50, "ran {full} full-tag and {truncated} truncated-tag vectors");
 }
 
 /// Algorithms jitgate deliberately does not support; their `valid` vectors are expected to fail.
-const UNSUPPORTED: [&str; 8] = [
-    "RS384", "RS512", "PS384", "PS512", "ES384", "ES512", "HS384", "HS512",
-];
+const UNSUPPORTED: [&str; 8] = ["RS384", "RS512", "PS384", "PS512", "ES384", "ES512", "HS384", "HS512"];
 
 /// Wycheproof marks a JWS with a `?` inside a base64url part `valid` (lenient decoders skip it).
 /// jitgate decodes base64url strictly, as the issue asks, and rejects these two on purpose.
@@ -192,10 +146,7 @@ fn group_key(group: &Value) -> &Value {
     }
 }
 
-fn run_jws_file(
-    file: &str,
-    keyset: impl Fn(&Value) -> Result<KeySet, jitgate_token::Error>,
-) -> (usize, usize) {
+fn run_jws_file(file: &str, keyset: impl Fn(&Value) -> Result<KeySet, jitgate_token::Error>) -> (usize, usize) {
     let doc = load(file);
     let (mut checked, mut skipped) = (0, 0);
     // A few `invalid` vectors carry exactly the same string as a `valid` one (the corruption did
@@ -213,22 +164,15 @@ fn run_jws_file(
         for t in tests(group) {
             let token = t["jws"].as_str().unwrap_or_default();
             let id = t["tcId"].as_u64().unwrap_or_default();
-            let accepted = keys
-                .as_ref()
-                .is_ok_and(|k| jws::verify(token, k, 8192).is_ok());
+            let accepted = keys.as_ref().is_ok_and(|k| jws::verify(token, k, 8192).is_ok());
             let unsupported = header_alg(token).is_some_and(|a| UNSUPPORTED.contains(&a.as_str()));
             match t["result"].as_str() {
                 Some("valid") if unsupported => {
                     assert!(!accepted, "{file} tcId {id}: unsupported alg accepted");
                     skipped += 1;
                 }
-                Some("valid")
-                    if STRICT_BASE64_EXCEPTIONS.contains(&id) && file.contains("signature") =>
-                {
-                    assert!(
-                        !accepted,
-                        "{file} tcId {id}: non-base64url character accepted"
-                    );
+                Some("valid") if STRICT_BASE64_EXCEPTIONS.contains(&id) && file.contains("signature") => {
+                    assert!(!accepted, "{file} tcId {id}: non-base64url character accepted");
                     checked += 1;
                 }
                 Some("valid") => {
@@ -240,18 +184,9 @@ fn run_jws_file(
                     );
                     checked += 1;
                 }
-                _ if valid_strings
-                    .iter()
-                    .any(|(k, s)| *k == key_text && *s == token) =>
-                {
-                    skipped += 1
-                }
+                _ if valid_strings.iter().any(|(k, s)| *k == key_text && *s == token) => skipped += 1,
                 _ => {
-                    assert!(
-                        !accepted,
-                        "{file} tcId {id} ({}) must be rejected",
-                        t["comment"]
-                    );
+                    assert!(!accepted, "{file} tcId {id} ({}) must be rejected", t["comment"]);
                     checked += 1;
                 }
             }
@@ -262,9 +197,8 @@ fn run_jws_file(
 
 #[test]
 fn json_web_signature() {
-    let (checked, skipped) = run_jws_file("json_web_signature_test.json", |k| {
-        KeySet::new(vec![Jwk::from_json(k.to_string().as_bytes())?])
-    });
+    let (checked, skipped) =
+        run_jws_file("json_web_signature_test.json", |k| KeySet::new(vec![Jwk::from_json(k.to_string().as_bytes())?]));
     // 401 vectors: all checked but the `valid` ones for algorithms outside the accepted set.
     assert_eq!(checked + skipped, 401);
     assert!(checked >= 370, "checked {checked}, skipped {skipped}");

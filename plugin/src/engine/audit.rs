@@ -54,11 +54,7 @@ pub fn clip(s: &str) -> &str {
 
 /// Correlates events for one token without revealing its `jti`: hex of SHA-256(iss, 0, jti), 16 bytes.
 pub fn jti_hash(iss: &str, jti: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(iss)
-        .chain_update([0u8])
-        .chain_update(jti)
-        .finalize();
+    let digest = Sha256::new().chain_update(iss).chain_update([0u8]).chain_update(jti).finalize();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -69,12 +65,7 @@ pub fn rfc3339(unix_nanos: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm for the proleptic
@@ -100,10 +91,7 @@ mod tests {
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123_000_000), "2000-02-29T00:00:00.123Z");
-        assert_eq!(
-            rfc3339(1_795_305_600_000_000_000),
-            "2026-11-22T00:00:00.000Z"
-        );
+        assert_eq!(rfc3339(1_795_305_600_000_000_000), "2026-11-22T00:00:00.000Z");
     }
 
     #[test]

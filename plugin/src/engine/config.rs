@@ -119,19 +119,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration: field `{}`: {}",
-            self.field, self.message
-        )
+        write!(f, "invalid configuration: field `{}`: {}", self.field, self.message)
     }
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError { field: field.into(), message: message.into() }
 }
 
 fn check_len(field: &str, v: &str, max: usize) -> Result<(), ConfigError> {
@@ -148,35 +141,20 @@ fn is_token_char(b: u8) -> bool {
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(err(
-                "(document)",
-                format!("larger than {MAX_CONFIG_BYTES} bytes"),
-            ));
+            return Err(err("(document)", format!("larger than {MAX_CONFIG_BYTES} bytes")));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(err("(document)", "empty: the plugin needs a configuration"));
         }
-        encoding::check_json_object(bytes).map_err(|_| {
-            err(
-                "(document)",
-                "not a single JSON object, or an object repeats a member",
-            )
-        })?;
+        encoding::check_json_object(bytes)
+            .map_err(|_| err("(document)", "not a single JSON object, or an object repeats a member"))?;
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "(document)".to_owned()
-            } else {
-                path
-            };
+            let field = if path == "." { "(document)".to_owned() } else { path };
             // serde_json appends " at line L column C"; the field name says more.
             let message = e.inner().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let message = message.split(" at line ").next().unwrap_or_default().to_owned();
             err(field, message)
         })?;
         raw.compile()
@@ -203,11 +181,7 @@ impl RawConfig {
             return Err(err("max_token_bytes", "must be 512 to 16384"));
         }
         check_len("realm", &self.realm, 64)?;
-        if !self
-            .realm
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !self.realm.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(err("realm", "only letters, digits, '.', '_' and '-'"));
         }
 
@@ -220,8 +194,7 @@ impl RawConfig {
         };
         let mut secrets = Vec::with_capacity(self.hs256_secrets.len());
         for (i, s) in self.hs256_secrets.iter().enumerate() {
-            let jwk =
-                serde_json::json!({"kty": "oct", "alg": "HS256", "kid": s.kid, "k": s.secret});
+            let jwk = serde_json::json!({"kty": "oct", "alg": "HS256", "kid": s.kid, "k": s.secret});
             let key = Jwk::from_json(jwk.to_string().as_bytes())
                 .map_err(|e| err(format!("hs256_secrets[{i}]"), e.to_string()))?;
             secrets.push(key);
@@ -279,51 +252,30 @@ impl RawRule {
         };
         for (j, m) in self.methods.iter().enumerate() {
             if m.is_empty() || m.len() > 32 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(err(
-                    f(&format!("methods[{j}]")),
-                    "must be an upper-case HTTP method",
-                ));
+                return Err(err(f(&format!("methods[{j}]")), "must be an upper-case HTTP method"));
             }
         }
         let host = match self.host {
             Some(h) => {
                 check_len(&f("host"), &h, 253)?;
-                if !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-                {
-                    return Err(err(
-                        f("host"),
-                        "a host name without port: letters, digits, '-', '.'",
-                    ));
+                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+                    return Err(err(f("host"), "a host name without port: letters, digits, '-', '.'"));
                 }
                 Some(h.to_ascii_lowercase())
             }
             None => None,
         };
         if self.scopes.len() > MAX_RULE_SCOPES {
-            return Err(err(
-                f("scopes"),
-                format!("at most {MAX_RULE_SCOPES} scopes"),
-            ));
+            return Err(err(f("scopes"), format!("at most {MAX_RULE_SCOPES} scopes")));
         }
         for (j, s) in self.scopes.iter().enumerate() {
             check_len(&f(&format!("scopes[{j}]")), s, 128)?;
-            if !s
-                .bytes()
-                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-            {
-                return Err(err(
-                    f(&format!("scopes[{j}]")),
-                    "not an RFC 6749 scope token",
-                ));
+            if !s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+                return Err(err(f(&format!("scopes[{j}]")), "not an RFC 6749 scope token"));
             }
         }
         if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some()) {
-            return Err(err(
-                f("public"),
-                "a public rule checks no token, so it takes no scopes or max_ttl_s",
-            ));
+            return Err(err(f("public"), "a public rule checks no token, so it takes no scopes or max_ttl_s"));
         }
         if let Some(ttl) = self.max_ttl_s {
             if ttl == 0 || ttl > global_ttl {
@@ -346,13 +298,9 @@ fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
     check_len(field, p, 1024)?;
     if !p.starts_with('/')
         || p.contains(['?', '#'])
-        || p.bytes()
-            .any(|b| !is_token_char(b) && !b"/:@=,;()".contains(&b))
+        || p.bytes().any(|b| !is_token_char(b) && !b"/:@=,;()".contains(&b))
     {
-        return Err(err(
-            field,
-            "must start with '/' and contain no query, fragment, spaces or controls",
-        ));
+        return Err(err(field, "must start with '/' and contain no query, fragment, spaces or controls"));
     }
     Ok(())
 }

@@ -41,29 +41,31 @@ pub trait Host {
     /// Wall-clock Unix time in nanoseconds, as the proxy reports it.
     fn now_nanos(&self) -> u64;
     fn log(&self, level: Level, message: &str);
-    /// Increments a counter by name; names come from `metric_names()`.
-    fn count(&self, metric: &str);
+    /// Increments a counter; every one is listed by `metrics()`.
+    fn count(&self, metric: Metric);
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 }
 
-/// Every counter the engine may increment, to be defined once when the plugin starts.
-pub fn metric_names() -> impl Iterator<Item = String> {
-    std::iter::once(METRIC_ALLOW.to_owned()).chain(
-        reason::DENY_CODES
-            .iter()
-            .map(|c| format!("{METRIC_DENY_PREFIX}{c}")),
-    )
+/// A counter the engine increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Allow,
+    /// `jitgate.deny.<code>` for a code of `reason::DENY_CODES`.
+    Deny(&'static str),
+}
+
+/// Every counter the engine may increment with its name, to be defined once at start-up.
+pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
+    let deny = reason::DENY_CODES.iter().map(|c| (Metric::Deny(c), format!("{METRIC_DENY_PREFIX}{c}")));
+    std::iter::once((Metric::Allow, METRIC_ALLOW.to_owned())).chain(deny)
 }
 
 /// What the adapter does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Forward upstream after removing and setting these headers.
-    Continue {
-        remove: Vec<&'static str>,
-        set: Vec<(&'static str, String)>,
-    },
+    Continue { remove: Vec<&'static str>, set: Vec<(&'static str, String)> },
     /// Answer locally; the request never reaches the upstream.
     Respond(LocalResponse),
 }
@@ -111,9 +113,7 @@ impl<'a> Request<'a> {
                     let id = text(value);
                     let ok = !id.is_empty()
                         && id.len() <= MAX_REQUEST_ID_BYTES
-                        && id
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
                     r.request_id = if ok { id } else { "-" };
                 }
                 "authorization" => {
@@ -146,12 +146,7 @@ struct Decision<'c> {
 
 impl<'c> Decision<'c> {
     fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
-        Decision {
-            reason,
-            rule,
-            token: None,
-            missing_scopes: String::new(),
-        }
+        Decision { reason, rule, token: None, missing_scopes: String::new() }
     }
 }
 
@@ -197,12 +192,7 @@ impl Engine {
             return Decision::new(Reason::UnnormalizedPath, None);
         }
         let host = rules::host_only(req.authority);
-        let Some(rule) = self
-            .config
-            .rules
-            .iter()
-            .find(|r| r.matches(req.method, path, host))
-        else {
+        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, host)) else {
             return match self.config.default {
                 DefaultAction::Allow => Decision::new(Reason::DefaultAllow, None),
                 DefaultAction::Deny => Decision::new(Reason::NoMatchingRule, None),
@@ -213,12 +203,8 @@ impl Engine {
         }
         let value = match req.authorization {
             Authorization::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
-            Authorization::Several => {
-                return Decision::new(Reason::DuplicateAuthorization, Some(rule))
-            }
-            Authorization::NotText => {
-                return Decision::new(Reason::MalformedAuthorization, Some(rule))
-            }
+            Authorization::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
+            Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
             Authorization::One(v) => v,
         };
         // Envoy folds repeated Authorization headers into one comma-joined value, and no single
@@ -239,17 +225,10 @@ impl Engine {
         if claims.cnf_jkt.is_some() {
             // RFC 9449 §7.2: a DPoP-bound token is worthless without its proof.
             d.reason = Reason::Token(jitgate_token::Error::DpopBoundToken);
-        } else if !header_safe(&claims.sub)
-            || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant))
-        {
+        } else if !header_safe(&claims.sub) || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant)) {
             d.reason = Reason::UnsafeClaim;
         } else {
-            let missing: Vec<&str> = rule
-                .scopes
-                .iter()
-                .map(String::as_str)
-                .filter(|s| !claims.has_scope(s))
-                .collect();
+            let missing: Vec<&str> = rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
             if !missing.is_empty() {
                 d.reason = Reason::InsufficientScope;
                 d.missing_scopes = missing.join(" ");
@@ -281,32 +260,16 @@ impl Engine {
             }
             Action::Continue { remove, set }
         } else {
-            Action::Respond(response::deny(
-                d.reason,
-                &self.config.realm,
-                req.request_id,
-                &d.missing_scopes,
-            ))
+            Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, &d.missing_scopes))
         };
         self.record(host, &req, &d, &action, start);
         action
     }
 
-    fn record(
-        &self,
-        host: &impl Host,
-        req: &Request<'_>,
-        d: &Decision<'_>,
-        action: &Action,
-        start: u64,
-    ) {
+    fn record(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, action: &Action, start: u64) {
         let allow = d.reason.is_allow();
         let code = d.reason.code();
-        if allow {
-            host.count(METRIC_ALLOW);
-        } else {
-            host.count(&format!("{METRIC_DENY_PREFIX}{code}"));
-        }
+        host.count(if allow { Metric::Allow } else { Metric::Deny(code) });
         host.set_filter_state(STATE_DECISION, if allow { "allow" } else { "deny" });
         host.set_filter_state(STATE_REASON, code);
 

@@ -76,10 +76,7 @@ impl Reason {
     }
 
     pub fn is_allow(self) -> bool {
-        matches!(
-            self,
-            Reason::Public | Reason::Verified | Reason::DefaultAllow
-        )
+        matches!(self, Reason::Public | Reason::Verified | Reason::DefaultAllow)
     }
 }
 
@@ -123,11 +120,7 @@ mod tests {
         all.extend(token_errors.into_iter().map(Reason::Token));
         for r in all {
             assert!(!r.is_allow());
-            assert!(
-                DENY_CODES.contains(&r.code()),
-                "{} has no counter",
-                r.code()
-            );
+            assert!(DENY_CODES.contains(&r.code()), "{} has no counter", r.code());
         }
     }
 }

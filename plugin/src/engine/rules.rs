@@ -27,17 +27,12 @@ impl Rule {
             PathMatch::Exact(p) => path == p,
             PathMatch::Prefix(p) => {
                 path.starts_with(p.as_str())
-                    && (p.ends_with('/')
-                        || path.len() == p.len()
-                        || path.as_bytes().get(p.len()) == Some(&b'/'))
+                    && (p.ends_with('/') || path.len() == p.len() || path.as_bytes().get(p.len()) == Some(&b'/'))
             }
         };
         path_ok
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && self
-                .host
-                .as_deref()
-                .is_none_or(|h| h.eq_ignore_ascii_case(host))
+            && self.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
     }
 }
 
@@ -64,14 +59,8 @@ pub fn is_normalized(path: &str) -> bool {
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return false;
     }
-    let lower_has = |needle: &[u8]| {
-        path.as_bytes()
-            .windows(3)
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
-    let encoded_separator = [b"%2e", b"%2f", b"%5c", b"%00"]
-        .iter()
-        .any(|n| lower_has(*n));
+    let lower_has = |needle: &[u8]| path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle));
+    let encoded_separator = [b"%2e", b"%2f", b"%5c", b"%00"].iter().any(|n| lower_has(*n));
     !encoded_separator && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
 }
 
@@ -106,11 +95,7 @@ mod tests {
 
     #[test]
     fn exact_methods_and_host() {
-        let r = rule(
-            PathMatch::Exact("/x".into()),
-            &["GET", "HEAD"],
-            Some("api.example.com"),
-        );
+        let r = rule(PathMatch::Exact("/x".into()), &["GET", "HEAD"], Some("api.example.com"));
         assert!(r.matches("GET", "/x", "API.example.com"));
         assert!(!r.matches("POST", "/x", "api.example.com"));
         assert!(!r.matches("GET", "/x/", "api.example.com"));
@@ -131,10 +116,7 @@ mod tests {
         for ok in ["/", "/a/b", "/a.b/c", "/a%20b", "/..a/b."] {
             assert!(is_normalized(ok), "{ok}");
         }
-        for bad in [
-            "a", "//a", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a%2Eb", "/a\\b", "/%5C",
-            "/a%00",
-        ] {
+        for bad in ["a", "//a", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a%2Eb", "/a\\b", "/%5C", "/a%00"] {
             assert!(!is_normalized(bad), "{bad}");
         }
     }

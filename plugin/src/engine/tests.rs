@@ -1,10 +1,5 @@
 //! Engine tests against a recording host: assertions are on what was sent, logged and counted.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::config::Config;
 use super::*;
@@ -30,17 +25,12 @@ impl Host for RecordingHost {
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
     }
-    fn count(&self, metric: &str) {
-        *self
-            .counters
-            .borrow_mut()
-            .entry(metric.to_owned())
-            .or_default() += 1;
+    fn count(&self, metric: Metric) {
+        let name = metrics().find(|(m, _)| *m == metric).map(|(_, n)| n).expect("undeclared metric");
+        *self.counters.borrow_mut().entry(name).or_default() += 1;
     }
     fn set_filter_state(&self, key: &str, value: &str) {
-        self.state
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_owned());
+        self.state.borrow_mut().insert(key.to_owned(), value.to_owned());
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         (path == ["source", "address"]).then(|| b"127.0.0.1:5555".to_vec())
@@ -50,11 +40,7 @@ impl Host for RecordingHost {
 impl RecordingHost {
     fn audit(&self) -> Value {
         let logs = self.logs.borrow();
-        let line = logs
-            .iter()
-            .rev()
-            .find_map(|(_, l)| l.strip_prefix(audit::AUDIT_PREFIX))
-            .expect("no audit line");
+        let line = logs.iter().rev().find_map(|(_, l)| l.strip_prefix(audit::AUDIT_PREFIX)).expect("no audit line");
         serde_json::from_str(line).unwrap()
     }
 }
@@ -84,10 +70,7 @@ fn config_json(key: &SigningKey, extra: Value) -> Value {
 fn fixture(extra: Value) -> Fixture {
     let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
     let config = Config::parse(config_json(&key, extra).to_string().as_bytes()).unwrap();
-    Fixture {
-        key,
-        engine: Engine::new(config),
-    }
+    Fixture { key, engine: Engine::new(config) }
 }
 
 fn claims(scope: &str) -> Value {
@@ -102,11 +85,7 @@ fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, Vec
         (":authority".to_owned(), b"api.test:10000".to_vec()),
         ("x-request-id".to_owned(), b"req-1".to_vec()),
     ];
-    h.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())),
-    );
+    h.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())));
     h
 }
 
@@ -116,9 +95,7 @@ impl Fixture {
     }
     fn run(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> (Action, RecordingHost) {
         let host = RecordingHost::default();
-        let action = self
-            .engine
-            .on_request_headers(&host, &headers(method, path, extra));
+        let action = self.engine.on_request_headers(&host, &headers(method, path, extra));
         (action, host)
     }
 }
@@ -131,69 +108,42 @@ fn respond(a: &Action) -> &LocalResponse {
 }
 
 fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.as_str())
+    r.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
 }
 
 #[test]
 fn valid_token_is_forwarded_with_claim_headers_and_audited() {
     let f = fixture(json!({}));
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
-    let (action, host) = f.run(
-        "GET",
-        "/orders/7?x=1",
-        &[("authorization", &bearer), ("x-jit-sub", "root")],
-    );
-    let Action::Continue { remove, set } = action else {
-        panic!("denied: {action:?}")
-    };
-    assert_eq!(
-        remove,
-        vec!["x-jit-sub"],
-        "client-sent claim header must be removed"
-    );
+    let (action, host) = f.run("GET", "/orders/7?x=1", &[("authorization", &bearer), ("x-jit-sub", "root")]);
+    let Action::Continue { remove, set } = action else { panic!("denied: {action:?}") };
+    assert_eq!(remove, vec!["x-jit-sub"], "client-sent claim header must be removed");
     assert!(set.contains(&("x-jit-sub", "alice".to_owned())));
     assert!(set.contains(&("x-jit-scope", "orders:read".to_owned())));
     assert!(set.contains(&("x-jit-grant", "g-42".to_owned())));
     assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1));
-    assert_eq!(
-        host.state.borrow().get(STATE_DECISION).map(String::as_str),
-        Some("allow")
-    );
-    assert_eq!(
-        host.state.borrow().get(STATE_REASON).map(String::as_str),
-        Some("verified")
-    );
+    assert_eq!(host.state.borrow().get(STATE_DECISION).map(String::as_str), Some("allow"));
+    assert_eq!(host.state.borrow().get(STATE_REASON).map(String::as_str), Some("verified"));
     let a = host.audit();
     assert_eq!(a["event"], "access.allow");
     assert_eq!(a["sub"], "alice");
     assert_eq!(a["grant"], "g-42");
     assert_eq!(a["rule"], "orders");
-    assert_eq!(
-        a["path"], "/orders/7",
-        "query string stays out of the audit trail"
-    );
+    assert_eq!(a["path"], "/orders/7", "query string stays out of the audit trail");
     assert_eq!(a["request_id"], "req-1");
     assert_eq!(a["client"], "127.0.0.1:5555");
     assert_eq!(a["ts"], "2027-01-15T08:00:00.000Z");
     assert_eq!(a["jti_hash"].as_str().map(str::len), Some(32));
     let all_logs: String = host.logs.borrow().iter().map(|(_, l)| l.clone()).collect();
-    assert!(
-        !all_logs.contains(&bearer[7..]),
-        "raw token must never be logged"
-    );
+    assert!(!all_logs.contains(&bearer[7..]), "raw token must never be logged");
 }
 
 #[test]
 fn denials_have_the_right_status_challenge_and_counter() {
     let f = fixture(json!({}));
     let good = f.token(&claims("orders:read"));
-    let expired = f.token(
-        &json!({"iss": "https://issuer.test", "aud": "api", "sub": "a", "iat": NOW - 500,
-        "exp": NOW - 100, "jti": "j", "jit": {"grant": "g"}}),
-    );
+    let expired = f.token(&json!({"iss": "https://issuer.test", "aud": "api", "sub": "a", "iat": NOW - 500,
+        "exp": NOW - 100, "jti": "j", "jit": {"grant": "g"}}));
     let bound = {
         let mut c = claims("orders:read");
         c["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
@@ -202,23 +152,9 @@ fn denials_have_the_right_status_challenge_and_counter() {
     let big = format!("Bearer {}", "a".repeat(9000));
     let bearer = |t: &str| format!("Bearer {t}");
     // (case, path, extra headers, status, reason code, exact challenge when no error code)
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        Vec<(&'a str, String)>,
-        u32,
-        &'a str,
-        Option<&'a str>,
-    );
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, u32, &'a str, Option<&'a str>);
     let cases: Vec<Case> = vec![
-        (
-            "no credential",
-            "/orders/1",
-            vec![],
-            401,
-            "missing_credential",
-            Some("Bearer realm=\"jitgate\""),
-        ),
+        ("no credential", "/orders/1", vec![], 401, "missing_credential", Some("Bearer realm=\"jitgate\"")),
         (
             "basic scheme",
             "/orders/1",
@@ -230,10 +166,7 @@ fn denials_have_the_right_status_challenge_and_counter() {
         (
             "two headers",
             "/orders/1",
-            vec![
-                ("authorization", bearer(&good)),
-                ("authorization", bearer(&good)),
-            ],
+            vec![("authorization", bearer(&good)), ("authorization", bearer(&good))],
             400,
             "duplicate_authorization",
             None,
@@ -241,10 +174,7 @@ fn denials_have_the_right_status_challenge_and_counter() {
         (
             "folded duplicate",
             "/orders/1",
-            vec![(
-                "authorization",
-                format!("{},{}", bearer(&good), bearer(&good)),
-            )],
+            vec![("authorization", format!("{},{}", bearer(&good), bearer(&good)))],
             400,
             "duplicate_authorization",
             None,
@@ -257,78 +187,18 @@ fn denials_have_the_right_status_challenge_and_counter() {
             "malformed_authorization",
             None,
         ),
-        (
-            "oversized",
-            "/orders/1",
-            vec![("authorization", big)],
-            401,
-            "token_too_large",
-            None,
-        ),
-        (
-            "expired",
-            "/orders/1",
-            vec![("authorization", bearer(&expired))],
-            401,
-            "expired",
-            None,
-        ),
-        (
-            "garbage",
-            "/orders/1",
-            vec![("authorization", bearer("x.y.z"))],
-            401,
-            "malformed_token",
-            None,
-        ),
-        (
-            "dpop-bound as bearer",
-            "/orders/1",
-            vec![("authorization", bearer(&bound))],
-            401,
-            "dpop_bound_token",
-            None,
-        ),
-        (
-            "missing scope",
-            "/admin/x",
-            vec![("authorization", bearer(&good))],
-            403,
-            "insufficient_scope",
-            None,
-        ),
-        (
-            "no rule",
-            "/elsewhere",
-            vec![("authorization", bearer(&good))],
-            403,
-            "no_matching_rule",
-            None,
-        ),
-        (
-            "wrong method",
-            "/orders/1",
-            vec![],
-            403,
-            "no_matching_rule",
-            None,
-        ),
-        (
-            "dot segments",
-            "/orders/../admin",
-            vec![],
-            400,
-            "unnormalized_path",
-            None,
-        ),
+        ("oversized", "/orders/1", vec![("authorization", big)], 401, "token_too_large", None),
+        ("expired", "/orders/1", vec![("authorization", bearer(&expired))], 401, "expired", None),
+        ("garbage", "/orders/1", vec![("authorization", bearer("x.y.z"))], 401, "malformed_token", None),
+        ("dpop-bound as bearer", "/orders/1", vec![("authorization", bearer(&bound))], 401, "dpop_bound_token", None),
+        ("missing scope", "/admin/x", vec![("authorization", bearer(&good))], 403, "insufficient_scope", None),
+        ("no rule", "/elsewhere", vec![("authorization", bearer(&good))], 403, "no_matching_rule", None),
+        ("wrong method", "/orders/1", vec![], 403, "no_matching_rule", None),
+        ("dot segments", "/orders/../admin", vec![], 400, "unnormalized_path", None),
     ];
     for (name, path, extra, status, code, challenge) in cases {
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let method = if name == "wrong method" {
-            "POST"
-        } else {
-            "GET"
-        };
+        let method = if name == "wrong method" { "POST" } else { "GET" };
         let (action, host) = f.run(method, path, &extra);
         let r = respond(&action);
         assert_eq!(r.status, status, "{name}");
@@ -337,31 +207,16 @@ fn denials_have_the_right_status_challenge_and_counter() {
         assert_eq!(body["request_id"], "req-1", "{name}");
         assert_eq!(header(r, "cache-control"), Some("no-store"), "{name}");
         if let Some(c) = challenge {
-            assert_eq!(
-                header(r, "www-authenticate"),
-                Some(c),
-                "{name}: no error code when no credential"
-            );
+            assert_eq!(header(r, "www-authenticate"), Some(c), "{name}: no error code when no credential");
         }
         if status == 401 && challenge.is_none() {
             let c = header(r, "www-authenticate").unwrap();
-            assert!(
-                c.contains("error=\"invalid_token\"") && c.contains(code),
-                "{name}: {c}"
-            );
+            assert!(c.contains("error=\"invalid_token\"") && c.contains(code), "{name}: {c}");
         }
-        assert_eq!(
-            host.counters.borrow().get(&format!("jitgate.deny.{code}")),
-            Some(&1),
-            "{name}"
-        );
+        assert_eq!(host.counters.borrow().get(&format!("jitgate.deny.{code}")), Some(&1), "{name}");
         assert_eq!(host.audit()["event"], "access.deny", "{name}");
         assert_eq!(host.audit()["reason"], code, "{name}");
-        assert_eq!(
-            host.state.borrow().get(STATE_DECISION).map(String::as_str),
-            Some("deny"),
-            "{name}"
-        );
+        assert_eq!(host.state.borrow().get(STATE_DECISION).map(String::as_str), Some("deny"), "{name}");
         for raw in [&good, &expired, &bound] {
             assert!(!r.body.contains(raw.as_str()), "{name}: token echoed");
         }
@@ -371,14 +226,8 @@ fn denials_have_the_right_status_challenge_and_counter() {
 #[test]
 fn insufficient_scope_lists_what_is_missing() {
     let f = fixture(json!({}));
-    let (action, _) = f.run(
-        "GET",
-        "/admin/x",
-        &[(
-            "authorization",
-            &format!("Bearer {}", f.token(&claims("orders:read"))),
-        )],
-    );
+    let (action, _) =
+        f.run("GET", "/admin/x", &[("authorization", &format!("Bearer {}", f.token(&claims("orders:read"))))]);
     let r = respond(&action);
     assert_eq!(
         header(r, "www-authenticate"),
@@ -394,44 +243,22 @@ fn route_ttl_cap_applies() {
     let bearer = format!("Bearer {}", f.token(&c));
     let (action, _) = f.run("GET", "/admin/x", &[("authorization", &bearer)]);
     assert_eq!(respond(&action).status, 401);
-    let (action, _) = f.run(
-        "GET",
-        "/admin",
-        &[("authorization", &bearer.replace("Bearer", "bearer"))],
-    );
-    assert_eq!(
-        respond(&action).status,
-        401,
-        "scheme is case-insensitive, cap still applies"
-    );
+    let (action, _) = f.run("GET", "/admin", &[("authorization", &bearer.replace("Bearer", "bearer"))]);
+    assert_eq!(respond(&action).status, 401, "scheme is case-insensitive, cap still applies");
 }
 
 #[test]
 fn public_default_and_strip_token() {
     let f = fixture(json!({"default": "allow", "strip_token": true}));
     let (action, host) = f.run("GET", "/healthz", &[("x-jit-grant", "forged")]);
-    assert_eq!(
-        action,
-        Action::Continue {
-            remove: vec!["x-jit-grant"],
-            set: vec![]
-        }
-    );
+    assert_eq!(action, Action::Continue { remove: vec!["x-jit-grant"], set: vec![] });
     assert_eq!(host.audit()["reason"], "public");
     let (action, host) = f.run("GET", "/unlisted", &[]);
-    assert_eq!(
-        action,
-        Action::Continue {
-            remove: vec![],
-            set: vec![]
-        }
-    );
+    assert_eq!(action, Action::Continue { remove: vec![], set: vec![] });
     assert_eq!(host.audit()["reason"], "default_allow");
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, _) = f.run("GET", "/orders", &[("authorization", &bearer)]);
-    let Action::Continue { remove, .. } = action else {
-        panic!()
-    };
+    let Action::Continue { remove, .. } = action else { panic!() };
     assert_eq!(remove, vec!["authorization"]);
 }
 
@@ -457,46 +284,22 @@ fn config_errors_name_the_field() {
         (json!({"clock_skew_s": 9999}), "clock_skew_s"),
         (json!({"realm": "a\"b"}), "realm"),
         (json!({"jwks": {"keys": []}}), "jwks"),
-        (
-            json!({"jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}}),
-            "jwks",
-        ),
-        (
-            json!({"hs256_secrets": [{"kid": "h", "secret": "c2hvcnQ"}]}),
-            "hs256_secrets[0]",
-        ),
-        (
-            json!({"rules": [{"name": "a", "path": {"prefix": "/x"}, "scopes": ["a b"]}]}),
-            "rules[0].scopes[0]",
-        ),
-        (
-            json!({"rules": [{"name": "a", "path": {"prefix": "x"}}]}),
-            "rules[0].path.prefix",
-        ),
-        (
-            json!({"rules": [{"name": "a", "path": {"glob": "/x"}}]}),
-            "rules[0].path",
-        ),
-        (
-            json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "methods": ["get"]}]}),
-            "rules[0].methods[0]",
-        ),
+        (json!({"jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}}), "jwks"),
+        (json!({"hs256_secrets": [{"kid": "h", "secret": "c2hvcnQ"}]}), "hs256_secrets[0]"),
+        (json!({"rules": [{"name": "a", "path": {"prefix": "/x"}, "scopes": ["a b"]}]}), "rules[0].scopes[0]"),
+        (json!({"rules": [{"name": "a", "path": {"prefix": "x"}}]}), "rules[0].path.prefix"),
+        (json!({"rules": [{"name": "a", "path": {"glob": "/x"}}]}), "rules[0].path"),
+        (json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "methods": ["get"]}]}), "rules[0].methods[0]"),
         (
             json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "public": true, "scopes": ["s"]}]}),
             "rules[0].public",
         ),
-        (
-            json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "max_ttl_s": 5000}]}),
-            "rules[0].max_ttl_s",
-        ),
+        (json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "max_ttl_s": 5000}]}), "rules[0].max_ttl_s"),
         (
             json!({"rules": [{"name": "a", "path": {"exact": "/x"}}, {"name": "a", "path": {"exact": "/y"}}]}),
             "rules[1].name",
         ),
-        (
-            json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "colour": "red"}]}),
-            "rules[0].colour",
-        ),
+        (json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "colour": "red"}]}), "rules[0].colour"),
         (json!({"unknown_knob": 1}), "unknown_knob"),
         (json!({"default": "maybe"}), "default"),
     ];
@@ -510,19 +313,14 @@ fn config_errors_name_the_field() {
         assert!(e.to_string().contains(field));
     }
     assert_eq!(Config::parse(b"").unwrap_err().field, "(document)");
-    assert_eq!(
-        Config::parse(br#"{"issuer":"a","issuer":"b"}"#)
-            .unwrap_err()
-            .field,
-        "(document)"
-    );
+    assert_eq!(Config::parse(br#"{"issuer":"a","issuer":"b"}"#).unwrap_err().field, "(document)");
     let e = Config::parse(br#"{"issuer":"a"}"#).unwrap_err();
     assert!(e.message.contains("audience"), "{e}");
 }
 
 #[test]
 fn every_counter_is_declared_up_front() {
-    let names: Vec<String> = metric_names().collect();
+    let names: Vec<String> = metrics().map(|(_, n)| n).collect();
     assert!(names.contains(&"jitgate.allow".to_owned()));
     assert!(names.contains(&"jitgate.deny.expired".to_owned()));
     assert_eq!(names.len(), 1 + reason::DENY_CODES.len());

@@ -2,7 +2,7 @@
 //! decisions. It calls `hostcalls` directly because the SDK's trait helpers panic on host errors.
 
 use crate::engine::config::Config;
-use crate::engine::{metric_names, Action, Engine, Host, Level};
+use crate::engine::{metrics, Action, Engine, Host, Level, Metric};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as Next, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -18,7 +18,7 @@ proxy_wasm::main! {{
 /// State shared by every HTTP context of one VM: built once per configuration.
 struct Shared {
     engine: Engine,
-    metric_ids: HashMap<String, u32>,
+    metric_ids: HashMap<Metric, u32>,
 }
 
 #[derive(Default)]
@@ -30,10 +30,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes =
+            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let config = match Config::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -44,36 +42,25 @@ impl RootContext for Root {
             }
         };
         let mut metric_ids = HashMap::new();
-        for name in metric_names() {
+        for (metric, name) in metrics() {
             match hostcalls::define_metric(MetricType::Counter, &name) {
                 Ok(id) => {
-                    metric_ids.insert(name, id);
+                    metric_ids.insert(metric, id);
                 }
                 Err(_) => {
-                    let _ = hostcalls::log(
-                        LogLevel::Critical,
-                        &format!("jitgate: cannot define metric {name}"),
-                    );
+                    let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: cannot define metric {name}"));
                     return false;
                 }
             }
         }
         let rules = config.rules.len();
-        self.shared = Some(Rc::new(Shared {
-            engine: Engine::new(config),
-            metric_ids,
-        }));
-        let _ = hostcalls::log(
-            LogLevel::Info,
-            &format!("jitgate: configured with {rules} rules"),
-        );
+        self.shared = Some(Rc::new(Shared { engine: Engine::new(config), metric_ids }));
+        let _ = hostcalls::log(LogLevel::Info, &format!("jitgate: configured with {rules} rules"));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            shared: self.shared.clone(),
-        }))
+        Some(Box::new(Http { shared: self.shared.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -90,7 +77,7 @@ impl Context for Http {}
 /// Host services for the engine, over raw hostcalls. Failures are ignored where they can only
 /// lose telemetry; anything that could let a request through wrongly is handled by the caller.
 struct ProxyHost<'a> {
-    metric_ids: &'a HashMap<String, u32>,
+    metric_ids: &'a HashMap<Metric, u32>,
 }
 
 impl Host for ProxyHost<'_> {
@@ -111,8 +98,8 @@ impl Host for ProxyHost<'_> {
         let _ = hostcalls::log(level, message);
     }
 
-    fn count(&self, metric: &str) {
-        if let Some(id) = self.metric_ids.get(metric) {
+    fn count(&self, metric: Metric) {
+        if let Some(id) = self.metric_ids.get(&metric) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
     }
@@ -129,11 +116,7 @@ impl Host for ProxyHost<'_> {
 /// Answers 503 with `Retry-After`: the filter cannot decide, so nothing passes.
 fn unavailable() -> Next {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
-    let headers = vec![
-        ("content-type", "application/json"),
-        ("retry-after", "1"),
-        ("cache-control", "no-store"),
-    ];
+    let headers = vec![("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
     let _ = hostcalls::send_http_response(503, headers, Some(body));
     Next::Pause
 }
@@ -146,17 +129,13 @@ impl HttpContext for Http {
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
             return unavailable();
         };
-        let host = ProxyHost {
-            metric_ids: &shared.metric_ids,
-        };
+        let host = ProxyHost { metric_ids: &shared.metric_ids };
         match shared.engine.on_request_headers(&host, &headers) {
             Action::Continue { remove, set } => {
-                let removed = remove
-                    .iter()
-                    .all(|h| hostcalls::remove_map_value(MapType::HttpRequestHeaders, h).is_ok());
-                let set_ok = set.iter().all(|(k, v)| {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok()
-                });
+                let removed =
+                    remove.iter().all(|h| hostcalls::remove_map_value(MapType::HttpRequestHeaders, h).is_ok());
+                let set_ok =
+                    set.iter().all(|(k, v)| hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok());
                 // A spoofed claim header that could not be removed must not reach the upstream.
                 if removed && set_ok {
                     Next::Continue
@@ -165,11 +144,8 @@ impl HttpContext for Http {
                 }
             }
             Action::Respond(r) => {
-                let headers: Vec<(&str, &str)> =
-                    r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()))
-                    .is_err()
-                {
+                let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
                     return unavailable();
                 }
                 Next::Pause

@@ -16,10 +16,7 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 fn load_key(path: &str) -> Result<SigningKey, String> {
@@ -27,8 +24,7 @@ fn load_key(path: &str) -> Result<SigningKey, String> {
     let jwk: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     if jwk["kty"] == "oct" {
         let k = jwk["k"].as_str().ok_or("oct key without k")?;
-        let secret =
-            jitgate_token::encoding::b64_decode(k.as_bytes()).map_err(|e| e.to_string())?;
+        let secret = jitgate_token::encoding::b64_decode(k.as_bytes()).map_err(|e| e.to_string())?;
         return Ok(SigningKey::hs256(jwk["kid"].as_str(), &secret));
     }
     SigningKey::from_private_jwk(&jwk).map_err(|e| format!("{path}: {e}"))
@@ -37,11 +33,7 @@ fn load_key(path: &str) -> Result<SigningKey, String> {
 fn resolve_times(v: &mut Value, now: i64) {
     match v {
         Value::String(s) if s == "now" || s.starts_with("now+") || s.starts_with("now-") => {
-            let offset: i64 = s
-                .get(3..)
-                .filter(|o| !o.is_empty())
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(0);
+            let offset: i64 = s.get(3..).filter(|o| !o.is_empty()).and_then(|o| o.parse().ok()).unwrap_or(0);
             *v = json!(now.saturating_add(offset));
         }
         Value::Object(map) => map.values_mut().for_each(|x| resolve_times(x, now)),
@@ -52,23 +44,14 @@ fn resolve_times(v: &mut Value, now: i64) {
 fn run(args: &[String]) -> Result<String, String> {
     match args.first().map(String::as_str) {
         Some("keygen") => {
-            let alg = Alg::parse(&arg(args, "--alg").unwrap_or_else(|| "ES256".into()))
-                .map_err(|e| e.to_string())?;
-            let key = SigningKey::generate(alg, arg(args, "--kid").as_deref())
-                .map_err(|e| e.to_string())?;
-            let jwk = if alg == Alg::HS256 {
-                key.public_jwk()
-            } else {
-                key.private_jwk().map_err(|e| e.to_string())?
-            };
+            let alg = Alg::parse(&arg(args, "--alg").unwrap_or_else(|| "ES256".into())).map_err(|e| e.to_string())?;
+            let key = SigningKey::generate(alg, arg(args, "--kid").as_deref()).map_err(|e| e.to_string())?;
+            let jwk =
+                if alg == Alg::HS256 { key.public_jwk() } else { key.private_jwk().map_err(|e| e.to_string())? };
             Ok(jwk.to_string())
         }
         Some("jwks") => {
-            let keys = args
-                .get(1..)
-                .unwrap_or_default()
-                .iter()
-                .map(|p| load_key(p).map(|k| k.public_jwk()));
+            let keys = args.get(1..).unwrap_or_default().iter().map(|p| load_key(p).map(|k| k.public_jwk()));
             Ok(json!({"keys": keys.collect::<Result<Vec<_>, _>>()?}).to_string())
         }
         Some("mint") => {
@@ -80,11 +63,11 @@ fn run(args: &[String]) -> Result<String, String> {
                     .map_err(|e| e.to_string())?
                     .as_secs() as i64,
             };
-            let mut claims: Value =
-                serde_json::from_str(&arg(args, "--claims").ok_or("--claims is required")?)
-                    .map_err(|e| e.to_string())?;
+            let mut claims: Value = serde_json::from_str(&arg(args, "--claims").ok_or("--claims is required")?)
+                .map_err(|e| e.to_string())?;
             resolve_times(&mut claims, now);
-            let mut header = json!({"alg": key.alg().name(), "typ": arg(args, "--typ").unwrap_or_else(|| "at+jwt".into())});
+            let mut header =
+                json!({"alg": key.alg().name(), "typ": arg(args, "--typ").unwrap_or_else(|| "at+jwt".into())});
             if let Some(kid) = &key.kid {
                 header["kid"] = json!(kid);
             }
