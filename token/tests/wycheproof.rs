@@ -64,6 +64,7 @@ fn run_primitive(file: &str, key_field: &str, verify: impl Fn(&KeyMaterial, &[u8
             }
         }
     }
+    eprintln!("{file}: {valid} valid verified, {invalid} invalid rejected");
     (valid, invalid)
 }
 
@@ -192,6 +193,7 @@ fn run_jws_file(file: &str, keyset: impl Fn(&Value) -> Result<KeySet, jitgate_to
             }
         }
     }
+    eprintln!("{file}: {checked} vectors checked, {skipped} not applicable (unsupported alg or contradictory)");
     (checked, skipped)
 }
 
