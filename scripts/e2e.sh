@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end tests in real Envoy (V8, --concurrency 2). Builds what it needs first.
+# The scenario files in real Envoy (V8, --concurrency 2), compared case by case with the wasm
+# harness. Builds what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
-cargo build --release -p jitgate-token --bin jitgate-token
+cargo build -p jitgate-harness
 # Backstop: whatever the Python driver started is stopped by pid, even if it is killed itself.
 cleanup() { for f in .run/e2e*/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
 trap cleanup EXIT

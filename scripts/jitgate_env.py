@@ -159,6 +159,7 @@ class Stack:
                 wait_port(self.wasm_port, files, "wasm file server")
             envoy = self._spawn([str(ENVOY), "-c", str(self.config), "--concurrency", str(self.concurrency),
                                  "--use-dynamic-base-id", "--log-level", "info",
+                                 "--file-flush-interval-msec", "100",  # access log lines within 0.1 s
                                  "--component-log-level", "wasm:info"], self.envoy_log)
             wait_port(self.listen, envoy, "envoy")
             wait_port(self.admin, envoy, "envoy admin")

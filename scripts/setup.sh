@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: the Rust wasm target, a project virtualenv with the real Envoy 1.40 (V8),
+# Idempotent set-up: the Rust wasm targets, a project virtualenv with the real Envoy 1.40 (V8),
 # and the Debian packages the scripts need. Safe to run any number of times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,13 @@ APT_PACKAGES=(${JITGATE_APT_PACKAGES:-})   # none needed yet; later features add
 
 log() { printf '[setup] %s\n' "$*"; }
 
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  log "adding Rust target wasm32-wasip1"
-  rustup target add wasm32-wasip1
-fi
+# wasm32-unknown-unknown only builds the harness's probe filter (the harness loads both kinds).
+for target in wasm32-wasip1 wasm32-unknown-unknown; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    log "adding Rust target $target"
+    rustup target add "$target"
+  fi
+done
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: formatting and lints, unit tests, Wycheproof vectors, the wasm size budget, and the
-# end-to-end suite in real Envoy. Installs what it needs first (scripts/setup.sh).
+# Every test: formatting and lints, unit tests, Wycheproof vectors, the harness's own tests, the
+# scenario files in the wasm harness, the wasm size budget, and the same scenarios in real Envoy.
+# Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,14 +11,18 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p jitgate-filter --target wasm32-wasip1 -- -D warnings
 
-echo "== unit tests and Wycheproof vectors"
-cargo test --workspace
-
-echo "== wasm build and size budget"
-cargo build --release --target wasm32-wasip1 -p jitgate-filter
+echo "== wasm builds (the filter, and the harness's probe filter for both wasm targets)"
+cargo build --release --target wasm32-wasip1 -p jitgate-filter -p jitgate-probe-filter
+cargo build --release --target wasm32-unknown-unknown -p jitgate-probe-filter
 size=$(stat -c %s target/wasm32-wasip1/release/jitgate_filter.wasm)
 echo "jitgate_filter.wasm: ${size} bytes (budget 1000000)"
 [ "$size" -le 1000000 ] || { echo "wasm module over budget"; exit 1; }
 
-echo "== end-to-end in Envoy"
+echo "== unit tests, Wycheproof vectors, harness tests"
+cargo test --workspace
+
+echo "== scenarios in the wasm harness"
+cargo run -q -p jitgate-harness -- run host-tests/scenarios/*.yaml --wasm target/wasm32-wasip1/release/jitgate_filter.wasm
+
+echo "== the same scenarios in real Envoy, compared with the harness"
 scripts/e2e.sh

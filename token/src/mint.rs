@@ -52,6 +52,17 @@ impl SigningKey {
         Ok(SigningKey { kid: kid.map(str::to_owned), signer })
     }
 
+    /// A key derived from 32 seed bytes (ES256, EdDSA, HS256): reproducible test keys.
+    pub fn from_seed(alg: Alg, kid: Option<&str>, seed: &[u8; 32]) -> Result<SigningKey> {
+        let signer = match alg {
+            Alg::ES256 => Signer::Es256(p256::ecdsa::SigningKey::from_slice(seed).map_err(|_| Error::BadKey("seed"))?),
+            Alg::EdDSA => Signer::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed)),
+            Alg::HS256 => Signer::Hs256(seed.to_vec()),
+            Alg::RS256 | Alg::PS256 => return Err(Error::BadKey("RSA keys cannot be derived from a seed")),
+        };
+        Ok(SigningKey { kid: kid.map(str::to_owned), signer })
+    }
+
     pub fn hs256(kid: Option<&str>, secret: &[u8]) -> SigningKey {
         SigningKey { kid: kid.map(str::to_owned), signer: Signer::Hs256(secret.to_vec()) }
     }

@@ -1,0 +1,19 @@
+//! jitgate-harness: a proxy-wasm ABI 0.2.1 host on wasmtime, for running filters locally with
+//! Envoy's observable behaviour, and a scenario runner that checks the same cases against Envoy.
+// Host code converts between wasm i32 pointers/sizes and usize deliberately.
+#![allow(clippy::cast_sign_loss, clippy::indexing_slicing, missing_debug_implementations)]
+// Unit tests may panic: that is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod abi;
+pub mod foreign;
+mod host;
+pub mod http;
+pub mod plugin;
+pub mod scenario;
+mod wasi;
+pub mod worker;
+pub mod world;
+
+pub use plugin::{Harness, Outcome, Plugin, PluginOptions, Request};
+pub use world::{CallOutcome, CallRecord, HookPoint, Upstream};
