@@ -53,6 +53,9 @@ fn loads_modules_built_for_either_wasm_target() {
         let o = p.send(0, Request::new("GET", "/"));
         assert_eq!(o.status(), 200, "{target}: {o:?}");
         assert_eq!(o.forwarded_header("x-probe-worker-ticks").as_deref(), Some("0"), "{target}");
+        let o = p.send(0, Request { source: "10.1.2.3:5555".into(), ..Request::new("GET", "/a/b?x=1") });
+        assert_eq!(o.forwarded_header("x-probe-source").as_deref(), Some("10.1.2.3:5555"), "Envoy's source.address");
+        assert_eq!(o.forwarded_header("x-probe-url-path").as_deref(), Some("/a/b"), "request.url_path has no query");
     }
 }
 

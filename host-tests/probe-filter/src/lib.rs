@@ -6,7 +6,8 @@
 //! - `/call`: calls cluster `backend`, answers with its status and body (502 when none).
 //! - `/enqueue`: pushes the request path onto queue `jobs`; the root context drains it.
 //! - `/panic`: panics (the host must report a trap and fail the VM).
-//! - anything else: continues, adding `x-probe-worker-ticks` with this VM's tick count.
+//! - anything else: continues, adding `x-probe-worker-ticks` (this VM's tick count) and the
+//!   `source.address` and `request.url_path` properties as `x-probe-source`, `x-probe-url-path`.
 //!
 //! The root context ticks every `tick_ms` of the plugin configuration (a plain integer).
 // A test fixture: a panic here is the behaviour under test.
@@ -138,6 +139,12 @@ impl HttpContext for Stream {
             "/panic" => panic!("probe: asked to panic"),
             _ => {
                 self.set_http_request_header("x-probe-worker-ticks", Some(&self.ticks.get().to_string()));
+                for (header, path) in
+                    [("x-probe-source", ["source", "address"]), ("x-probe-url-path", ["request", "url_path"])]
+                {
+                    let value = self.get_property(path.to_vec()).map(|v| String::from_utf8_lossy(&v).into_owned());
+                    self.set_http_request_header(header, value.as_deref());
+                }
                 Action::Continue
             }
         }
