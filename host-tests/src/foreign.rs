@@ -3,22 +3,15 @@
 
 use crate::abi::Status;
 
-/// `VerifySignatureArguments`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct VerifyArgs {
-    pub hash_function: String,
-    pub public_key: Vec<u8>,
-    pub signature: Vec<u8>,
-    pub text: Vec<u8>,
-    pub public_key_pem: String,
-}
+use jitgate_token::verify_signature::encode_result;
+pub use jitgate_token::verify_signature::VerifyArgs;
 
 pub fn call(name: &str, args: &[u8]) -> Result<Vec<u8>, Status> {
     match name {
         "verify_signature" => {
-            let a = decode_verify_args(args).ok_or(Status::BadArgument)?;
+            let a = VerifyArgs::decode(args).ok_or(Status::BadArgument)?;
             let (ok, error) = verify_signature(&a)?;
-            Ok(encode_verify_result(ok, &error))
+            Ok(encode_result(ok, &error))
         }
         _ => Err(Status::NotFound),
     }
@@ -60,93 +53,6 @@ fn verify_signature(a: &VerifyArgs) -> Result<(bool, String), Status> {
     Ok(if ok { (true, String::new()) } else { (false, "Failed to verify digest. Error code: 0".to_owned()) })
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Decodes the protobuf wire format of `VerifySignatureArguments`; unknown fields are skipped.
-pub fn decode_verify_args(buf: &[u8]) -> Option<VerifyArgs> {
-    let mut a = VerifyArgs::default();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let tag = varint(buf, &mut pos)?;
-        match tag & 7 {
-            0 => {
-                varint(buf, &mut pos)?;
-            }
-            2 => {
-                let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
-                let bytes = buf.get(pos..pos.checked_add(len)?)?.to_vec();
-                pos += len;
-                match tag >> 3 {
-                    1 => a.hash_function = String::from_utf8(bytes).ok()?,
-                    2 => a.public_key = bytes,
-                    3 => a.signature = bytes,
-                    4 => a.text = bytes,
-                    5 => a.public_key_pem = String::from_utf8(bytes).ok()?,
-                    _ => {}
-                }
-            }
-            5 => pos = pos.checked_add(4)?,
-            1 => pos = pos.checked_add(8)?,
-            _ => return None,
-        }
-    }
-    Some(a)
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    put_varint(out, field << 3 | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Encodes `VerifySignatureResult { bool result = 1; string error = 2; }` (proto3: defaults omitted).
-pub fn encode_verify_result(ok: bool, error: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    if ok {
-        out.extend_from_slice(&[0x08, 0x01]);
-    }
-    if !error.is_empty() {
-        put_bytes(&mut out, 2, error.as_bytes());
-    }
-    out
-}
-
-/// Encodes `VerifySignatureArguments` (for tests and for filters written against this host).
-pub fn encode_verify_args(a: &VerifyArgs) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (field, bytes) in [
-        (1, a.hash_function.as_bytes()),
-        (2, a.public_key.as_slice()),
-        (3, a.signature.as_slice()),
-        (4, a.text.as_slice()),
-        (5, a.public_key_pem.as_bytes()),
-    ] {
-        if !bytes.is_empty() {
-            put_bytes(&mut out, field, bytes);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,13 +74,12 @@ mod tests {
             text: text.to_vec(),
             public_key_pem: String::new(),
         };
-        let ok = call("verify_signature", &encode_verify_args(&args(b"hello", "sha256")));
+        let ok = call("verify_signature", &args(b"hello", "sha256").encode());
         assert_eq!(ok, Ok(vec![0x08, 0x01]));
-        let bad = call("verify_signature", &encode_verify_args(&args(b"hellO", "sha256"))).unwrap_or_default();
+        let bad = call("verify_signature", &args(b"hellO", "sha256").encode()).unwrap_or_default();
         assert!(bad.first() == Some(&0x12), "result false is omitted, error present: {bad:?}");
         let no_key = VerifyArgs { public_key: vec![], ..args(b"hello", "sha256") };
-        assert_eq!(call("verify_signature", &encode_verify_args(&no_key)), Err(Status::BadArgument));
+        assert_eq!(call("verify_signature", &no_key.encode()), Err(Status::BadArgument));
         assert_eq!(call("nope", b""), Err(Status::NotFound));
-        assert_eq!(decode_verify_args(&encode_verify_args(&args(b"x", "sha256"))), Some(args(b"x", "sha256")));
     }
 }

@@ -30,10 +30,22 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
+    let mut s = connect(addr, timeout)?;
+    s.write_all(&encode(addr, method, path, headers, body, true))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))
+}
+
+fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     let sock = addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout)?;
+    let s = TcpStream::connect_timeout(&sock, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+fn encode(addr: &str, method: &str, path: &str, headers: &Pairs, body: &[u8], close: bool) -> Vec<u8> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
     let mut has_host = false;
     for (k, v) in headers {
@@ -52,12 +64,77 @@ pub fn request(
     if !has_host {
         req.extend_from_slice(format!("host: {addr}\r\n").as_bytes());
     }
-    req.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    req.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    if close {
+        req.extend_from_slice(b"connection: close\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body);
-    s.write_all(&req)?;
+    req
+}
+
+/// A kept-alive HTTP/1.1 connection: in Envoy one connection stays on one worker, so requests
+/// sent on it meet the same VM (and its per-VM state) every time. Reconnects if the peer closed.
+pub struct Connection {
+    addr: String,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+}
+
+impl Connection {
+    pub fn new(addr: &str, timeout: Duration) -> Connection {
+        Connection { addr: addr.to_owned(), timeout, stream: None }
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, headers: &Pairs, body: &[u8]) -> io::Result<HttpResponse> {
+        let req = encode(&self.addr, method, path, headers, body, false);
+        let mut s = match self.stream.take() {
+            Some(s) => s,
+            None => connect(&self.addr, self.timeout)?,
+        };
+        let r = match s.write_all(&req).and_then(|()| read_one(&mut s)) {
+            Ok(r) => r,
+            // The server closed the idle connection: once more on a new one.
+            Err(_) => {
+                s = connect(&self.addr, self.timeout)?;
+                s.write_all(&req)?;
+                read_one(&mut s)?
+            }
+        };
+        if !r.headers.iter().any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close")) {
+            self.stream = Some(s);
+        }
+        Ok(r)
+    }
+}
+
+/// Reads exactly one response (content-length or chunked) from a kept-alive connection.
+fn read_one(s: &mut TcpStream) -> io::Result<HttpResponse> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = parse_response(raw.get(..end + 4).ok_or_else(bad)?).ok_or_else(bad)?;
+            let complete = |raw: &[u8]| -> Option<Vec<u8>> {
+                let body = raw.get(end + 4..)?;
+                if head.headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+                    body.windows(5).any(|w| w == b"0\r\n\r\n").then(|| dechunk(body)).flatten()
+                } else {
+                    let len: usize = head.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                    body.get(..len).map(<[u8]>::to_vec)
+                }
+            };
+            if let Some(body) = complete(&raw) {
+                return Ok(HttpResponse { body, ..head });
+            }
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
+        }
+        raw.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Option<HttpResponse> {

@@ -51,6 +51,7 @@ fn run(args: &Args) -> Result<bool> {
             admin: args.need("--envoy-admin")?.into(),
             log: args.need("--envoy-log")?.into(),
             access_log: args.flag("--envoy-access-log").map(Into::into),
+            connections: Default::default(),
         }),
     };
     let harness = Harness::new()?;

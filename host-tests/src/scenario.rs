@@ -588,6 +588,8 @@ pub struct EnvoyHost {
     pub log: PathBuf,
     /// Access log with lines `<request id> <status> decision=<d> reason=<r>` (envoy/e2e.yaml).
     pub access_log: Option<PathBuf>,
+    /// One kept-alive connection per scenario worker.
+    pub connections: std::cell::RefCell<BTreeMap<usize, http::Connection>>,
 }
 
 impl EnvoyHost {
@@ -632,7 +634,10 @@ impl EnvoyHost {
         })
     }
 
-    fn run(&self, headers: Pairs, e: &Expect) -> Result<Observed> {
+    /// Sends a case on the kept-alive connection of its `worker`: one connection stays on one
+    /// Envoy worker, so a scenario worker meets the same VM each time (which Envoy worker that
+    /// is, Envoy decides).
+    fn run(&self, worker: usize, headers: Pairs, e: &Expect) -> Result<Observed> {
         let metric_names = e.metric_names();
         let prom = |m: &str| m.replace(['.', '-'], "_");
         let before = self.counters()?;
@@ -644,7 +649,11 @@ impl EnvoyHost {
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        let r = http::request(&self.listener, &get(":method"), &get(":path"), &headers, b"", Duration::from_secs(10))?;
+        let mut connections = self.connections.borrow_mut();
+        let connection =
+            connections.entry(worker).or_insert_with(|| http::Connection::new(&self.listener, Duration::from_secs(10)));
+        let r = connection.request(&get(":method"), &get(":path"), &headers, b"")?;
+        drop(connections);
         let body = String::from_utf8_lossy(&r.body).into_owned();
         // The echo upstream answers 200 with the headers it received.
         let upstream = (r.status == 200)
@@ -765,7 +774,7 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
             Some(envoy) => {
                 report.envoy_requests += 1;
                 let sent = s.request(case, &envoy_minted, unix_now(), &mut serial);
-                match sent.and_then(|(h, t)| Ok((envoy.run(h, &case.expect)?, t))) {
+                match sent.and_then(|(h, t)| Ok((envoy.run(case.worker, h, &case.expect)?, t))) {
                     Err(e) => problems.push(format!("[envoy] request failed: {e:#}")),
                     Ok((envoy_obs, tokens)) => {
                         envoy_status = format!(" | envoy {}", envoy_obs.status);

@@ -83,6 +83,82 @@ impl KeyMaterial {
     }
 }
 
+impl KeyMaterial {
+    /// DER SubjectPublicKeyInfo of keys whose algorithm a host verifier handles with the key's
+    /// default padding: ES256 and RS256 (PSS needs explicit padding, Ed25519 is not offered).
+    pub fn spki_der(&self) -> Option<Vec<u8>> {
+        match self {
+            KeyMaterial::Es256(k) => {
+                let mut der = P256_SPKI_PREFIX.to_vec();
+                der.extend_from_slice(k.to_encoded_point(false).as_bytes());
+                Some(der)
+            }
+            KeyMaterial::Rs256(k) => {
+                rsa::pkcs8::EncodePublicKey::to_public_key_der(k.as_ref()).ok().map(|d| d.as_bytes().to_vec())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// DER SubjectPublicKeyInfo header for an uncompressed P-256 point (id-ecPublicKey, prime256v1).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// Which implementation checked a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CryptoPath {
+    /// The proxy's own crypto (Envoy: BoringSSL behind the `verify_signature` foreign function).
+    Host,
+    /// Pure Rust inside the module.
+    Wasm,
+}
+
+/// A signature verifier the host provides (Envoy's `verify_signature`).
+pub trait HostVerifier {
+    /// Verifies `signature` over `text` with the DER `public_key` and hash (`"sha256"`).
+    /// `None` when the host could not answer; the caller then verifies in wasm.
+    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool>;
+}
+
+/// Known answer for `host_self_test`: Wycheproof ecdsa_secp256r1_sha256_p1363 tcId 60.
+const KAT_SPKI_TAIL: &str = "042927b10512bae3eddcfe467828128bad2903269919f7086069c8c4df6c732838c7787964eaac00e5921fb1498a60f4606766b3d9685001558d1a974e7341513e";
+const KAT_SIG: &str = "64a1aab5000d0e804f3e2fc02bdee9be8ff312334e2ba16d11547c97711c898e6af015971cc30be6d1a206d4e013e0997772a2f91d73286ffd683b9bb2cf4f1b";
+const KAT_MSG: &[u8] = b"69819";
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    s.as_bytes().chunks(2).map(|p| Some((digit(*p.first()?)? * 16 + digit(*p.get(1)?)?) as u8)).collect()
+}
+
+/// Whether `host` verifies ES256 correctly: a known-good signature must pass and the same
+/// signature over another message must fail (a host that says yes to everything fails this).
+pub fn host_self_test(host: &dyn HostVerifier) -> bool {
+    let (Some(point), Some(raw)) = (unhex(KAT_SPKI_TAIL), unhex(KAT_SIG)) else { return false };
+    let Ok(sig) = p256::ecdsa::Signature::from_slice(&raw) else { return false };
+    let mut der = P256_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(&point);
+    let sig = sig.to_der();
+    host.verify("sha256", &der, sig.as_bytes(), KAT_MSG) == Some(true)
+        && host.verify("sha256", &der, sig.as_bytes(), b"69818") == Some(false)
+}
+
+/// The signature in the form a host verifier takes, after the checks the host may not do:
+/// ES256 r||s becomes DER with r and s in [1, n-1]; RS256 must be exactly the modulus length.
+/// `None`: not host-verifiable (another algorithm) or malformed (the wasm path then rejects it).
+pub fn host_signature(key: &KeyMaterial, sig: &[u8]) -> Option<Vec<u8>> {
+    use rsa::traits::PublicKeyParts;
+    match key {
+        KeyMaterial::Es256(_) if sig.len() == 64 => {
+            p256::ecdsa::Signature::from_slice(sig).ok().map(|s| s.to_der().as_bytes().to_vec())
+        }
+        KeyMaterial::Rs256(k) if sig.len() == k.as_ref().size() => Some(sig.to_vec()),
+        _ => None,
+    }
+}
+
 impl std::fmt::Debug for KeyMaterial {
     // Never print secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

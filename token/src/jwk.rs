@@ -19,6 +19,8 @@ pub struct Jwk {
     pub key: KeyMaterial,
     /// SHA-256 RFC 7638 thumbprint (for `oct` keys it is computed too but never published).
     pub thumbprint: [u8; 32],
+    /// DER SubjectPublicKeyInfo for keys a host verifier can take (ES256, RS256), built once.
+    pub spki_der: Option<Vec<u8>>,
 }
 
 /// The members we read. Certificates (`x5c`, ...) and other extras are ignored: trust comes from
@@ -179,7 +181,8 @@ impl Jwk {
             _ => return Err(Error::BadKey("unsupported kty")),
         };
         let thumbprint = Sha256::digest(canonical.as_bytes()).into();
-        Ok(Jwk { kid: raw.kid, key, thumbprint })
+        let spki_der = key.spki_der();
+        Ok(Jwk { kid: raw.kid, key, thumbprint, spki_der })
     }
 
     pub fn alg(&self) -> Alg {

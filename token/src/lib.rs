@@ -13,12 +13,13 @@ pub mod jwk;
 pub mod jws;
 #[cfg(feature = "mint")]
 pub mod mint;
+pub mod verify_signature;
 
-pub use alg::{Alg, KeyMaterial};
+pub use alg::{Alg, CryptoPath, HostVerifier, KeyMaterial};
 pub use claims::{AccessClaims, JitClaim, Validation};
 pub use error::{Error, Result};
 pub use jwk::{Jwk, KeySet};
-pub use jws::{Header, DEFAULT_MAX_TOKEN_BYTES};
+pub use jws::{Header, VerifiedJws, DEFAULT_MAX_TOKEN_BYTES};
 
 /// A token that passed signature and claim validation.
 #[derive(Debug, Clone)]
@@ -59,13 +60,24 @@ impl Verifier {
     /// Verifies a compact token at `now` (Unix seconds). `route_max_ttl_s` tightens the TTL cap.
     /// Order: structure, signature, typ, then claims; the first failure is the answer.
     pub fn verify(&self, token: &str, now: u64, route_max_ttl_s: Option<u64>) -> Result<AccessToken> {
+        let (jws, _) = self.check_signature(token, None)?;
+        self.check_claims(&jws, now, route_max_ttl_s)
+    }
+
+    /// Structure and signature only: no clock involved, so the result may be cached until `exp`.
+    /// `host` verifies the algorithms it handles (see `HostVerifier`).
+    pub fn check_signature(&self, token: &str, host: Option<&dyn HostVerifier>) -> Result<(VerifiedJws, CryptoPath)> {
         let jws = jws::parse(token, self.max_token_bytes)?;
         let keys = if jws.header.alg.is_symmetric() { &self.secrets } else { &self.keys };
-        let jws = jws.verify(keys)?;
+        jws.verify_with(keys, host)
+    }
+
+    /// `typ` and claims of a signature-checked token at `now`.
+    pub fn check_claims(&self, jws: &VerifiedJws, now: u64, route_max_ttl_s: Option<u64>) -> Result<AccessToken> {
         if !claims::typ_accepted(jws.header.typ.as_deref(), &self.validation.accepted_typ) {
             return Err(Error::BadTyp);
         }
         let claims = self.validation.validate(&jws.payload, now, route_max_ttl_s)?;
-        Ok(AccessToken { header: jws.header, claims })
+        Ok(AccessToken { header: jws.header.clone(), claims })
     }
 }

@@ -36,6 +36,10 @@ struct RawConfig {
     default: DefaultAction,
     #[serde(default = "default_realm")]
     realm: String,
+    #[serde(default)]
+    crypto: CryptoMode,
+    #[serde(default = "default_cache_entries")]
+    token_cache_entries: usize,
     rules: Vec<RawRule>,
 }
 
@@ -71,6 +75,22 @@ enum RawPath {
     Prefix(String),
 }
 
+/// Where signatures are checked: the proxy's `verify_signature` (ES256, RS256) or pure Rust.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoMode {
+    /// The host function when it passes its start-up self-test, else wasm.
+    #[default]
+    Auto,
+    /// The host function; the plugin refuses to start without a working one.
+    Host,
+    /// Always pure Rust inside the module.
+    Wasm,
+}
+
+/// Largest verified-token cache per VM.
+const MAX_CACHE_ENTRIES: usize = 65_536;
+
 /// What happens to a request no rule matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +115,9 @@ fn default_token_bytes() -> usize {
 fn yes() -> bool {
     true
 }
+fn default_cache_entries() -> usize {
+    1024
+}
 fn default_realm() -> String {
     "jitgate".into()
 }
@@ -108,6 +131,9 @@ pub struct Config {
     pub strip_token: bool,
     pub realm: String,
     pub max_token_bytes: usize,
+    pub crypto: CryptoMode,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub token_cache_entries: usize,
 }
 
 /// A configuration error that names the offending field.
@@ -180,6 +206,9 @@ impl RawConfig {
         if !(512..=16_384).contains(&self.max_token_bytes) {
             return Err(err("max_token_bytes", "must be 512 to 16384"));
         }
+        if self.token_cache_entries > MAX_CACHE_ENTRIES {
+            return Err(err("token_cache_entries", format!("must be 0 to {MAX_CACHE_ENTRIES}")));
+        }
         check_len("realm", &self.realm, 64)?;
         if !self.realm.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(err("realm", "only letters, digits, '.', '_' and '-'"));
@@ -232,6 +261,8 @@ impl RawConfig {
             strip_token: self.strip_token,
             realm: self.realm,
             max_token_bytes: self.max_token_bytes,
+            crypto: self.crypto,
+            token_cache_entries: self.token_cache_entries,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! the request headers in and applies the returned `Action`; host services go through `Host`.
 
 pub mod audit;
+pub mod cache;
 pub mod config;
 pub mod reason;
 pub mod response;
@@ -11,11 +12,14 @@ pub mod rules;
 mod tests;
 
 use audit::AuditEvent;
-use config::{Config, DefaultAction};
-use jitgate_token::AccessToken;
+use cache::TokenCache;
+use config::{Config, CryptoMode, DefaultAction};
+use jitgate_token::verify_signature::{decode_result, VerifyArgs};
+use jitgate_token::{AccessToken, CryptoPath, HostVerifier};
 use reason::Reason;
 use response::LocalResponse;
 use rules::Rule;
+use std::cell::RefCell;
 
 /// Headers jitgate sets upstream from a verified token; any client-sent copy is removed first.
 pub const CLAIM_HEADERS: [&str; 3] = ["x-jit-sub", "x-jit-scope", "x-jit-grant"];
@@ -45,6 +49,27 @@ pub trait Host {
     fn count(&self, metric: Metric);
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Calls the host's `verify_signature` foreign function with a serialized
+    /// `VerifySignatureArguments`; `None` when the host has no such function or it failed.
+    fn verify_signature(&self, _args: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// `HostVerifier` over the host's `verify_signature` foreign function.
+struct ForeignVerifier<'h, H: Host>(&'h H);
+
+impl<H: Host> HostVerifier for ForeignVerifier<'_, H> {
+    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        let args = VerifyArgs {
+            hash_function: hash.to_owned(),
+            public_key: public_key.to_vec(),
+            signature: signature.to_vec(),
+            text: text.to_vec(),
+            public_key_pem: String::new(),
+        };
+        decode_result(&self.0.verify_signature(&args.encode())?).map(|(ok, _)| ok)
+    }
 }
 
 /// A counter the engine increments.
@@ -53,12 +78,22 @@ pub enum Metric {
     Allow,
     /// `jitgate.deny.<code>` for a code of `reason::DENY_CODES`.
     Deny(&'static str),
+    /// `jitgate.crypto.host` / `jitgate.crypto.wasm`: which path checked a signature.
+    Crypto(CryptoPath),
+    /// `jitgate.cache.hit`: a repeated token skipped signature work.
+    CacheHit,
 }
 
 /// Every counter the engine may increment with its name, to be defined once at start-up.
 pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
     let deny = reason::DENY_CODES.iter().map(|c| (Metric::Deny(c), format!("{METRIC_DENY_PREFIX}{c}")));
-    std::iter::once((Metric::Allow, METRIC_ALLOW.to_owned())).chain(deny)
+    let other = [
+        (Metric::Allow, METRIC_ALLOW.to_owned()),
+        (Metric::Crypto(CryptoPath::Host), "jitgate.crypto.host".to_owned()),
+        (Metric::Crypto(CryptoPath::Wasm), "jitgate.crypto.wasm".to_owned()),
+        (Metric::CacheHit, "jitgate.cache.hit".to_owned()),
+    ];
+    other.into_iter().chain(deny)
 }
 
 /// What the adapter does with the request.
@@ -175,24 +210,63 @@ fn header_safe(v: &str) -> bool {
     !v.chars().any(char::is_control)
 }
 
-/// The engine: a compiled configuration plus the per-request decision.
+/// The engine: a compiled configuration, per-VM state, and the per-request decision.
 #[derive(Debug)]
 pub struct Engine {
     pub config: Config,
+    /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
+    pub host_crypto: bool,
+    cache: RefCell<TokenCache>,
 }
 
 impl Engine {
+    /// An engine that verifies in wasm (tests, and hosts without crypto).
     pub fn new(config: Config) -> Engine {
-        Engine { config }
+        let cache = RefCell::new(TokenCache::new(config.token_cache_entries));
+        Engine { config, host_crypto: false, cache }
     }
 
-    fn decide(&self, req: &Request<'_>, now_s: u64) -> Decision<'_> {
+    /// Starts on `host`: with `crypto: auto | host`, uses the host's `verify_signature` if it
+    /// passes a known-answer self-test. `crypto: host` without a working one is an error.
+    pub fn start(config: Config, host: &impl Host) -> Result<Engine, String> {
+        let mode = config.crypto;
+        let mut engine = Engine::new(config);
+        engine.host_crypto = mode != CryptoMode::Wasm && jitgate_token::alg::host_self_test(&ForeignVerifier(host));
+        if mode == CryptoMode::Host && !engine.host_crypto {
+            return Err("invalid configuration: field `crypto`: `host`, but the proxy has no working \
+                        verify_signature function (its self-test failed)"
+                .to_owned());
+        }
+        Ok(engine)
+    }
+
+    /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
+    fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> jitgate_token::Result<AccessToken> {
+        let verifier = &self.config.verifier;
+        let key = cache::key(token);
+        let mut cache = self.cache.borrow_mut();
+        if let Some(jws) = cache.get(&key, now_s) {
+            host.count(Metric::CacheHit);
+            return verifier.check_claims(jws, now_s, rule.max_ttl_s);
+        }
+        let foreign = ForeignVerifier(host);
+        let via_host: Option<&dyn HostVerifier> = if self.host_crypto { Some(&foreign) } else { None };
+        let (jws, path) = verifier.check_signature(token, via_host)?;
+        host.count(Metric::Crypto(path));
+        let verified = verifier.check_claims(&jws, now_s, rule.max_ttl_s)?;
+        if verified.claims.exp > now_s {
+            cache.insert(key, jws, verified.claims.exp);
+        }
+        Ok(verified)
+    }
+
+    fn decide(&self, host: &impl Host, req: &Request<'_>, now_s: u64) -> Decision<'_> {
         let path = rules::path_only(req.path);
         if !rules::is_normalized(path) {
             return Decision::new(Reason::UnnormalizedPath, None);
         }
-        let host = rules::host_only(req.authority);
-        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, host)) else {
+        let authority = rules::host_only(req.authority);
+        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, authority)) else {
             return match self.config.default {
                 DefaultAction::Allow => Decision::new(Reason::DefaultAllow, None),
                 DefaultAction::Deny => Decision::new(Reason::NoMatchingRule, None),
@@ -216,7 +290,7 @@ impl Engine {
             Ok(t) => t,
             Err(reason) => return Decision::new(reason, Some(rule)),
         };
-        let verified = match self.config.verifier.verify(token, now_s, rule.max_ttl_s) {
+        let verified = match self.verify(host, token, now_s, rule) {
             Ok(t) => t,
             Err(e) => return Decision::new(Reason::Token(e), Some(rule)),
         };
@@ -243,7 +317,7 @@ impl Engine {
     pub fn on_request_headers(&self, host: &impl Host, headers: &[(String, Vec<u8>)]) -> Action {
         let start = host.now_nanos();
         let req = Request::from_headers(headers);
-        let d = self.decide(&req, start / 1_000_000_000);
+        let d = self.decide(host, &req, start / 1_000_000_000);
 
         let action = if d.reason.is_allow() {
             let mut set = Vec::with_capacity(3);

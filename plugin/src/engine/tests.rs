@@ -16,6 +16,8 @@ struct RecordingHost {
     logs: RefCell<Vec<(Level, String)>>,
     counters: RefCell<HashMap<String, u64>>,
     state: RefCell<HashMap<String, String>>,
+    foreign_calls: RefCell<Vec<Vec<u8>>>,
+    host_says_valid: std::cell::Cell<bool>,
 }
 
 impl Host for RecordingHost {
@@ -34,6 +36,13 @@ impl Host for RecordingHost {
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         (path == ["source", "address"]).then(|| b"127.0.0.1:5555".to_vec())
+    }
+    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+        let a = jitgate_token::verify_signature::VerifyArgs::decode(args)?;
+        self.foreign_calls.borrow_mut().push(a.text.clone());
+        // A stand-in for BoringSSL: the self-test's message verifies, everything else per `host_says`.
+        let ok = a.text == b"69819" || (a.text != b"69818" && self.host_says_valid.get());
+        Some(jitgate_token::verify_signature::encode_result(ok, ""))
     }
 }
 
@@ -323,5 +332,52 @@ fn every_counter_is_declared_up_front() {
     let names: Vec<String> = metrics().map(|(_, n)| n).collect();
     assert!(names.contains(&"jitgate.allow".to_owned()));
     assert!(names.contains(&"jitgate.deny.expired".to_owned()));
-    assert_eq!(names.len(), 1 + reason::DENY_CODES.len());
+    assert!(names.contains(&"jitgate.crypto.host".to_owned()) && names.contains(&"jitgate.cache.hit".to_owned()));
+    assert_eq!(names.len(), 4 + reason::DENY_CODES.len());
+}
+
+#[test]
+fn crypto_host_refuses_to_start_without_a_host_function() {
+    let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
+    let host = RecordingHost::default();
+    let config = |mode: &str| Config::parse(config_json(&key, json!({"crypto": mode})).to_string().as_bytes()).unwrap();
+    let e = Engine::start(config("host"), &host).unwrap_err();
+    assert!(e.contains("field `crypto`"), "{e}");
+    assert!(!Engine::start(config("auto"), &host).unwrap().host_crypto, "auto falls back to wasm");
+}
+
+#[test]
+fn es256_goes_to_the_host_and_its_verdict_is_final() {
+    let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
+    let host = RecordingHost::default();
+    let config = Config::parse(config_json(&key, json!({"crypto": "host"})).to_string().as_bytes()).unwrap();
+    let engine = Engine::start(config, &host).unwrap();
+    assert!(engine.host_crypto);
+    let t = mint(&key, "at+jwt", &claims("orders:read")).unwrap();
+    let bearer = format!("Bearer {t}");
+    let a = engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    assert_eq!(respond(&a).status, 401, "the host said no: denied although the signature is fine");
+    assert_eq!(host.foreign_calls.borrow().len(), 3, "self-test twice, then the token");
+    host.host_says_valid.set(true);
+    let a = engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    assert!(matches!(a, Action::Continue { .. }));
+    assert_eq!(host.counters.borrow().get("jitgate.crypto.host"), Some(&1));
+}
+
+#[test]
+fn a_repeated_token_skips_only_the_signature() {
+    let f = fixture(json!({}));
+    let host = RecordingHost::default();
+    let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
+    for _ in 0..3 {
+        let a = f.engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+        assert!(matches!(a, Action::Continue { .. }), "{a:?}");
+    }
+    let counters = host.counters.borrow();
+    assert_eq!((counters.get("jitgate.crypto.wasm"), counters.get("jitgate.cache.hit")), (Some(&1), Some(&2)));
+    drop(counters);
+    // The cached token is still judged per route: scope and the route's TTL cap apply on a hit.
+    let denied = f.engine.on_request_headers(&host, &headers("GET", "/admin/x", &[("authorization", &bearer)]));
+    assert_eq!(respond(&denied).status, 403);
+    assert_eq!(host.counters.borrow().get("jitgate.cache.hit"), Some(&3));
 }

@@ -54,8 +54,18 @@ impl RootContext for Root {
             }
         }
         let rules = config.rules.len();
-        self.shared = Some(Rc::new(Shared { engine: Engine::new(config), metric_ids }));
-        let _ = hostcalls::log(LogLevel::Info, &format!("jitgate: configured with {rules} rules"));
+        let engine = match Engine::start(config, &ProxyHost { metric_ids: &metric_ids }) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: {e}"));
+                self.shared = None;
+                return false;
+            }
+        };
+        let crypto = if engine.host_crypto { "host verify_signature" } else { "wasm" };
+        self.shared = Some(Rc::new(Shared { engine, metric_ids }));
+        let _ =
+            hostcalls::log(LogLevel::Info, &format!("jitgate: configured with {rules} rules, signatures: {crypto}"));
         true
     }
 
@@ -110,6 +120,10 @@ impl Host for ProxyHost<'_> {
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+        hostcalls::call_foreign_function("verify_signature", Some(args)).ok().flatten()
     }
 }
 
