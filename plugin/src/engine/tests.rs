@@ -16,6 +16,8 @@ struct RecordingHost {
     logs: RefCell<Vec<(Level, String)>>,
     counters: RefCell<HashMap<String, u64>>,
     state: RefCell<HashMap<String, String>>,
+    /// Whether the host offers `verify_signature` (Envoy does; other hosts may not).
+    has_verify_signature: std::cell::Cell<bool>,
     foreign_calls: RefCell<Vec<Vec<u8>>>,
     host_says_valid: std::cell::Cell<bool>,
 }
@@ -38,6 +40,9 @@ impl Host for RecordingHost {
         (path == ["source", "address"]).then(|| b"127.0.0.1:5555".to_vec())
     }
     fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+        if !self.has_verify_signature.get() {
+            return None;
+        }
         let a = jitgate_token::verify_signature::VerifyArgs::decode(args)?;
         self.foreign_calls.borrow_mut().push(a.text.clone());
         // A stand-in for BoringSSL: the self-test's message verifies, everything else per `host_says`.
@@ -350,6 +355,7 @@ fn crypto_host_refuses_to_start_without_a_host_function() {
 fn es256_goes_to_the_host_and_its_verdict_is_final() {
     let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
     let host = RecordingHost::default();
+    host.has_verify_signature.set(true);
     let config = Config::parse(config_json(&key, json!({"crypto": "host"})).to_string().as_bytes()).unwrap();
     let engine = Engine::start(config, &host).unwrap();
     assert!(engine.host_crypto);
