@@ -7,14 +7,16 @@ checks both hosts against the expectations and requires them to agree case by ca
 adds what only a real proxy can show: one audit line per request in Envoy's log, and a static
 bootstrap with an invalid configuration refusing to start. Prints `e2e: N passed, N failed`.
 """
+import http.client
 import json
 import re
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 
-from jitgate_env import ROOT, WASM, Stack
+from jitgate_env import ROOT, WASM, Keys, Stack, claims, plugin_config, run_dir
 
 HARNESS = ROOT / "target" / "debug" / "jitgate-harness"
 SCENARIOS = sorted((ROOT / "host-tests" / "scenarios").glob("*.yaml"))
@@ -68,10 +70,60 @@ def run_static_bad_config():
           f"started={started}, log names the field={named}")
 
 
+def race(port: int, tokens_per_connection: list[str]) -> list[int]:
+    """Sends one request per connection, all released at once; returns the statuses."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in tokens_per_connection]
+    for c in conns:
+        c.connect()
+    gate = threading.Barrier(len(conns))
+    statuses = [0] * len(conns)
+
+    def send(i):
+        gate.wait()
+        conns[i].request("GET", "/orders/1", headers={"authorization": f"Bearer {tokens_per_connection[i]}"})
+        r = conns[i].getresponse()
+        r.read()
+        statuses[i] = r.status
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(conns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in conns:
+        c.close()
+    return statuses
+
+
+def run_single_use_race(rounds=200, parallel=8):
+    """The same single-use token on 8 connections at once, 200 times: one 200 per round."""
+    keys = Keys(run_dir("e2e-race"))
+    cfg = plugin_config(keys.jwks)
+    for r in cfg["rules"]:
+        if r["name"] == "orders":
+            r["replay"] = "single_use"
+    tokens = [keys.mint(claims(scope="orders:read")) for _ in range(rounds + parallel)]
+    with Stack("e2e-race", cfg, concurrency=2) as s:
+        per_round = [race(s.listen, [t] * parallel).count(200) for t in tokens[:rounds]]
+        fresh = race(s.listen, tokens[rounds:])
+        prom = s.admin_get("/stats/prometheus")
+        # Envoy's log prefix carries the thread id: both workers must have taken part.
+        threads = {line.split("][")[1] for line in s.envoy_log.read_text().splitlines() if "jitgate.audit" in line}
+    check("the race ran on both Envoy workers", len(threads) >= 2, f"audit lines from {len(threads)} worker threads")
+    doubles = sum(1 for n in per_round if n > 1)
+    check(f"single-use token x{parallel} connections, {rounds} rounds: exactly one 200 per round",
+          all(n == 1 for n in per_round), f"double accepts {doubles}, rounds without a 200 {per_round.count(0)}")
+    check(f"{parallel} distinct fresh single-use tokens at once: all pass", fresh.count(200) == parallel, f"{fresh}")
+    rejected = next((l.split()[-1] for l in prom.splitlines() if l.startswith("jitgate_replay_rejected")), "?")
+    check("every loser was counted as a replay", rejected == str(rounds * (parallel - 1)),
+          f"jitgate_replay_rejected={rejected}")
+
+
 def main():
     for path in SCENARIOS:
         run_scenario(path)
     run_static_bad_config()
+    run_single_use_race()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
 cargo build -p jitgate-harness
+cargo build --release -p jitgate-token --bin jitgate-token  # mints the race test tokens
 # Backstop: whatever the Python driver started is stopped by pid, even if it is killed itself.
 cleanup() { for f in .run/e2e*/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
 trap cleanup EXIT

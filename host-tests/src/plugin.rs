@@ -290,8 +290,8 @@ impl Plugin {
         self.0.world.upstreams.borrow_mut().insert(cluster.to_owned(), upstream);
     }
 
-    /// When `worker` reaches its `nth` shared-data get/set, first run `action` (which may drive
-    /// other workers): deterministic interleaving inside one callback.
+    /// When `worker` reaches its `nth` shared-data get/set from now on, first run `action` (which
+    /// may drive other workers): deterministic interleaving inside one callback.
     pub fn on_shared_data(&self, worker: usize, point: HookPoint, nth: u32, action: impl FnOnce() + 'static) {
         self.0.world.add_hook(Hook { worker, point, nth, action: Box::new(action) });
     }

@@ -96,8 +96,8 @@ pub enum HookPoint {
     BeforeSharedDataSet,
 }
 
-/// Runs `action` when `worker` reaches its `nth` (1-based) call at `point`: the way to interleave
-/// two workers deterministically inside one callback.
+/// Runs `action` when `worker` reaches its `nth` (1-based, counted from when the hook is added)
+/// call at `point`: the way to interleave two workers deterministically inside one callback.
 pub struct Hook {
     pub worker: usize,
     pub point: HookPoint,
@@ -236,7 +236,10 @@ impl World {
 
     // --- hooks ---
 
-    pub fn add_hook(&self, hook: Hook) {
+    /// Registers `hook`; its `nth` counts from now (calls made before, e.g. at start-up, do not count).
+    pub fn add_hook(&self, mut hook: Hook) {
+        let done = self.hook_counts.borrow().get(&(hook.worker, hook.point as u8)).copied().unwrap_or(0);
+        hook.nth = hook.nth.saturating_add(done);
         self.hooks.borrow_mut().push(hook);
     }
 

@@ -110,7 +110,7 @@ fn cas_conflict_between_interleaved_workers_is_detected_and_retried() {
     // Worker 0 has read `hits`; before it writes, worker 1 runs a whole increment.
     let (p1, seen) = (p.clone(), std::rc::Rc::new(std::cell::RefCell::new(String::new())));
     let seen1 = seen.clone();
-    p.on_shared_data(0, HookPoint::BeforeSharedDataSet, 2, move || {
+    p.on_shared_data(0, HookPoint::BeforeSharedDataSet, 1, move || {
         *seen1.borrow_mut() = body(&p1.send(1, Request::new("GET", "/incr")))
     });
     let first = p.send(0, Request::new("GET", "/incr"));
@@ -138,7 +138,7 @@ fn unconditional_writes_lose_updates_under_the_same_interleaving() {
     let p = probe(&harness, 2, 0);
     let p1 = p.clone();
     p.send(0, Request::new("GET", "/incr"));
-    p.on_shared_data(0, HookPoint::BeforeSharedDataSet, 2, move || {
+    p.on_shared_data(0, HookPoint::BeforeSharedDataSet, 1, move || {
         p1.send(1, Request::new("GET", "/incr-unsafe"));
     });
     let first = p.send(0, Request::new("GET", "/incr-unsafe"));

@@ -1,7 +1,8 @@
 //! Plugin configuration: typed JSON, unknown fields refused, every value bounded. Parsed once in
 //! `on_configure`; the hot path only reads the compiled form.
 
-use super::rules::{PathMatch, Rule};
+use super::ledger::Geometry;
+use super::rules::{PathMatch, Replay, Rule};
 use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
 use serde::Deserialize;
 use std::fmt;
@@ -40,7 +41,42 @@ struct RawConfig {
     crypto: CryptoMode,
     #[serde(default = "default_cache_entries")]
     token_cache_entries: usize,
+    #[serde(default)]
+    replay_ledger: RawLedger,
     rules: Vec<RawRule>,
+}
+
+/// Sizing of the replay ledger (shared by all workers): `buckets` keys per epoch slot, each
+/// holding up to `entries_per_bucket` nonces, epochs of `epoch_s` seconds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    #[serde(default = "default_buckets")]
+    buckets: u32,
+    #[serde(default = "default_entries_per_bucket")]
+    entries_per_bucket: usize,
+    #[serde(default = "default_epoch_s")]
+    epoch_s: u64,
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        RawLedger {
+            buckets: default_buckets(),
+            entries_per_bucket: default_entries_per_bucket(),
+            epoch_s: default_epoch_s(),
+        }
+    }
+}
+
+fn default_buckets() -> u32 {
+    64
+}
+fn default_entries_per_bucket() -> usize {
+    32
+}
+fn default_epoch_s() -> u64 {
+    60
 }
 
 #[derive(Deserialize)]
@@ -66,6 +102,8 @@ struct RawRule {
     scopes: Vec<String>,
     #[serde(default)]
     max_ttl_s: Option<u64>,
+    #[serde(default)]
+    replay: Replay,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +172,8 @@ pub struct Config {
     pub crypto: CryptoMode,
     /// Verified tokens remembered per VM (0 disables the cache).
     pub token_cache_entries: usize,
+    /// The replay ledger, when some rule needs one.
+    pub ledger: Option<Geometry>,
 }
 
 /// A configuration error that names the offending field.
@@ -206,6 +246,19 @@ impl RawConfig {
         if !(512..=16_384).contains(&self.max_token_bytes) {
             return Err(err("max_token_bytes", "must be 512 to 16384"));
         }
+        let l = &self.replay_ledger;
+        if !(1..=1024).contains(&l.buckets) {
+            return Err(err("replay_ledger.buckets", "must be 1 to 1024"));
+        }
+        if !(1..=256).contains(&l.entries_per_bucket) {
+            return Err(err("replay_ledger.entries_per_bucket", "must be 1 to 256"));
+        }
+        if !(10..=3600).contains(&l.epoch_s) {
+            return Err(err("replay_ledger.epoch_s", "must be 10 to 3600"));
+        }
+        // A single-use entry lives until exp + skew, and exp <= now + skew + max_ttl.
+        let lifetime = self.max_ttl_s + 2 * self.clock_skew_s;
+        let geometry = Geometry::new(l.buckets, l.entries_per_bucket, l.epoch_s, lifetime);
         if self.token_cache_entries > MAX_CACHE_ENTRIES {
             return Err(err("token_cache_entries", format!("must be 0 to {MAX_CACHE_ENTRIES}")));
         }
@@ -256,13 +309,14 @@ impl RawConfig {
         }
         Ok(Config {
             verifier,
-            rules,
             default: self.default,
             strip_token: self.strip_token,
             realm: self.realm,
             max_token_bytes: self.max_token_bytes,
             crypto: self.crypto,
             token_cache_entries: self.token_cache_entries,
+            ledger: rules.iter().any(|r| r.replay != Replay::None).then_some(geometry),
+            rules,
         })
     }
 }
@@ -305,8 +359,8 @@ impl RawRule {
                 return Err(err(f(&format!("scopes[{j}]")), "not an RFC 6749 scope token"));
             }
         }
-        if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some()) {
-            return Err(err(f("public"), "a public rule checks no token, so it takes no scopes or max_ttl_s"));
+        if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some() || self.replay != Replay::None) {
+            return Err(err(f("public"), "a public rule checks no token, so it takes no scopes, max_ttl_s or replay"));
         }
         if let Some(ttl) = self.max_ttl_s {
             if ttl == 0 || ttl > global_ttl {
@@ -321,6 +375,7 @@ impl RawRule {
             public: self.public,
             scopes: self.scopes,
             max_ttl_s: self.max_ttl_s,
+            replay: self.replay,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cache;
 pub mod config;
+pub mod ledger;
 pub mod reason;
 pub mod response;
 pub mod rules;
@@ -16,8 +17,10 @@ use cache::TokenCache;
 use config::{Config, CryptoMode, DefaultAction};
 use jitgate_token::verify_signature::{decode_result, VerifyArgs};
 use jitgate_token::{AccessToken, CryptoPath, HostVerifier};
+use ledger::{SharedData, SharedRead, SharedWrite, Verdict};
 use reason::Reason;
 use response::LocalResponse;
+use rules::Replay;
 use rules::Rule;
 use std::cell::RefCell;
 
@@ -54,6 +57,26 @@ pub trait Host {
     fn verify_signature(&self, _args: &[u8]) -> Option<Vec<u8>> {
         None
     }
+    /// Proxy-wide shared data (the replay ledger). Hosts without it fail, and rules that need
+    /// the ledger then deny.
+    fn shared_get(&self, _key: &str) -> SharedRead {
+        SharedRead::Failed
+    }
+    fn shared_set(&self, _key: &str, _value: &[u8], _cas: u32) -> SharedWrite {
+        SharedWrite::Failed
+    }
+}
+
+/// The ledger's view of the host's shared data.
+struct HostShared<'h, H: Host>(&'h H);
+
+impl<H: Host> SharedData for HostShared<'_, H> {
+    fn get(&self, key: &str) -> SharedRead {
+        self.0.shared_get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        self.0.shared_set(key, value, cas)
+    }
 }
 
 /// `HostVerifier` over the host's `verify_signature` foreign function.
@@ -82,6 +105,10 @@ pub enum Metric {
     Crypto(CryptoPath),
     /// `jitgate.cache.hit`: a repeated token skipped signature work.
     CacheHit,
+    /// `jitgate.replay.rejected`: a nonce seen before.
+    ReplayRejected,
+    /// `jitgate.replay.ledger_full`: no room for a live entry (503).
+    LedgerFull,
 }
 
 /// Every counter the engine may increment with its name, to be defined once at start-up.
@@ -92,6 +119,8 @@ pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
         (Metric::Crypto(CryptoPath::Host), "jitgate.crypto.host".to_owned()),
         (Metric::Crypto(CryptoPath::Wasm), "jitgate.crypto.wasm".to_owned()),
         (Metric::CacheHit, "jitgate.cache.hit".to_owned()),
+        (Metric::ReplayRejected, "jitgate.replay.rejected".to_owned()),
+        (Metric::LedgerFull, "jitgate.replay.ledger_full".to_owned()),
     ];
     other.into_iter().chain(deny)
 }
@@ -237,6 +266,11 @@ impl Engine {
                         verify_signature function (its self-test failed)"
                 .to_owned());
         }
+        if let Some(g) = &engine.config.ledger {
+            if !g.create(&HostShared(host)) {
+                return Err("cannot create the replay ledger in the proxy's shared data".to_owned());
+            }
+        }
         Ok(engine)
     }
 
@@ -258,6 +292,26 @@ impl Engine {
             cache.insert(key, jws, verified.claims.exp);
         }
         Ok(verified)
+    }
+
+    /// Step 5 of DESIGN §3 for a token that passed everything else.
+    fn check_replay(&self, host: &impl Host, rule: &Rule, claims: &jitgate_token::AccessClaims, now_s: u64) -> Reason {
+        let (Replay::SingleUse, Some(ledger)) = (rule.replay, &self.config.ledger) else { return Reason::Verified };
+        let nonce = ledger::nonce_hash("single_use", &[&claims.iss, &claims.jti]);
+        let until = claims.exp.saturating_add(self.config.verifier.validation.clock_skew_s);
+        let uses = claims.jit.as_ref().and_then(|j| j.uses).map_or(1, |u| u8::try_from(u).unwrap_or(u8::MAX));
+        match ledger::consume(&HostShared(host), ledger, &nonce, until, now_s, uses) {
+            Verdict::Accepted => Reason::Verified,
+            Verdict::Replayed => {
+                host.count(Metric::ReplayRejected);
+                Reason::Replayed
+            }
+            Verdict::Full => {
+                host.count(Metric::LedgerFull);
+                Reason::LedgerFull
+            }
+            Verdict::Unavailable => Reason::LedgerUnavailable,
+        }
     }
 
     fn decide(&self, host: &impl Host, req: &Request<'_>, now_s: u64) -> Decision<'_> {
@@ -306,6 +360,9 @@ impl Engine {
             if !missing.is_empty() {
                 d.reason = Reason::InsufficientScope;
                 d.missing_scopes = missing.join(" ");
+            } else {
+                // Last, so a request denied for another reason never uses up the token.
+                d.reason = self.check_replay(host, rule, claims, now_s);
             }
         }
         d.token = Some(verified);
@@ -372,7 +429,7 @@ impl Engine {
             path: audit::clip(rules::path_only(req.path)),
             client,
             token_exp: claims.map(|c| c.exp),
-            replay: "none",
+            replay: d.rule.map_or("none", |r| r.replay.name()),
             break_glass: jit.is_some_and(|j| j.break_glass),
             latency_us: host.now_nanos().saturating_sub(start) / 1000,
         };

@@ -19,11 +19,17 @@ pub enum Reason {
     InsufficientScope,
     /// A claim that would be forwarded as a header holds characters a header cannot carry.
     UnsafeClaim,
+    /// The nonce (single-use `jti`) was already used as often as allowed.
+    Replayed,
+    /// The replay ledger has no room for a live entry: fail closed.
+    LedgerFull,
+    /// Shared data failed: the ledger cannot answer, so nothing passes.
+    LedgerUnavailable,
     Token(TokenError),
 }
 
 /// Every deny code, so metrics can be defined once at configuration time.
-pub const DENY_CODES: [&str; 30] = [
+pub const DENY_CODES: [&str; 31] = [
     "missing_credential",
     "duplicate_authorization",
     "malformed_authorization",
@@ -55,6 +61,7 @@ pub const DENY_CODES: [&str; 30] = [
     "replayed",
     "ledger_full",
     "upstream_unavailable",
+    "ledger_unavailable",
 ];
 
 impl Reason {
@@ -71,6 +78,9 @@ impl Reason {
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::UnsafeClaim => "unsafe_claim",
+            Reason::Replayed => "replayed",
+            Reason::LedgerFull => "ledger_full",
+            Reason::LedgerUnavailable => "ledger_unavailable",
             Reason::Token(e) => e.reason(),
         }
     }
@@ -116,6 +126,9 @@ mod tests {
             Reason::NoMatchingRule,
             Reason::InsufficientScope,
             Reason::UnsafeClaim,
+            Reason::Replayed,
+            Reason::LedgerFull,
+            Reason::LedgerUnavailable,
         ];
         all.extend(token_errors.into_iter().map(Reason::Token));
         for r in all {

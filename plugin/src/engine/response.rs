@@ -27,10 +27,14 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, missing_scopes: &str)
         Reason::UnnormalizedPath => (400, "invalid_request", false),
         Reason::NoMatchingRule => (403, "access_denied", false),
         Reason::InsufficientScope => (403, "insufficient_scope", true),
-        Reason::Token(_) | Reason::UnsafeClaim => (401, "invalid_token", true),
+        Reason::Token(_) | Reason::UnsafeClaim | Reason::Replayed => (401, "invalid_token", true),
+        Reason::LedgerFull | Reason::LedgerUnavailable => (503, "temporarily_unavailable", false),
         Reason::Public | Reason::Verified | Reason::DefaultAllow => (500, "server_error", false),
     };
     let mut headers = vec![("content-type", "application/json".to_owned()), ("cache-control", "no-store".to_owned())];
+    if status == 503 {
+        headers.push(("retry-after", "1".to_owned()));
+    }
     if status == 401 || challenge_error {
         let mut c = format!("Bearer realm=\"{realm}\"");
         if challenge_error {

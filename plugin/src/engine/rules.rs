@@ -19,6 +19,27 @@ pub struct Rule {
     pub public: bool,
     pub scopes: Vec<String>,
     pub max_ttl_s: Option<u64>,
+    pub replay: Replay,
+}
+
+/// Replay protection of a rule (DESIGN §3 step 5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replay {
+    /// A bearer token: any number of uses until it expires.
+    #[default]
+    None,
+    /// The token's `jti` passes once (or `jit.uses` times) across all workers, until it expires.
+    SingleUse,
+}
+
+impl Replay {
+    pub fn name(self) -> &'static str {
+        match self {
+            Replay::None => "none",
+            Replay::SingleUse => "single_use",
+        }
+    }
 }
 
 impl Rule {
@@ -77,6 +98,7 @@ mod tests {
             public: false,
             scopes: vec![],
             max_ttl_s: None,
+            replay: Replay::None,
         }
     }
 

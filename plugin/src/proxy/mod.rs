@@ -2,10 +2,11 @@
 //! decisions. It calls `hostcalls` directly because the SDK's trait helpers panic on host errors.
 
 use crate::engine::config::Config;
+use crate::engine::ledger::{SharedRead, SharedWrite};
 use crate::engine::{metrics, Action, Engine, Host, Level, Metric};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as Next, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action as Next, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -124,6 +125,23 @@ impl Host for ProxyHost<'_> {
 
     fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
         hostcalls::call_foreign_function("verify_signature", Some(args)).ok().flatten()
+    }
+
+    fn shared_get(&self, key: &str) -> SharedRead {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => SharedRead::Found(value, cas),
+            Ok((None, None)) => SharedRead::Missing,
+            // A value without a CAS (or the reverse) is not something the ledger wrote.
+            Ok(_) | Err(_) => SharedRead::Failed,
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => SharedWrite::Ok,
+            Err(Status::CasMismatch) => SharedWrite::CasMismatch,
+            Err(_) => SharedWrite::Failed,
+        }
     }
 }
 
