@@ -102,6 +102,41 @@ pub struct TokenSpec {
     /// Use this literal string as the token; `{n*c}` repeats character `c` n times (`{9000*e}`).
     #[serde(default)]
     pub literal: Option<String>,
+    /// Bind the token to this key for DPoP: adds `cnf: {jkt: <its RFC 7638 thumbprint>}`.
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// Not an access token but a DPoP proof (RFC 9449) made as described.
+    #[serde(default)]
+    pub proof: Option<ProofSpec>,
+}
+
+/// A DPoP proof. Defaults: `jti: $unique`, `iat: +0s`, `htm` the case's method, `htu`
+/// `http://api.jitgate.test` + the case's path without query, `ath` of the token named `for`.
+/// `$dpop_nonce` in claims is the last `DPoP-Nonce` the host answered.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofSpec {
+    pub key: String,
+    #[serde(default, rename = "for")]
+    pub for_token: Option<String>,
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+    /// Merged into the header `{typ: dpop+jwt, alg, jwk}` (`null` removes a member).
+    #[serde(default)]
+    pub header: Map<String, Value>,
+    /// Put the private key in the header `jwk` (which must be refused).
+    #[serde(default)]
+    pub private_jwk: bool,
+}
+
+/// What minting needs besides the specs: time, a serial for `$unique`, the case's request, the
+/// tokens minted so far, and the host's last DPoP nonce.
+struct MintCx<'a> {
+    now: u64,
+    serial: &'a mut u64,
+    method: &'a str,
+    path: &'a str,
+    dpop_nonce: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +174,9 @@ pub struct Expect {
     /// Response headers that must be absent.
     #[serde(default)]
     pub response_absent: Vec<String>,
+    /// Response headers that must appear exactly once (any value).
+    #[serde(default)]
+    pub response_once: Vec<String>,
     /// Members the JSON body must have (subset match).
     #[serde(default)]
     pub body: Map<String, Value>,
@@ -218,6 +256,10 @@ impl Scenario {
         }
         let mut claims = self.claims.clone();
         merge(&mut claims, &spec.claims);
+        if let Some(k) = &spec.bind {
+            let jkt = jitgate_token::mint::jkt(&self.key(k)?).map_err(|e| anyhow!("{e}"))?;
+            claims.insert("cnf".into(), json!({ "jkt": jkt }));
+        }
         let claims = resolve(Value::Object(claims), now, serial)?;
         let key =
             self.key(spec.key.as_ref().map_or_else(|| self.default_key().cloned(), |k| Ok(k.clone()))?.as_str())?;
@@ -259,19 +301,60 @@ impl Scenario {
         }
     }
 
-    /// Mints `specs` at `now`.
-    fn tokens(
+    /// A DPoP proof per `p`, bound to the already minted `tokens`.
+    fn proof(&self, p: &ProofSpec, tokens: &BTreeMap<String, String>, cx: &mut MintCx<'_>) -> Result<String> {
+        let key = self.key(&p.key)?;
+        let htu = format!("http://api.jitgate.test{}", cx.path.split('?').next().unwrap_or_default());
+        let mut claims = Map::new();
+        claims.insert("jti".into(), json!("$unique"));
+        claims.insert("iat".into(), json!("+0s"));
+        claims.insert("htm".into(), json!(cx.method));
+        claims.insert("htu".into(), json!(htu));
+        if let Some(name) = &p.for_token {
+            let token = tokens.get(name).ok_or_else(|| anyhow!("proof for unknown token `{name}`"))?;
+            claims.insert("ath".into(), json!(b64_encode(&Sha256::digest(token.as_bytes()))));
+        }
+        merge(&mut claims, &p.claims);
+        let mut claims = resolve(Value::Object(claims), cx.now, cx.serial)?;
+        if let Some(n) = claims.get_mut("nonce").filter(|n| *n == "$dpop_nonce") {
+            *n = json!(cx.dpop_nonce.ok_or_else(|| anyhow!("$dpop_nonce: the host has sent no DPoP-Nonce yet"))?);
+        }
+        let mut jwk = if p.private_jwk { key.private_jwk().map_err(|e| anyhow!("{e}"))? } else { key.public_jwk() };
+        if let Some(obj) = jwk.as_object_mut() {
+            for member in ["kid", "alg", "use"] {
+                obj.remove(member);
+            }
+        }
+        let mut header = json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": jwk});
+        if let Some(obj) = header.as_object_mut() {
+            merge(obj, &p.header);
+        }
+        sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Mints `specs` over `base`: access tokens first, then proofs (which refer to them).
+    fn mint_all(
         &self,
         specs: &BTreeMap<String, TokenSpec>,
-        now: u64,
-        serial: &mut u64,
+        base: &BTreeMap<String, String>,
+        cx: &mut MintCx<'_>,
     ) -> Result<BTreeMap<String, String>> {
-        specs
-            .iter()
-            .map(|(name, spec)| {
-                Ok((name.clone(), self.token(spec, now, serial).with_context(|| format!("token `{name}`"))?))
-            })
-            .collect()
+        let mut tokens = base.clone();
+        for (name, spec) in specs.iter().filter(|(_, s)| s.proof.is_none()) {
+            let t = self.token(spec, cx.now, cx.serial).with_context(|| format!("token `{name}`"))?;
+            tokens.insert(name.clone(), t);
+        }
+        for (name, p) in specs.iter().filter_map(|(n, s)| s.proof.as_ref().map(|p| (n, p))) {
+            let t = self.proof(p, &tokens, cx).with_context(|| format!("proof `{name}`"))?;
+            tokens.insert(name.clone(), t);
+        }
+        Ok(tokens)
+    }
+
+    /// Mints the scenario-level tokens at `now` (proofs among them default to `GET /`).
+    fn scenario_tokens(&self, now: u64, serial: &mut u64) -> Result<BTreeMap<String, String>> {
+        let mut cx = MintCx { now, serial, method: "GET", path: "/", dpop_nonce: None };
+        self.mint_all(&self.tokens, &BTreeMap::new(), &mut cx)
     }
 
     /// The concrete request of a case at `now`, and the tokens it carries (the scenario's
@@ -282,11 +365,11 @@ impl Scenario {
         minted: &BTreeMap<String, String>,
         now: u64,
         serial: &mut u64,
+        dpop_nonce: Option<&str>,
     ) -> Result<(Pairs, BTreeMap<String, String>)> {
-        let mut tokens = minted.clone();
-        for (name, spec) in &case.tokens {
-            tokens.insert(name.clone(), self.token(spec, now, serial).with_context(|| format!("token `{name}`"))?);
-        }
+        let r = &case.request;
+        let mut cx = MintCx { now, serial, method: &r.method, path: &r.path, dpop_nonce };
+        let tokens = self.mint_all(&case.tokens, minted, &mut cx)?;
         let fill = |v: &str| -> String {
             let mut out = v.to_owned();
             for (name, t) in &tokens {
@@ -382,6 +465,9 @@ impl Observed {
     /// The parts both hosts must agree on for this case.
     fn signature(&self, e: &Expect) -> Vec<String> {
         let mut s = vec![format!("status={}", self.status)];
+        for h in &e.response_once {
+            s.push(format!("{h} x{}", self.response_headers.iter().filter(|(k, _)| k == h).count()));
+        }
         for h in e
             .response_headers
             .keys()
@@ -419,6 +505,12 @@ pub fn check(e: &Expect, o: &Observed, tokens: &BTreeMap<String, String>) -> Vec
     for k in &e.response_absent {
         if let Some(v) = o.header(k) {
             out.push(format!("response header {k} should be absent, is {v:?}"));
+        }
+    }
+    for k in &e.response_once {
+        let n = o.response_headers.iter().filter(|(name, _)| name == k).count();
+        if n != 1 {
+            out.push(format!("response header {k}: expected exactly once, found {n} times"));
         }
     }
     if !e.body.is_empty() {
@@ -745,8 +837,10 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
     }
     let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut serial = 0u64;
-    let harness_minted = s.tokens(&s.tokens, host.now(), &mut serial)?;
-    let envoy_minted = if envoy.is_some() { s.tokens(&s.tokens, unix_now(), &mut serial)? } else { BTreeMap::new() };
+    let harness_minted = s.scenario_tokens(host.now(), &mut serial)?;
+    let envoy_minted = if envoy.is_some() { s.scenario_tokens(unix_now(), &mut serial)? } else { BTreeMap::new() };
+    // The last DPoP-Nonce each host answered, for proofs that use `$dpop_nonce`.
+    let (mut harness_nonce, mut envoy_nonce): (Option<String>, Option<String>) = (None, None);
     // Once the virtual clock has moved, the hosts' clocks differ for the rest of the scenario.
     let mut travelled = false;
     for case in &s.cases {
@@ -757,7 +851,7 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
             travelled = true;
         }
         let harness_obs = s
-            .request(case, &harness_minted, host.now(), &mut serial)
+            .request(case, &harness_minted, host.now(), &mut serial, harness_nonce.as_deref())
             .map(|(h, tokens)| (host.run(case, h, &metric_names, s.normalize_path), tokens));
         let (harness_obs, tokens) = match harness_obs {
             Ok(o) => o,
@@ -768,16 +862,22 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
             }
         };
         problems.extend(check(&case.expect, &harness_obs, &tokens).into_iter().map(|p| format!("[harness] {p}")));
+        if let Some(n) = harness_obs.header("dpop-nonce") {
+            harness_nonce = Some(n.to_owned());
+        }
         let mut envoy_status = String::new();
         match envoy {
             Some(_) if travelled => envoy_status = " | envoy skipped: virtual clock".into(),
             Some(envoy) => {
                 report.envoy_requests += 1;
-                let sent = s.request(case, &envoy_minted, unix_now(), &mut serial);
+                let sent = s.request(case, &envoy_minted, unix_now(), &mut serial, envoy_nonce.as_deref());
                 match sent.and_then(|(h, t)| Ok((envoy.run(case.worker, h, &case.expect)?, t))) {
                     Err(e) => problems.push(format!("[envoy] request failed: {e:#}")),
                     Ok((envoy_obs, tokens)) => {
                         envoy_status = format!(" | envoy {}", envoy_obs.status);
+                        if let Some(n) = envoy_obs.header("dpop-nonce") {
+                            envoy_nonce = Some(n.to_owned());
+                        }
                         let found = check(&case.expect, &envoy_obs, &tokens);
                         problems.extend(found.into_iter().map(|p| format!("[envoy] {p}")));
                         let (a, b) = (harness_obs.signature(&case.expect), envoy_obs.signature(&case.expect));

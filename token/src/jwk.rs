@@ -85,6 +85,23 @@ impl Jwk {
         Jwk::from_raw(raw)
     }
 
+    /// The public key of a DPoP proof header for algorithm `alg`: never symmetric, never with
+    /// private members; an RSA key without `alg` takes the proof's.
+    pub fn proof_key(mut v: serde_json::Value, alg: Alg) -> Result<Jwk> {
+        let obj = v.as_object_mut().ok_or(Error::BadKey("jwk is not an object"))?;
+        if obj.get("kty").and_then(serde_json::Value::as_str) == Some("oct") {
+            return Err(Error::BadKey("a proof key must be asymmetric"));
+        }
+        if obj.get("kty").and_then(serde_json::Value::as_str) == Some("RSA") && !obj.contains_key("alg") {
+            obj.insert("alg".into(), alg.name().into());
+        }
+        let key = Jwk::from_value(v)?;
+        if key.alg() != alg {
+            return Err(Error::AlgMismatch);
+        }
+        Ok(key)
+    }
+
     fn from_value(v: serde_json::Value) -> Result<Jwk> {
         let raw: RawJwk = serde_json::from_value(v).map_err(|_| Error::BadKey("invalid JWK members"))?;
         Jwk::from_raw(raw)

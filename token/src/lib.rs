@@ -7,6 +7,7 @@
 
 pub mod alg;
 pub mod claims;
+pub mod dpop;
 pub mod encoding;
 pub mod error;
 pub mod jwk;

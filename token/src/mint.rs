@@ -189,3 +189,19 @@ pub fn mint(key: &SigningKey, typ: &str, claims: &Value) -> Result<String> {
     }
     sign_compact(key, &header, claims.to_string().as_bytes())
 }
+
+/// A DPoP proof (RFC 9449 §4.2) by `key` with these claims: header `{typ: dpop+jwt, alg, jwk}`.
+pub fn dpop_proof(key: &SigningKey, claims: &Value) -> Result<String> {
+    let mut jwk = key.public_jwk();
+    if let Some(obj) = jwk.as_object_mut() {
+        for member in ["alg", "use", "kid"] {
+            obj.remove(member);
+        }
+    }
+    sign_compact(key, &json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": jwk}), claims.to_string().as_bytes())
+}
+
+/// `cnf.jkt` for tokens bound to `key`: the RFC 7638 thumbprint of its public JWK.
+pub fn jkt(key: &SigningKey) -> Result<String> {
+    Ok(crate::jwk::thumbprint_b64(&key.verifying_jwk()?))
+}

@@ -104,6 +104,10 @@ struct RawRule {
     max_ttl_s: Option<u64>,
     #[serde(default)]
     replay: Replay,
+    #[serde(default)]
+    dpop_max_age_s: Option<u64>,
+    #[serde(default)]
+    dpop_nonce: bool,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +129,10 @@ pub enum CryptoMode {
     /// Always pure Rust inside the module.
     Wasm,
 }
+
+/// DPoP proof age limits (RFC 9449 §11.1: keep the window short).
+const DEFAULT_DPOP_MAX_AGE_S: u64 = 60;
+const MAX_DPOP_MAX_AGE_S: u64 = 300;
 
 /// Largest verified-token cache per VM.
 const MAX_CACHE_ENTRIES: usize = 65_536;
@@ -256,8 +264,9 @@ impl RawConfig {
         if !(10..=3600).contains(&l.epoch_s) {
             return Err(err("replay_ledger.epoch_s", "must be 10 to 3600"));
         }
-        // A single-use entry lives until exp + skew, and exp <= now + skew + max_ttl.
-        let lifetime = self.max_ttl_s + 2 * self.clock_skew_s;
+        // A single-use entry lives until exp + skew (exp <= now + skew + max_ttl); a DPoP proof's
+        // until iat + max_age + skew (iat <= now + skew).
+        let lifetime = self.max_ttl_s.max(MAX_DPOP_MAX_AGE_S) + 2 * self.clock_skew_s;
         let geometry = Geometry::new(l.buckets, l.entries_per_bucket, l.epoch_s, lifetime);
         if self.token_cache_entries > MAX_CACHE_ENTRIES {
             return Err(err("token_cache_entries", format!("must be 0 to {MAX_CACHE_ENTRIES}")));
@@ -362,6 +371,12 @@ impl RawRule {
         if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some() || self.replay != Replay::None) {
             return Err(err(f("public"), "a public rule checks no token, so it takes no scopes, max_ttl_s or replay"));
         }
+        if (self.dpop_max_age_s.is_some() || self.dpop_nonce) && self.replay != Replay::Dpop {
+            return Err(err(f("replay"), "dpop_max_age_s and dpop_nonce need replay: dpop"));
+        }
+        if self.dpop_max_age_s.is_some_and(|a| !(1..=MAX_DPOP_MAX_AGE_S).contains(&a)) {
+            return Err(err(f("dpop_max_age_s"), format!("must be 1 to {MAX_DPOP_MAX_AGE_S}")));
+        }
         if let Some(ttl) = self.max_ttl_s {
             if ttl == 0 || ttl > global_ttl {
                 return Err(err(f("max_ttl_s"), "must be 1 to the global max_ttl_s"));
@@ -376,6 +391,8 @@ impl RawRule {
             scopes: self.scopes,
             max_ttl_s: self.max_ttl_s,
             replay: self.replay,
+            dpop_max_age_s: self.dpop_max_age_s.unwrap_or(DEFAULT_DPOP_MAX_AGE_S),
+            dpop_nonce: self.dpop_nonce,
         })
     }
 }

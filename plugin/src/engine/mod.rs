@@ -15,6 +15,7 @@ mod tests;
 use audit::AuditEvent;
 use cache::TokenCache;
 use config::{Config, CryptoMode, DefaultAction};
+use jitgate_token::dpop::{self, DpopError};
 use jitgate_token::verify_signature::{decode_result, VerifyArgs};
 use jitgate_token::{AccessToken, CryptoPath, HostVerifier};
 use ledger::{SharedData, SharedRead, SharedWrite, Verdict};
@@ -65,6 +66,10 @@ pub trait Host {
     fn shared_set(&self, _key: &str, _value: &[u8], _cas: u32) -> SharedWrite {
         SharedWrite::Failed
     }
+    /// Fills `buf` with cryptographically secure random bytes; false if the host cannot.
+    fn random(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
 }
 
 /// The ledger's view of the host's shared data.
@@ -76,6 +81,23 @@ impl<H: Host> SharedData for HostShared<'_, H> {
     }
     fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
         self.0.shared_set(key, value, cas)
+    }
+}
+
+/// The proxy-wide DPoP nonce key: the first worker to start creates it (create-only CAS), every
+/// worker then reads the same one.
+fn shared_nonce_key(host: &impl Host) -> Option<[u8; 32]> {
+    const KEY: &str = "jitgate.dpop.nonce_key";
+    let mut fresh = [0u8; 32];
+    if !host.random(&mut fresh) {
+        return None;
+    }
+    if host.shared_set(KEY, &fresh, ledger::CREATE_ONLY_CAS) == SharedWrite::Failed {
+        return None;
+    }
+    match host.shared_get(KEY) {
+        SharedRead::Found(v, _) => <[u8; 32]>::try_from(v.as_slice()).ok(),
+        SharedRead::Missing | SharedRead::Failed => None,
     }
 }
 
@@ -143,6 +165,19 @@ enum Authorization<'a> {
     NotText,
 }
 
+impl<'a> Authorization<'a> {
+    /// This header seen once more with `value`.
+    fn and(self, value: &'a [u8]) -> Authorization<'a> {
+        match (self, std::str::from_utf8(value)) {
+            (Authorization::Absent, Ok(v)) if !v.contains(',') => Authorization::One(v),
+            (Authorization::Absent, Err(_)) => Authorization::NotText,
+            // Envoy folds repeated headers into one comma-joined value, and no single credential
+            // or proof contains a comma: either way, two were sent.
+            _ => Authorization::Several,
+        }
+    }
+}
+
 /// The request fields the decision reads, borrowed from the header map.
 #[derive(Debug)]
 struct Request<'a> {
@@ -150,7 +185,10 @@ struct Request<'a> {
     path: &'a str,
     authority: &'a str,
     request_id: &'a str,
+    scheme: &'a str,
     authorization: Authorization<'a>,
+    /// The `DPoP` proof header (RFC 9449 §4.1), in the same one/several/absent form.
+    dpop: Authorization<'a>,
     claim_headers_sent: Vec<&'static str>,
 }
 
@@ -165,7 +203,9 @@ impl<'a> Request<'a> {
             path: "",
             authority: "",
             request_id: "-",
+            scheme: "http",
             authorization: Authorization::Absent,
+            dpop: Authorization::Absent,
             claim_headers_sent: Vec::new(),
         };
         for (name, value) in headers {
@@ -180,13 +220,9 @@ impl<'a> Request<'a> {
                         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
                     r.request_id = if ok { id } else { "-" };
                 }
-                "authorization" => {
-                    r.authorization = match (r.authorization, std::str::from_utf8(value)) {
-                        (Authorization::Absent, Ok(v)) => Authorization::One(v),
-                        (Authorization::Absent, Err(_)) => Authorization::NotText,
-                        _ => Authorization::Several,
-                    }
-                }
+                ":scheme" => r.scheme = text(value),
+                "authorization" => r.authorization = r.authorization.and(value),
+                "dpop" => r.dpop = r.dpop.and(value),
                 other => {
                     if let Some(h) = CLAIM_HEADERS.iter().find(|h| **h == other) {
                         if !r.claim_headers_sent.contains(h) {
@@ -206,33 +242,55 @@ struct Decision<'c> {
     rule: Option<&'c Rule>,
     token: Option<AccessToken>,
     missing_scopes: String,
+    /// A fresh server nonce to send with `use_dpop_nonce`.
+    nonce: Option<String>,
 }
 
 impl<'c> Decision<'c> {
     fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
-        Decision { reason, rule, token: None, missing_scopes: String::new() }
+        Decision { reason, rule, token: None, missing_scopes: String::new(), nonce: None }
     }
 }
 
-/// Extracts the token from `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer_token(value: &str, max_token_bytes: usize) -> Result<&str, Reason> {
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// Extracts the token from `Authorization: Bearer|DPoP <token>` (scheme case-insensitive).
+fn credential(value: &str, max_token_bytes: usize) -> Result<(Scheme, &str), Reason> {
     let (scheme, token) = value.split_once(' ').ok_or(if value.is_empty() {
         Reason::MalformedAuthorization
     } else {
         // a lone word: some other scheme without credentials
         Reason::UnsupportedScheme
     })?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Reason::UnsupportedScheme);
-    }
+    };
     if token.len() > max_token_bytes {
         return Err(Reason::Token(jitgate_token::Error::TooLarge));
     }
     if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(Reason::MalformedAuthorization);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
+
+/// A proof that passed every check but replay, with the request's normalized URI.
+struct CheckedProof {
+    proof: dpop::Proof,
+    htu: String,
+}
+
+/// Server nonces are valid for their 60 s step and the next.
+const NONCE_STEP_S: u64 = 60;
 
 /// A value forwarded as a header must hold no control characters.
 fn header_safe(v: &str) -> bool {
@@ -246,13 +304,15 @@ pub struct Engine {
     /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
     pub host_crypto: bool,
     cache: RefCell<TokenCache>,
+    /// Key of the stateless DPoP server nonces, shared by every worker (via shared data).
+    nonce_key: Option<[u8; 32]>,
 }
 
 impl Engine {
     /// An engine that verifies in wasm (tests, and hosts without crypto).
     pub fn new(config: Config) -> Engine {
         let cache = RefCell::new(TokenCache::new(config.token_cache_entries));
-        Engine { config, host_crypto: false, cache }
+        Engine { config, host_crypto: false, cache, nonce_key: None }
     }
 
     /// Starts on `host`: with `crypto: auto | host`, uses the host's `verify_signature` if it
@@ -270,6 +330,9 @@ impl Engine {
             if !g.create(&HostShared(host)) {
                 return Err("cannot create the replay ledger in the proxy's shared data".to_owned());
             }
+        }
+        if engine.config.rules.iter().any(|r| r.dpop_nonce) {
+            engine.nonce_key = Some(shared_nonce_key(host).ok_or("cannot create the DPoP nonce key in shared data")?);
         }
         Ok(engine)
     }
@@ -294,17 +357,81 @@ impl Engine {
         Ok(verified)
     }
 
-    /// Step 5 of DESIGN §3 for a token that passed everything else.
-    fn check_replay(&self, host: &impl Host, rule: &Rule, claims: &jitgate_token::AccessClaims, now_s: u64) -> Reason {
-        let (Replay::SingleUse, Some(ledger)) = (rule.replay, &self.config.ledger) else { return Reason::Verified };
-        let nonce = ledger::nonce_hash("single_use", &[&claims.iss, &claims.jti]);
-        let until = claims.exp.saturating_add(self.config.verifier.validation.clock_skew_s);
-        let uses = claims.jit.as_ref().and_then(|j| j.uses).map_or(1, |u| u8::try_from(u).unwrap_or(u8::MAX));
+    /// The DPoP proof of a request whose token is bound to `jkt` (RFC 9449 §4.3, all but the
+    /// replay check, which `check_replay` makes last).
+    fn check_proof(
+        &self,
+        host: &impl Host,
+        req: &Request<'_>,
+        rule: &Rule,
+        token: &str,
+        jkt: &str,
+        now_s: u64,
+    ) -> Result<CheckedProof, Reason> {
+        let proof = match req.dpop {
+            Authorization::One(p) => p,
+            Authorization::Absent => return Err(Reason::Dpop(DpopError::Missing)),
+            Authorization::Several => return Err(Reason::Dpop(DpopError::Multiple)),
+            Authorization::NotText => return Err(Reason::Dpop(DpopError::Malformed)),
+        };
+        let foreign = ForeignVerifier(host);
+        let via_host: Option<&dyn HostVerifier> = if self.host_crypto { Some(&foreign) } else { None };
+        let (proof, path) = dpop::verify_proof(proof, via_host).map_err(Reason::Dpop)?;
+        host.count(Metric::Crypto(path));
+        let htu = dpop::normalize_htu(&format!("{}://{}{}", req.scheme, req.authority, req.path))
+            .ok_or(Reason::Dpop(DpopError::HtuMismatch))?;
+        let expected = dpop::Expected {
+            method: req.method,
+            htu: &htu,
+            token,
+            jkt,
+            now: now_s,
+            max_age_s: rule.dpop_max_age_s,
+            skew_s: self.config.verifier.validation.clock_skew_s,
+        };
+        proof.check(&expected).map_err(Reason::Dpop)?;
+        if rule.dpop_nonce {
+            let step = now_s / NONCE_STEP_S;
+            let valid =
+                self.nonce_key.as_ref().zip(proof.nonce.as_deref()).is_some_and(|(k, n)| dpop::nonce_valid(k, n, step));
+            if !valid {
+                return Err(Reason::UseDpopNonce);
+            }
+        }
+        Ok(CheckedProof { proof, htu })
+    }
+
+    /// Step 5 of DESIGN §3 for a token (and proof) that passed everything else.
+    fn check_replay(
+        &self,
+        host: &impl Host,
+        rule: &Rule,
+        claims: &jitgate_token::AccessClaims,
+        proof: Option<&CheckedProof>,
+        now_s: u64,
+    ) -> Reason {
+        let Some(ledger) = &self.config.ledger else { return Reason::Verified };
+        let skew = self.config.verifier.validation.clock_skew_s;
+        let (nonce, until, uses, replayed) = match (rule.replay, proof) {
+            (Replay::SingleUse, _) => {
+                let uses = claims.jit.as_ref().and_then(|j| j.uses).map_or(1, |u| u8::try_from(u).unwrap_or(u8::MAX));
+                let nonce = ledger::nonce_hash("single_use", &[&claims.iss, &claims.jti]);
+                (nonce, claims.exp.saturating_add(skew), uses, Reason::Replayed)
+            }
+            (Replay::Dpop, Some(p)) => {
+                // Keyed by the proof's key too, so nobody can pre-burn another client's proof jti.
+                let nonce = ledger::nonce_hash("dpop", &[&p.proof.jkt, &p.proof.jti, &p.htu]);
+                let until = p.proof.iat.saturating_add(rule.dpop_max_age_s).saturating_add(skew);
+                (nonce, until, 1, Reason::Dpop(DpopError::Replayed))
+            }
+            (Replay::Dpop, None) => return Reason::DpopRequired,
+            (Replay::None, _) => return Reason::Verified,
+        };
         match ledger::consume(&HostShared(host), ledger, &nonce, until, now_s, uses) {
             Verdict::Accepted => Reason::Verified,
             Verdict::Replayed => {
                 host.count(Metric::ReplayRejected);
-                Reason::Replayed
+                replayed
             }
             Verdict::Full => {
                 host.count(Metric::LedgerFull);
@@ -335,12 +462,7 @@ impl Engine {
             Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
             Authorization::One(v) => v,
         };
-        // Envoy folds repeated Authorization headers into one comma-joined value, and no single
-        // credential contains a comma: either way, two credentials were sent.
-        if value.contains(',') {
-            return Decision::new(Reason::DuplicateAuthorization, Some(rule));
-        }
-        let token = match bearer_token(value, self.config.max_token_bytes) {
+        let (scheme, token) = match credential(value, self.config.max_token_bytes) {
             Ok(t) => t,
             Err(reason) => return Decision::new(reason, Some(rule)),
         };
@@ -350,20 +472,33 @@ impl Engine {
         };
         let mut d = Decision::new(Reason::Verified, Some(rule));
         let claims = &verified.claims;
-        if claims.cnf_jkt.is_some() {
+        let proof = match (scheme, claims.cnf_jkt.as_deref()) {
             // RFC 9449 §7.2: a DPoP-bound token is worthless without its proof.
-            d.reason = Reason::Token(jitgate_token::Error::DpopBoundToken);
-        } else if !header_safe(&claims.sub) || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant)) {
-            d.reason = Reason::UnsafeClaim;
-        } else {
-            let missing: Vec<&str> = rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
-            if !missing.is_empty() {
-                d.reason = Reason::InsufficientScope;
-                d.missing_scopes = missing.join(" ");
-            } else {
-                // Last, so a request denied for another reason never uses up the token.
-                d.reason = self.check_replay(host, rule, claims, now_s);
+            (Scheme::Bearer, Some(_)) => Err(Reason::Token(jitgate_token::Error::DpopBoundToken)),
+            (Scheme::Bearer, None) if rule.replay == Replay::Dpop => Err(Reason::DpopRequired),
+            (Scheme::Bearer, None) => Ok(None),
+            (Scheme::Dpop, None) => Err(Reason::DpopUnboundToken),
+            (Scheme::Dpop, Some(jkt)) => self.check_proof(host, req, rule, token, jkt, now_s).map(Some),
+        };
+        d.reason = match proof {
+            Err(reason) => reason,
+            Ok(_) if !header_safe(&claims.sub) || claims.jit.as_ref().is_some_and(|j| !header_safe(&j.grant)) => {
+                Reason::UnsafeClaim
             }
+            Ok(proof) => {
+                let missing: Vec<&str> =
+                    rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
+                if missing.is_empty() {
+                    // Last, so a request denied for another reason never uses up the token.
+                    self.check_replay(host, rule, claims, proof.as_ref(), now_s)
+                } else {
+                    d.missing_scopes = missing.join(" ");
+                    Reason::InsufficientScope
+                }
+            }
+        };
+        if d.reason == Reason::UseDpopNonce {
+            d.nonce = self.nonce_key.as_ref().map(|k| dpop::issue_nonce(k, now_s / NONCE_STEP_S));
         }
         d.token = Some(verified);
         d
@@ -391,7 +526,12 @@ impl Engine {
             }
             Action::Continue { remove, set }
         } else {
-            Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, &d.missing_scopes))
+            let challenge = response::Challenge {
+                missing_scopes: &d.missing_scopes,
+                dpop: d.rule.is_some_and(|r| r.replay == Replay::Dpop),
+                nonce: d.nonce.as_deref(),
+            };
+            Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, challenge))
         };
         self.record(host, &req, &d, &action, start);
         action

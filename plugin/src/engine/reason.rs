@@ -1,5 +1,6 @@
 //! Why a request was allowed or denied: a stable code for audit, metrics and responses.
 
+use jitgate_token::dpop::DpopError;
 use jitgate_token::Error as TokenError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +26,18 @@ pub enum Reason {
     LedgerFull,
     /// Shared data failed: the ledger cannot answer, so nothing passes.
     LedgerUnavailable,
+    /// The rule needs DPoP and the token is an unbound bearer token.
+    DpopRequired,
+    /// `Authorization: DPoP` with a token that has no `cnf.jkt`.
+    DpopUnboundToken,
+    /// The rule requires a server nonce and the proof has no valid one.
+    UseDpopNonce,
+    Dpop(DpopError),
     Token(TokenError),
 }
 
 /// Every deny code, so metrics can be defined once at configuration time.
-pub const DENY_CODES: [&str; 31] = [
+pub const DENY_CODES: [&str; 50] = [
     "missing_credential",
     "duplicate_authorization",
     "malformed_authorization",
@@ -62,6 +70,25 @@ pub const DENY_CODES: [&str; 31] = [
     "ledger_full",
     "upstream_unavailable",
     "ledger_unavailable",
+    "dpop_required",
+    "dpop_unbound_token",
+    "use_dpop_nonce",
+    "dpop_missing",
+    "dpop_multiple",
+    "dpop_malformed",
+    "dpop_bad_typ",
+    "dpop_bad_alg",
+    "dpop_bad_key",
+    "dpop_private_key",
+    "dpop_bad_signature",
+    "dpop_jti_too_long",
+    "dpop_htm_mismatch",
+    "dpop_htu_mismatch",
+    "dpop_stale",
+    "dpop_iat_in_future",
+    "dpop_ath_mismatch",
+    "dpop_jkt_mismatch",
+    "dpop_replayed",
 ];
 
 impl Reason {
@@ -81,6 +108,10 @@ impl Reason {
             Reason::Replayed => "replayed",
             Reason::LedgerFull => "ledger_full",
             Reason::LedgerUnavailable => "ledger_unavailable",
+            Reason::DpopRequired => "dpop_required",
+            Reason::DpopUnboundToken => "dpop_unbound_token",
+            Reason::UseDpopNonce => "use_dpop_nonce",
+            Reason::Dpop(e) => e.code(),
             Reason::Token(e) => e.reason(),
         }
     }
@@ -129,7 +160,11 @@ mod tests {
             Reason::Replayed,
             Reason::LedgerFull,
             Reason::LedgerUnavailable,
+            Reason::DpopRequired,
+            Reason::DpopUnboundToken,
+            Reason::UseDpopNonce,
         ];
+        all.extend(DpopError::ALL.into_iter().map(Reason::Dpop));
         all.extend(token_errors.into_iter().map(Reason::Token));
         for r in all {
             assert!(!r.is_allow());

@@ -17,17 +17,32 @@ struct Body<'a> {
     request_id: &'a str,
 }
 
-/// Builds the response for a deny `reason`. `missing_scopes` is space-separated (403 only).
-pub fn deny(reason: Reason, realm: &str, request_id: &str, missing_scopes: &str) -> LocalResponse {
+/// What the challenge of a deny needs besides the reason.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Challenge<'a> {
+    /// Space-separated scopes the token lacks (403 only).
+    pub missing_scopes: &'a str,
+    /// The rule wants DPoP: challenge with the `DPoP` scheme (RFC 9449 §7.1).
+    pub dpop: bool,
+    /// A fresh server nonce for `use_dpop_nonce` (sent as the one `DPoP-Nonce` header).
+    pub nonce: Option<&'a str>,
+}
+
+/// Builds the response for a deny `reason`.
+pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> LocalResponse {
     let code = reason.code();
-    // (status, OAuth error code, whether a Bearer challenge carries that code)
+    // (status, OAuth error code, whether the challenge carries that code)
     let (status, error, challenge_error) = match reason {
         Reason::MissingCredential | Reason::UnsupportedScheme => (401, "unauthorized", false),
         Reason::DuplicateAuthorization | Reason::MalformedAuthorization => (400, "invalid_request", true),
         Reason::UnnormalizedPath => (400, "invalid_request", false),
         Reason::NoMatchingRule => (403, "access_denied", false),
         Reason::InsufficientScope => (403, "insufficient_scope", true),
-        Reason::Token(_) | Reason::UnsafeClaim | Reason::Replayed => (401, "invalid_token", true),
+        Reason::Token(_) | Reason::UnsafeClaim | Reason::Replayed | Reason::DpopRequired | Reason::DpopUnboundToken => {
+            (401, "invalid_token", true)
+        }
+        Reason::Dpop(_) => (401, "invalid_dpop_proof", true),
+        Reason::UseDpopNonce => (401, "use_dpop_nonce", true),
         Reason::LedgerFull | Reason::LedgerUnavailable => (503, "temporarily_unavailable", false),
         Reason::Public | Reason::Verified | Reason::DefaultAllow => (500, "server_error", false),
     };
@@ -35,15 +50,22 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, missing_scopes: &str)
     if status == 503 {
         headers.push(("retry-after", "1".to_owned()));
     }
+    let dpop = c.dpop || matches!(reason, Reason::Dpop(_) | Reason::UseDpopNonce | Reason::DpopUnboundToken);
     if status == 401 || challenge_error {
-        let mut c = format!("Bearer realm=\"{realm}\"");
+        let mut ch = if dpop { format!("DPoP realm=\"{realm}\"") } else { format!("Bearer realm=\"{realm}\"") };
         if challenge_error {
-            c.push_str(&format!(", error=\"{error}\", error_description=\"{code}\""));
+            ch.push_str(&format!(", error=\"{error}\", error_description=\"{code}\""));
         }
         if reason == Reason::InsufficientScope {
-            c.push_str(&format!(", scope=\"{missing_scopes}\""));
+            ch.push_str(&format!(", scope=\"{}\"", c.missing_scopes));
         }
-        headers.push(("www-authenticate", c));
+        if dpop {
+            ch.push_str(&format!(", algs=\"{}\"", jitgate_token::dpop::PROOF_ALGS));
+        }
+        headers.push(("www-authenticate", ch));
+    }
+    if let (Reason::UseDpopNonce, Some(n)) = (reason, c.nonce) {
+        headers.push(("dpop-nonce", n.to_owned()));
     }
     let body = serde_json::to_string(&Body { error, error_description: code, request_id }).unwrap_or_default();
     LocalResponse { status, headers, body }

@@ -20,6 +20,10 @@ pub struct Rule {
     pub scopes: Vec<String>,
     pub max_ttl_s: Option<u64>,
     pub replay: Replay,
+    /// Oldest DPoP proof accepted (`iat` + this + skew), seconds.
+    pub dpop_max_age_s: u64,
+    /// Require a server-issued nonce in DPoP proofs (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// Replay protection of a rule (DESIGN §3 step 5).
@@ -31,6 +35,8 @@ pub enum Replay {
     None,
     /// The token's `jti` passes once (or `jit.uses` times) across all workers, until it expires.
     SingleUse,
+    /// `Authorization: DPoP` with a fresh, never-seen RFC 9449 proof on every request.
+    Dpop,
 }
 
 impl Replay {
@@ -38,6 +44,7 @@ impl Replay {
         match self {
             Replay::None => "none",
             Replay::SingleUse => "single_use",
+            Replay::Dpop => "dpop",
         }
     }
 }
@@ -99,6 +106,8 @@ mod tests {
             scopes: vec![],
             max_ttl_s: None,
             replay: Replay::None,
+            dpop_max_age_s: 60,
+            dpop_nonce: false,
         }
     }
 

@@ -136,6 +136,10 @@ impl Host for ProxyHost<'_> {
         }
     }
 
+    fn random(&self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+
     fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
         match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
             Ok(()) => SharedWrite::Ok,
