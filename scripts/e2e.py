@@ -16,7 +16,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from jitgate_env import ROOT, WASM, Keys, Stack, claims, plugin_config, run_dir
+from jitgate_env import ROOT, WASM, Keys, Stack, claims, cli, plugin_config, run_dir
 
 HARNESS = ROOT / "target" / "debug" / "jitgate-harness"
 SCENARIOS = sorted((ROOT / "host-tests" / "scenarios").glob("*.yaml"))
@@ -70,9 +70,9 @@ def run_static_bad_config():
           f"started={started}, log names the field={named}")
 
 
-def race(port: int, tokens_per_connection: list[str]) -> list[int]:
+def race(port: int, headers_per_connection: list[dict]) -> list[int]:
     """Sends one request per connection, all released at once; returns the statuses."""
-    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in tokens_per_connection]
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in headers_per_connection]
     for c in conns:
         c.connect()
     gate = threading.Barrier(len(conns))
@@ -80,7 +80,7 @@ def race(port: int, tokens_per_connection: list[str]) -> list[int]:
 
     def send(i):
         gate.wait()
-        conns[i].request("GET", "/orders/1", headers={"authorization": f"Bearer {tokens_per_connection[i]}"})
+        conns[i].request("GET", "/orders/1", headers=headers_per_connection[i])
         r = conns[i].getresponse()
         r.read()
         statuses[i] = r.status
@@ -103,9 +103,10 @@ def run_single_use_race(rounds=200, parallel=8):
         if r["name"] == "orders":
             r["replay"] = "single_use"
     tokens = [keys.mint(claims(scope="orders:read")) for _ in range(rounds + parallel)]
+    bearer = lambda t: {"authorization": f"Bearer {t}"}
     with Stack("e2e-race", cfg, concurrency=2) as s:
-        per_round = [race(s.listen, [t] * parallel).count(200) for t in tokens[:rounds]]
-        fresh = race(s.listen, tokens[rounds:])
+        per_round = [race(s.listen, [bearer(t)] * parallel).count(200) for t in tokens[:rounds]]
+        fresh = race(s.listen, [bearer(t) for t in tokens[rounds:]])
         prom = s.admin_get("/stats/prometheus")
         # Envoy's log prefix carries the thread id: both workers must have taken part.
         threads = {line.split("][")[1] for line in s.envoy_log.read_text().splitlines() if "jitgate.audit" in line}
@@ -119,11 +120,36 @@ def run_single_use_race(rounds=200, parallel=8):
           f"jitgate_replay_rejected={rejected}")
 
 
+def run_dpop_race(rounds=200, parallel=8):
+    """The same DPoP proof on 8 connections at once, 200 times: one 200 per round."""
+    d = run_dir("e2e-dpop-race")
+    keys = Keys(d)
+    client = d / "client.json"
+    client.write_text(cli("keygen", "--alg", "ES256"))
+    cfg = plugin_config(keys.jwks)
+    for r in cfg["rules"]:
+        if r["name"] == "orders":
+            r["replay"] = "dpop"
+    token = keys.mint(claims(scope="orders:read", cnf={"jkt": cli("jkt", str(client))}))
+    with Stack("e2e-dpop-race", cfg, concurrency=2) as s:
+        htu = f"http://127.0.0.1:{s.listen}/orders/1"
+        proof = lambda: cli("dpop", "--key", str(client), "--htm", "GET", "--htu", htu, "--token", token)
+        headers = lambda p: {"authorization": f"DPoP {token}", "dpop": p}
+        proofs = [proof() for _ in range(rounds + parallel)]
+        per_round = [race(s.listen, [headers(p)] * parallel).count(200) for p in proofs[:rounds]]
+        fresh = race(s.listen, [headers(p) for p in proofs[rounds:]])
+    doubles = sum(1 for n in per_round if n > 1)
+    check(f"same DPoP proof x{parallel} connections, {rounds} rounds: exactly one 200 per round",
+          all(n == 1 for n in per_round), f"double accepts {doubles}, rounds without a 200 {per_round.count(0)}")
+    check(f"{parallel} distinct fresh proofs at once: all pass", fresh.count(200) == parallel, f"{fresh}")
+
+
 def main():
     for path in SCENARIOS:
         run_scenario(path)
     run_static_bad_config()
     run_single_use_race()
+    run_dpop_race()
 
 
 if __name__ == "__main__":

@@ -116,3 +116,59 @@ fn a_full_ledger_fails_closed_and_keeps_what_it_has() {
     let d = mint(&key, "at+jwt", &json!({"iss": "i", "aud": "a", "sub": "alice", "iat": NOW + 400, "exp": NOW + 700, "jti": "d", "scope": "s", "jit": {"grant": "g"}})).unwrap();
     assert_eq!(p.send(0, request(&d)).status(), 200);
 }
+
+#[test]
+fn one_of_two_workers_passes_with_the_same_dpop_proof_at_every_step() {
+    use jitgate_token::mint::{dpop_proof, jkt};
+    use sha2::{Digest, Sha256};
+    let harness = Harness::new().unwrap();
+    let key = SigningKey::from_seed(Alg::ES256, Some("k1"), &[1; 32]).unwrap();
+    let client = SigningKey::from_seed(Alg::ES256, None, &[2; 32]).unwrap();
+    let config = json!({
+        "issuer": "i", "audience": "a", "jwks": {"keys": [key.public_jwk()]},
+        "rules": [{"name": "bound", "path": {"prefix": "/"}, "scopes": ["s"], "replay": "dpop"}]
+    });
+    let options = PluginOptions {
+        plugin_config: config.to_string().into_bytes(),
+        workers: 2,
+        start_unix_ns: NOW * 1_000_000_000,
+        ..Default::default()
+    };
+    let token = mint(
+        &key,
+        "at+jwt",
+        &json!({"iss": "i", "aud": "a", "sub": "alice", "iat": NOW, "exp": NOW + 300,
+        "jti": "t", "scope": "s", "jit": {"grant": "g"}, "cnf": {"jkt": jkt(&client).unwrap()}}),
+    )
+    .unwrap();
+    let ath = jitgate_token::encoding::b64_encode(&Sha256::digest(token.as_bytes()));
+    let mut fired = 0;
+    for point in [HookPoint::BeforeSharedDataGet, HookPoint::BeforeSharedDataSet] {
+        for nth in 1..=3 {
+            let p = Plugin::start(&harness.load_file(&wasm()).unwrap(), &options).unwrap();
+            let proof = dpop_proof(
+                &client,
+                &json!({"jti": format!("{point:?}{nth}"), "htm": "GET",
+                "htu": "http://localhost/x", "iat": NOW, "ath": ath}),
+            )
+            .unwrap();
+            let req = {
+                let (token, proof) = (token.clone(), proof.clone());
+                move || {
+                    Request::new("GET", "/x").header("authorization", &format!("DPoP {token}")).header("dpop", &proof)
+                }
+            };
+            let inner = Rc::new(RefCell::new(None));
+            let (p1, inner1, req1) = (p.clone(), inner.clone(), req.clone());
+            p.on_shared_data(0, point, nth, move || *inner1.borrow_mut() = Some(p1.send(1, req1()).status()));
+            let outer = p.send(0, req());
+            let hooked = inner.borrow_mut().take();
+            fired += usize::from(hooked.is_some());
+            let inner_status = hooked.unwrap_or_else(|| p.send(1, req()).status());
+            let mut statuses = [outer.status(), inner_status];
+            statuses.sort();
+            assert_eq!(statuses, [200, 401], "{point:?} #{nth}: exactly one passes");
+        }
+    }
+    assert!(fired >= 2, "{fired}");
+}

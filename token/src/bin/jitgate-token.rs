@@ -3,6 +3,9 @@
 //!   jitgate-token keygen --alg ES256 --kid k1            private JWK on stdout
 //!   jitgate-token jwks KEYFILE...                        public JWKS of the given private keys
 //!   jitgate-token mint --key KEYFILE --claims JSON [--typ at+jwt] [--header JSON] [--now SECS]
+//!   jitgate-token jkt KEYFILE                           RFC 7638 thumbprint, for a token's cnf.jkt
+//!   jitgate-token dpop --key KEYFILE --htm GET --htu URL --token TOKEN [--nonce N] [--jti J] [--now SECS]
+//!                                                       a DPoP proof (RFC 9449) for one request
 //!
 //! In claims, a string "now", "now+N" or "now-N" becomes a NumericDate relative to --now (or the
 //! system clock: this is a tool, not the filter).
@@ -10,7 +13,8 @@
 // serde_json reads through `[]` yield Null, and every write goes to an object built here.
 #![allow(clippy::indexing_slicing)]
 
-use jitgate_token::mint::{sign_compact, SigningKey};
+use jitgate_token::encoding::b64_encode;
+use jitgate_token::mint::{dpop_proof, jkt, sign_compact, SigningKey};
 use jitgate_token::Alg;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -41,8 +45,41 @@ fn resolve_times(v: &mut Value, now: i64) {
     }
 }
 
+fn now_arg(args: &[String]) -> Result<i64, String> {
+    match arg(args, "--now") {
+        Some(n) => n.parse().map_err(|_| "--now takes Unix seconds".to_owned()),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())
+            .map(|d| d.as_secs() as i64),
+    }
+}
+
 fn run(args: &[String]) -> Result<String, String> {
     match args.first().map(String::as_str) {
+        Some("jkt") => jkt(&load_key(args.get(1).ok_or("jkt needs a key file")?)?).map_err(|e| e.to_string()),
+        Some("dpop") => {
+            use sha2::{Digest, Sha256};
+            let key = load_key(&arg(args, "--key").ok_or("--key is required")?)?;
+            let token = arg(args, "--token").ok_or("--token is required (the proof's ath binds it)")?;
+            let now = now_arg(args)?;
+            let jti = match arg(args, "--jti") {
+                Some(j) => j,
+                None => {
+                    use rand_core::RngCore;
+                    let mut r = [0u8; 16];
+                    rand_core::OsRng.fill_bytes(&mut r);
+                    b64_encode(&r)
+                }
+            };
+            let mut claims = json!({"jti": jti, "htm": arg(args, "--htm").unwrap_or_else(|| "GET".into()),
+                "htu": arg(args, "--htu").ok_or("--htu is required")?, "iat": now,
+                "ath": b64_encode(&Sha256::digest(token.as_bytes()))});
+            if let Some(n) = arg(args, "--nonce") {
+                claims["nonce"] = json!(n);
+            }
+            dpop_proof(&key, &claims).map_err(|e| e.to_string())
+        }
         Some("keygen") => {
             let alg = Alg::parse(&arg(args, "--alg").unwrap_or_else(|| "ES256".into())).map_err(|e| e.to_string())?;
             let key = SigningKey::generate(alg, arg(args, "--kid").as_deref()).map_err(|e| e.to_string())?;
@@ -56,13 +93,7 @@ fn run(args: &[String]) -> Result<String, String> {
         }
         Some("mint") => {
             let key = load_key(&arg(args, "--key").ok_or("--key is required")?)?;
-            let now = match arg(args, "--now") {
-                Some(n) => n.parse().map_err(|_| "--now takes Unix seconds")?,
-                None => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|e| e.to_string())?
-                    .as_secs() as i64,
-            };
+            let now = now_arg(args)?;
             let mut claims: Value = serde_json::from_str(&arg(args, "--claims").ok_or("--claims is required")?)
                 .map_err(|e| e.to_string())?;
             resolve_times(&mut claims, now);
@@ -79,7 +110,7 @@ fn run(args: &[String]) -> Result<String, String> {
             }
             sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| e.to_string())
         }
-        _ => Err("usage: jitgate-token keygen|jwks|mint (see the source header)".into()),
+        _ => Err("usage: jitgate-token keygen|jwks|mint|jkt|dpop (see the source header)".into()),
     }
 }
 
