@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from jitgate_env import Keys, Stack, b64, claims, plugin_config, run_dir
+from jitgate_env import Keys, Stack, b64, claims, cli, plugin_config, run_dir
 
 ROWS = []
 
@@ -33,7 +33,13 @@ def main():
     ports = (int(os.environ.get("JITGATE_DEMO_PORT", 10000)), int(os.environ.get("JITGATE_DEMO_UPSTREAM_PORT", 10001)),
              int(os.environ.get("JITGATE_DEMO_ADMIN_PORT", 9901)))
     keys = Keys(run_dir("demo"))
-    stack = Stack("demo", plugin_config(keys.jwks), template="demo.yaml", ports=ports)
+    cfg = plugin_config(keys.jwks)
+    # Two more routes: payments take single-use tokens, transfers DPoP-bound ones.
+    cfg["rules"] += [
+        {"name": "payments", "path": {"prefix": "/payments"}, "scopes": ["payments:write"], "replay": "single_use"},
+        {"name": "transfers", "path": {"prefix": "/transfers"}, "scopes": ["payments:write"], "replay": "dpop"},
+    ]
+    stack = Stack("demo", cfg, template="demo.yaml", ports=ports)
     with stack as s:
         print(f"\njitgate demo: Envoy 1.40 (V8, 2 workers) on http://127.0.0.1:{s.listen}, "
               f"echo upstream on :{s.upstream_port}, admin on :{s.admin}\n")
@@ -52,6 +58,18 @@ def main():
         show("GET /orders/42, 24 h token (not ephemeral)", s.request("GET", "/orders/42", {"authorization": f"Bearer {standing}"}))
         other = keys.mint(claims(aud="billing-api"))
         show("GET /orders/42, token for another audience", s.request("GET", "/orders/42", {"authorization": f"Bearer {other}"}))
+        once = keys.mint(claims(scope="payments:write"))
+        show("POST /payments, single-use token", s.request("POST", "/payments", {"authorization": f"Bearer {once}"}))
+        show("POST /payments, the same token again", s.request("POST", "/payments", {"authorization": f"Bearer {once}"}))
+        client = run_dir("demo") / "client.json"
+        client.write_text(cli("keygen", "--alg", "ES256"))
+        bound = keys.mint(claims(scope="payments:write", cnf={"jkt": cli("jkt", str(client))}))
+        url = f"http://127.0.0.1:{s.listen}/transfers/7"
+        proof = cli("dpop", "--key", str(client), "--htm", "POST", "--htu", url, "--token", bound)
+        dpop = {"authorization": f"DPoP {bound}", "dpop": proof}
+        show("POST /transfers/7, DPoP token + fresh proof", s.request("POST", "/transfers/7", dpop))
+        show("POST /transfers/7, the same proof replayed", s.request("POST", "/transfers/7", dpop))
+        show("POST /transfers/7, DPoP token sent as Bearer", s.request("POST", "/transfers/7", {"authorization": f"Bearer {bound}"}))
         time.sleep(1.2)
         audits = s.audit_lines()
         print(f"\nAudit trail: {len(audits)} events in {s.envoy_log} (prefix 'jitgate.audit'); the last one:")
@@ -62,7 +80,7 @@ def main():
         allowed = sum(1 for _, st, _ in ROWS if st == 200)
         denied = {d.split()[0] for _, st, d in ROWS if st != 200}
         print(f"\n{allowed} allowed, {len(ROWS) - allowed} denied ({len(denied)} distinct reasons).")
-        print("Replay protection, token exchange and revocation join this demo as they are built (issues #4, #5).")
+        print("Token exchange and revocation join this demo as they are built (issue #5).")
         if args.keep:
             print(f"\nStack left running; try: curl -i http://127.0.0.1:{s.listen}/orders/1   (Ctrl-C to stop)")
             try:

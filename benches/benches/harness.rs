@@ -1,6 +1,6 @@
 //! Per-request time in the wasm harness with the real jitgate filter: what a scenario case costs.
 //! Build the filter first: `cargo build --release --target wasm32-wasip1 -p jitgate-filter`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use jitgate_harness::{Harness, Plugin, PluginOptions, Request};
@@ -10,19 +10,25 @@ use std::path::Path;
 
 const NOW: u64 = 1_800_000_000;
 
-fn setup() -> (Harness, std::path::PathBuf, String, String) {
+fn setup() -> (Harness, std::path::PathBuf, SigningKey) {
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/jitgate_filter.wasm");
     assert!(wasm.exists(), "build the filter first: cargo build --release --target wasm32-wasip1 -p jitgate-filter");
-    let key = SigningKey::from_seed(Alg::ES256, Some("k1"), &[7; 32]).unwrap();
-    let config = serde_json::json!({
+    (Harness::new().unwrap(), wasm, SigningKey::from_seed(Alg::ES256, Some("k1"), &[7; 32]).unwrap())
+}
+
+fn config(key: &SigningKey, crypto: &str, cache: usize) -> String {
+    serde_json::json!({
         "issuer": "https://jitgate.local", "audience": "demo-api", "jwks": {"keys": [key.public_jwk()]},
+        "crypto": crypto, "token_cache_entries": cache,
         "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:read"]}]
     })
-    .to_string();
+    .to_string()
+}
+
+fn token(key: &SigningKey, jti: u64) -> String {
     let claims = serde_json::json!({"iss": "https://jitgate.local", "aud": "demo-api", "sub": "alice", "iat": NOW,
-        "exp": NOW + 300, "jti": "j1", "scope": "orders:read", "jit": {"grant": "g"}});
-    let token = mint(&key, "at+jwt", &claims).unwrap();
-    (Harness::new().unwrap(), wasm, config, token)
+        "exp": NOW + 300, "jti": jti.to_string(), "scope": "orders:read", "jit": {"grant": "g"}});
+    mint(key, "at+jwt", &claims).unwrap()
 }
 
 fn start(h: &Harness, wasm: &Path, config: &str) -> Plugin {
@@ -32,22 +38,44 @@ fn start(h: &Harness, wasm: &Path, config: &str) -> Plugin {
         start_unix_ns: NOW * 1_000_000_000,
         ..Default::default()
     };
-    Plugin::start(&pre, &options).unwrap()
+    let p = Plugin::start(&pre, &options).unwrap();
+    assert_eq!(p.start_error(), None);
+    p
+}
+
+fn authorized(t: &str) -> Request {
+    Request::new("GET", "/orders/1").header("authorization", &format!("Bearer {t}"))
 }
 
 fn bench(c: &mut Criterion) {
-    let (h, wasm, config, token) = setup();
-    let plugin = start(&h, &wasm, &config);
-    let authorized = Request::new("GET", "/orders/1").header("authorization", &format!("Bearer {token}"));
-    assert_eq!(plugin.send(0, authorized.clone()).status(), 200);
+    let (h, wasm, key) = setup();
+    // A pool of distinct tokens: "fresh token per request" without minting inside the timing.
+    let pool: Vec<String> = (0..512).map(|i| token(&key, i)).collect();
     let mut g = c.benchmark_group("harness");
+    let plugin = start(&h, &wasm, &config(&key, "auto", 1024));
     g.bench_function("request: deny, no token", |b| b.iter(|| plugin.send(0, Request::new("GET", "/orders/1"))));
-    g.bench_function("request: allow, ES256 token verified in wasm", |b| b.iter(|| plugin.send(0, authorized.clone())));
+    let repeated = authorized(&pool[0]);
+    assert_eq!(plugin.send(0, repeated.clone()).status(), 200);
+    g.bench_function("request: allow, cached token (cache hit)", |b| b.iter(|| plugin.send(0, repeated.clone())));
+    for crypto in ["wasm", "host"] {
+        let p = start(&h, &wasm, &config(&key, crypto, 0));
+        let mut i = 0usize;
+        g.bench_function(format!("request: allow, fresh ES256 token, crypto {crypto}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % pool.len();
+                let o = p.send(0, authorized(&pool[i]));
+                assert_eq!(o.status(), 200);
+            })
+        });
+        let path = if crypto == "host" { "jitgate.crypto.host" } else { "jitgate.crypto.wasm" };
+        assert!(p.metric(path).unwrap_or(0) > 0, "{crypto}: the intended path verified");
+    }
+    let cfg = config(&key, "auto", 1024);
     g.bench_function("start plugin (module cached) + one request", |b| {
-        b.iter(|| start(&h, &wasm, &config).send(0, Request::new("GET", "/orders/1")))
+        b.iter(|| start(&h, &wasm, &cfg).send(0, Request::new("GET", "/orders/1")))
     });
     g.sample_size(10).bench_function("compile module (cold) + start + one request", |b| {
-        b.iter(|| start(&Harness::new().unwrap(), &wasm, &config).send(0, Request::new("GET", "/orders/1")))
+        b.iter(|| start(&Harness::new().unwrap(), &wasm, &cfg).send(0, Request::new("GET", "/orders/1")))
     });
     g.finish();
 }

@@ -2,7 +2,8 @@
 //!
 //!   jitgate-token keygen --alg ES256 --kid k1            private JWK on stdout
 //!   jitgate-token jwks KEYFILE...                        public JWKS of the given private keys
-//!   jitgate-token mint --key KEYFILE --claims JSON [--typ at+jwt] [--header JSON] [--now SECS]
+//!   jitgate-token mint --key KEYFILE --claims JSON [--typ at+jwt] [--header JSON] [--now SECS] [--count N]
+//!                                                       (--count: N tokens, one per line, jti suffixed -0, -1, ...)
 //!   jitgate-token jkt KEYFILE                           RFC 7638 thumbprint, for a token's cnf.jkt
 //!   jitgate-token dpop --key KEYFILE --htm GET --htu URL --token TOKEN [--nonce N] [--jti J] [--now SECS]
 //!                                                       a DPoP proof (RFC 9449) for one request
@@ -108,7 +109,18 @@ fn run(args: &[String]) -> Result<String, String> {
                     header[k] = v;
                 }
             }
-            sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| e.to_string())
+            let count: usize =
+                arg(args, "--count").map_or(Ok(1), |n| n.parse()).map_err(|_| "--count takes a number")?;
+            if count == 1 {
+                return sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| e.to_string());
+            }
+            let jti = claims["jti"].as_str().unwrap_or("t").to_owned();
+            let mut out = Vec::with_capacity(count);
+            for i in 0..count {
+                claims["jti"] = json!(format!("{jti}-{i}"));
+                out.push(sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| e.to_string())?);
+            }
+            Ok(out.join("\n"))
         }
         _ => Err("usage: jitgate-token keygen|jwks|mint|jkt|dpop (see the source header)".into()),
     }
