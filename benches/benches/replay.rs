@@ -39,34 +39,23 @@ fn bench(c: &mut Criterion) {
     // Default geometry: 64 buckets x 32 entries, 60 s epochs, for 900 s tokens.
     let g = Geometry::new(64, 32, 60, 960);
     let mut group = c.benchmark_group("ledger");
-    group.bench_function("insert, no conflict (bucket half full)", |b| {
-        let shared = Shared::default();
-        assert!(g.create(&shared));
-        let mut n = 0u64;
-        b.iter(|| {
-            n += 1;
-            // A fresh map every 1000 inserts keeps buckets from filling up.
-            if n % 1000 == 0 {
-                shared.map.borrow_mut().clear();
-                assert!(g.create(&shared));
-            }
-            consume(&shared, &g, &nonce_hash("single_use", &["iss", &n.to_string()]), NOW + 300, NOW, 1)
-        })
-    });
-    group.bench_function("insert after one CAS conflict", |b| {
-        let shared = Shared::default();
-        assert!(g.create(&shared));
-        let mut n = 0u64;
-        b.iter(|| {
-            n += 1;
-            if n % 1000 == 0 {
-                shared.map.borrow_mut().clear();
-                assert!(g.create(&shared));
-            }
-            shared.conflicts.set(1);
-            consume(&shared, &g, &nonce_hash("single_use", &["iss", &n.to_string()]), NOW + 300, NOW, 1)
-        })
-    });
+    for (label, conflicts) in [("insert, no conflict", 0), ("insert after one CAS conflict", 1)] {
+        group.bench_function(label, |b| {
+            let shared = Shared::default();
+            assert!(g.create(&shared));
+            let mut n = 0u64;
+            b.iter(|| {
+                n += 1;
+                // A fresh map every 1000 inserts keeps buckets from filling up.
+                if n % 1000 == 0 {
+                    shared.map.borrow_mut().clear();
+                    assert!(g.create(&shared));
+                }
+                shared.conflicts.set(conflicts);
+                consume(&shared, &g, &nonce_hash("single_use", &["iss", &n.to_string()]), NOW + 300, NOW, 1)
+            })
+        });
+    }
     group.bench_function("lookup of a replayed nonce", |b| {
         let shared = Shared::default();
         assert!(g.create(&shared));

@@ -2,7 +2,7 @@
 //! request and the access token (§4.3), `htu` normalization (RFC 3986 §6.2.2-6.2.3), and
 //! stateless server nonces (a MAC over a time step). No clock of its own: time is passed in.
 
-use crate::alg::{host_signature, Alg, CryptoPath, HostVerifier};
+use crate::alg::{Alg, CryptoPath, HostVerifier};
 use crate::encoding::{b64_decode, b64_encode, check_json_object, present};
 use crate::jwk::{thumbprint_b64, Jwk};
 use hmac::{Hmac, Mac};
@@ -154,18 +154,7 @@ pub fn verify_proof(proof: &str, host: Option<&dyn HostVerifier>) -> Result<(Pro
     })?;
     let signature = b64_decode(s.as_bytes()).map_err(|_| DpopError::Malformed)?;
     let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(DpopError::Malformed)?.as_bytes();
-    let host_answer = host.zip(key.spki_der.as_deref()).and_then(|(host, der)| {
-        let Some(sig) = host_signature(&key.key, &signature) else { return Some(false) };
-        host.verify("sha256", der, &sig, signing_input)
-    });
-    let path = match host_answer {
-        Some(true) => CryptoPath::Host,
-        Some(false) => return Err(DpopError::BadSignature),
-        None => {
-            key.key.verify(signing_input, &signature).map_err(|_| DpopError::BadSignature)?;
-            CryptoPath::Wasm
-        }
-    };
+    let path = key.verify_with(signing_input, &signature, host).map_err(|_| DpopError::BadSignature)?;
     let payload = b64_decode(p.as_bytes()).map_err(|_| DpopError::Malformed)?;
     check_json_object(&payload).map_err(|_| DpopError::Malformed)?;
     let c: RawClaims = serde_json::from_slice(&payload).map_err(|_| DpopError::Malformed)?;

@@ -1,6 +1,6 @@
 //! JWK and JWKS parsing (RFC 7517/7518), RFC 7638 thumbprints, and key selection by `kid`.
 
-use crate::alg::{Alg, KeyMaterial, MIN_HMAC_KEY_BYTES};
+use crate::alg::{host_signature, Alg, CryptoPath, HostVerifier, KeyMaterial, MIN_HMAC_KEY_BYTES};
 use crate::encoding::{b64_decode, b64_encode, check_json_object, present};
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -204,6 +204,21 @@ impl Jwk {
 
     pub fn alg(&self) -> Alg {
         self.key.alg()
+    }
+
+    /// Verifies `sig` over `msg`, through `host` for the algorithms it handles (ES256, RS256) and
+    /// in pure Rust otherwise; reports which path decided. A host that cannot answer falls back
+    /// to pure Rust, never to "valid".
+    pub fn verify_with(&self, msg: &[u8], sig: &[u8], host: Option<&dyn HostVerifier>) -> Result<CryptoPath> {
+        let host_answer = host.zip(self.spki_der.as_deref()).and_then(|(host, der)| {
+            let Some(sig) = host_signature(&self.key, sig) else { return Some(false) };
+            host.verify("sha256", der, &sig, msg)
+        });
+        match host_answer {
+            Some(true) => Ok(CryptoPath::Host),
+            Some(false) => Err(Error::BadSignature),
+            None => self.key.verify(msg, sig).map(|()| CryptoPath::Wasm),
+        }
     }
 }
 

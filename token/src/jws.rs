@@ -1,7 +1,7 @@
 //! JWS compact serialization (RFC 7515 §7.1), strictly: three parts, canonical unpadded
 //! base64url, a JSON-object header without duplicates, no `crit`, no key material in the header.
 
-use crate::alg::{host_signature, Alg, CryptoPath, HostVerifier};
+use crate::alg::{Alg, CryptoPath, HostVerifier};
 use crate::encoding::{b64_decode, check_json_object, present};
 use crate::error::{Error, Result};
 use crate::jwk::{KeySet, MAX_KID_BYTES};
@@ -81,27 +81,14 @@ impl UnverifiedJws<'_> {
         self.verify_with(keys, None).map(|(jws, _)| jws)
     }
 
-    /// Like `verify`, using `host` for the algorithms it handles (ES256, RS256); reports which
-    /// path decided. A host that cannot answer falls back to the wasm path, never to "valid".
+    /// Like `verify`, using `host` for the algorithms it handles (see `Jwk::verify_with`).
     pub fn verify_with(self, keys: &KeySet, host: Option<&dyn HostVerifier>) -> Result<(VerifiedJws, CryptoPath)> {
         // An oversized kid cannot name a configured key: treat it as the miss it is.
         let kid = self.header.kid.as_deref().filter(|k| k.len() <= MAX_KID_BYTES);
         if self.header.kid.is_some() && kid.is_none() {
             return Err(Error::UnknownKid);
         }
-        let key = keys.select(kid, self.header.alg)?;
-        let host_answer = host.zip(key.spki_der.as_deref()).and_then(|(host, der)| {
-            let Some(sig) = host_signature(&key.key, &self.signature) else { return Some(false) };
-            host.verify("sha256", der, &sig, self.signing_input)
-        });
-        let path = match host_answer {
-            Some(true) => CryptoPath::Host,
-            Some(false) => return Err(Error::BadSignature),
-            None => {
-                key.key.verify(self.signing_input, &self.signature)?;
-                CryptoPath::Wasm
-            }
-        };
+        let path = keys.select(kid, self.header.alg)?.verify_with(self.signing_input, &self.signature, host)?;
         Ok((VerifiedJws { header: self.header, payload: self.payload }, path))
     }
 }
