@@ -420,6 +420,14 @@ fn merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
     }
 }
 
+fn is_relative_time(s: &str) -> bool {
+    let digits = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
+    (s.starts_with('+') || s.starts_with('-'))
+        && s.ends_with('s')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `+300s` / `-60s` become `now` plus the offset; `$unique` becomes a fresh id.
 fn resolve(v: Value, now: u64, serial: &mut u64) -> Result<Value> {
     Ok(match v {
@@ -427,7 +435,8 @@ fn resolve(v: Value, now: u64, serial: &mut u64) -> Result<Value> {
             *serial += 1;
             Value::String(format!("jti-{now}-{serial}"))
         }
-        Value::String(s) if (s.starts_with('+') || s.starts_with('-')) && s.ends_with('s') => {
+        // Exactly `[+-]<digits>s`: anything else (a base64url value may start with `-`) stays text.
+        Value::String(s) if is_relative_time(&s) => {
             let n: i64 =
                 s.get(1..s.len() - 1).and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("bad relative time {s}"))?;
             let t = if s.starts_with('+') { now as i64 + n } else { now as i64 - n };
@@ -928,7 +937,8 @@ mod tests {
             &mut serial,
         );
         assert_eq!(v.ok(), Some(json!({"iat": 1000, "exp": 1300, "nbf": 940, "jti": "jti-1000-1", "sub": "+x"})));
-        assert!(resolve(json!({"exp": "+tens"}), 1000, &mut serial).is_err(), "a bad offset is an error, not a string");
+        let text = json!({"ath": "-CEBwK1BzpIMm-9YVqBC8QnLPsAvXPolZ8FODL4Vors", "x": "+tens", "y": "-s"});
+        assert_eq!(resolve(text.clone(), 1000, &mut serial).ok(), Some(text), "only [+-]<digits>s is a relative time");
         assert_eq!(expand_repeat("a{3*e}b"), "aeeeb");
     }
 }
