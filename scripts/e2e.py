@@ -95,6 +95,17 @@ def race(port: int, headers_per_connection: list[dict]) -> list[int]:
     return statuses
 
 
+def race_rounds(s, what: str, per_round: list[dict], fresh: list[dict], parallel: int):
+    """Each of `per_round` sent on `parallel` connections at once must pass exactly once; the
+    distinct `fresh` ones sent together must all pass."""
+    wins = [race(s.listen, [h] * parallel).count(200) for h in per_round]
+    doubles = sum(1 for n in wins if n > 1)
+    check(f"{what} x{parallel} connections, {len(wins)} rounds: exactly one 200 per round",
+          all(n == 1 for n in wins), f"double accepts {doubles}, rounds without a 200 {wins.count(0)}")
+    statuses = race(s.listen, fresh)
+    check(f"{len(fresh)} distinct fresh ones at once: all pass", statuses.count(200) == len(fresh), f"{statuses}")
+
+
 def run_single_use_race(rounds=200, parallel=8):
     """The same single-use token on 8 connections at once, 200 times: one 200 per round."""
     keys = Keys(run_dir("e2e-race"))
@@ -105,16 +116,12 @@ def run_single_use_race(rounds=200, parallel=8):
     tokens = [keys.mint(claims(scope="orders:read")) for _ in range(rounds + parallel)]
     bearer = lambda t: {"authorization": f"Bearer {t}"}
     with Stack("e2e-race", cfg, concurrency=2) as s:
-        per_round = [race(s.listen, [bearer(t)] * parallel).count(200) for t in tokens[:rounds]]
-        fresh = race(s.listen, [bearer(t) for t in tokens[rounds:]])
+        race_rounds(s, "single-use token", [bearer(t) for t in tokens[:rounds]],
+                    [bearer(t) for t in tokens[rounds:]], parallel)
         prom = s.admin_get("/stats/prometheus")
         # Envoy's log prefix carries the thread id: both workers must have taken part.
         threads = {line.split("][")[1] for line in s.envoy_log.read_text().splitlines() if "jitgate.audit" in line}
     check("the race ran on both Envoy workers", len(threads) >= 2, f"audit lines from {len(threads)} worker threads")
-    doubles = sum(1 for n in per_round if n > 1)
-    check(f"single-use token x{parallel} connections, {rounds} rounds: exactly one 200 per round",
-          all(n == 1 for n in per_round), f"double accepts {doubles}, rounds without a 200 {per_round.count(0)}")
-    check(f"{parallel} distinct fresh single-use tokens at once: all pass", fresh.count(200) == parallel, f"{fresh}")
     rejected = next((l.split()[-1] for l in prom.splitlines() if l.startswith("jitgate_replay_rejected")), "?")
     check("every loser was counted as a replay", rejected == str(rounds * (parallel - 1)),
           f"jitgate_replay_rejected={rejected}")
@@ -136,12 +143,8 @@ def run_dpop_race(rounds=200, parallel=8):
         proof = lambda: cli("dpop", "--key", str(client), "--htm", "GET", "--htu", htu, "--token", token)
         headers = lambda p: {"authorization": f"DPoP {token}", "dpop": p}
         proofs = [proof() for _ in range(rounds + parallel)]
-        per_round = [race(s.listen, [headers(p)] * parallel).count(200) for p in proofs[:rounds]]
-        fresh = race(s.listen, [headers(p) for p in proofs[rounds:]])
-    doubles = sum(1 for n in per_round if n > 1)
-    check(f"same DPoP proof x{parallel} connections, {rounds} rounds: exactly one 200 per round",
-          all(n == 1 for n in per_round), f"double accepts {doubles}, rounds without a 200 {per_round.count(0)}")
-    check(f"{parallel} distinct fresh proofs at once: all pass", fresh.count(200) == parallel, f"{fresh}")
+        race_rounds(s, "same DPoP proof", [headers(p) for p in proofs[:rounds]],
+                    [headers(p) for p in proofs[rounds:]], parallel)
 
 
 def main():

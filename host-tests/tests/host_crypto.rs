@@ -3,7 +3,7 @@
 //! protobuf the filter sends). The verdicts must be identical, vector by vector.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use jitgate_harness::foreign::{self, VerifyArgs};
+use jitgate_harness::foreign;
 use jitgate_token::alg::{host_signature, HostVerifier};
 use jitgate_token::Jwk;
 use serde_json::Value;
@@ -12,14 +12,8 @@ struct HarnessHost;
 
 impl HostVerifier for HarnessHost {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let args = VerifyArgs {
-            hash_function: hash.into(),
-            public_key: public_key.to_vec(),
-            signature: signature.to_vec(),
-            text: text.to_vec(),
-            public_key_pem: String::new(),
-        };
-        let out = foreign::call("verify_signature", &args.encode()).ok()?;
+        let args = jitgate_token::verify_signature::encode_args(hash, public_key, signature, text);
+        let out = foreign::call("verify_signature", &args).ok()?;
         jitgate_token::verify_signature::decode_result(&out).map(|(ok, _)| ok)
     }
 }

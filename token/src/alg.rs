@@ -136,13 +136,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Whether `host` verifies ES256 correctly: a known-good signature must pass and the same
 /// signature over another message must fail (a host that says yes to everything fails this).
 pub fn host_self_test(host: &dyn HostVerifier) -> bool {
+    // Through the same key and signature conversions the requests use.
     let (Some(point), Some(raw)) = (unhex(KAT_SPKI_TAIL), unhex(KAT_SIG)) else { return false };
-    let Ok(sig) = p256::ecdsa::Signature::from_slice(&raw) else { return false };
-    let mut der = P256_SPKI_PREFIX.to_vec();
-    der.extend_from_slice(&point);
-    let sig = sig.to_der();
-    host.verify("sha256", &der, sig.as_bytes(), KAT_MSG) == Some(true)
-        && host.verify("sha256", &der, sig.as_bytes(), b"69818") == Some(false)
+    let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(KeyMaterial::Es256) else { return false };
+    let (Some(der), Some(sig)) = (key.spki_der(), host_signature(&key, &raw)) else { return false };
+    host.verify("sha256", &der, &sig, KAT_MSG) == Some(true)
+        && host.verify("sha256", &der, &sig, b"69818") == Some(false)
 }
 
 /// The signature in the form a host verifier takes, after the checks the host may not do:

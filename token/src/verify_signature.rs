@@ -71,11 +71,7 @@ enum Field<'a> {
 
 impl VerifyArgs {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.public_key.len() + self.signature.len() + self.text.len() + 32);
-        put_bytes(&mut out, 1, self.hash_function.as_bytes());
-        put_bytes(&mut out, 2, &self.public_key);
-        put_bytes(&mut out, 3, &self.signature);
-        put_bytes(&mut out, 4, &self.text);
+        let mut out = encode_args(&self.hash_function, &self.public_key, &self.signature, &self.text);
         put_bytes(&mut out, 5, self.public_key_pem.as_bytes());
         out
     }
@@ -99,6 +95,17 @@ impl VerifyArgs {
         })?;
         Some(a)
     }
+}
+
+/// Encodes `VerifySignatureArguments` for a DER key straight from borrowed parts (the filter's
+/// hot path: no owned copies of key, signature and text).
+pub fn encode_args(hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(public_key.len() + signature.len() + text.len() + hash.len() + 16);
+    put_bytes(&mut out, 1, hash.as_bytes());
+    put_bytes(&mut out, 2, public_key);
+    put_bytes(&mut out, 3, signature);
+    put_bytes(&mut out, 4, text);
+    out
 }
 
 /// Encodes `VerifySignatureResult { bool result = 1; string error = 2; }` (proto3 omits defaults).

@@ -78,7 +78,7 @@ impl Geometry {
     }
 
     fn key(&self, epoch: u64, bucket: u32) -> String {
-        format!("jitgate.ledger.{}.{bucket}", epoch % self.slots)
+        slot_key(epoch % self.slots, bucket)
     }
 
     /// Creates every bucket that does not exist yet; existing ones (other workers') are kept.
@@ -86,11 +86,17 @@ impl Geometry {
         let empty = [0u8; HEADER_BYTES];
         (0..self.slots).all(|slot| {
             (0..self.buckets).all(|b| {
-                let key = format!("jitgate.ledger.{slot}.{b}");
-                matches!(shared.set(&key, &empty, CREATE_ONLY_CAS), SharedWrite::Ok | SharedWrite::CasMismatch)
+                matches!(
+                    shared.set(&slot_key(slot, b), &empty, CREATE_ONLY_CAS),
+                    SharedWrite::Ok | SharedWrite::CasMismatch
+                )
             })
         })
     }
+}
+
+fn slot_key(slot: u64, bucket: u32) -> String {
+    format!("jitgate.ledger.{slot}.{bucket}")
 }
 
 /// The nonce's identity: a domain-separated hash of its parts, so one kind of nonce can never

@@ -16,7 +16,7 @@ use audit::AuditEvent;
 use cache::TokenCache;
 use config::{Config, CryptoMode, DefaultAction};
 use jitgate_token::dpop::{self, DpopError};
-use jitgate_token::verify_signature::{decode_result, VerifyArgs};
+use jitgate_token::verify_signature::{decode_result, encode_args};
 use jitgate_token::{AccessToken, CryptoPath, HostVerifier};
 use ledger::{SharedData, SharedRead, SharedWrite, Verdict};
 use reason::Reason;
@@ -106,14 +106,8 @@ struct ForeignVerifier<'h, H: Host>(&'h H);
 
 impl<H: Host> HostVerifier for ForeignVerifier<'_, H> {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let args = VerifyArgs {
-            hash_function: hash.to_owned(),
-            public_key: public_key.to_vec(),
-            signature: signature.to_vec(),
-            text: text.to_vec(),
-            public_key_pem: String::new(),
-        };
-        decode_result(&self.0.verify_signature(&args.encode())?).map(|(ok, _)| ok)
+        let args = encode_args(hash, public_key, signature, text);
+        decode_result(&self.0.verify_signature(&args)?).map(|(ok, _)| ok)
     }
 }
 
@@ -121,7 +115,7 @@ impl<H: Host> HostVerifier for ForeignVerifier<'_, H> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     Allow,
-    /// `jitgate.deny.<code>` for a code of `reason::DENY_CODES`.
+    /// `jitgate.deny.<code>` for a code of `reason::deny_codes()`.
     Deny(&'static str),
     /// `jitgate.crypto.host` / `jitgate.crypto.wasm`: which path checked a signature.
     Crypto(CryptoPath),
@@ -135,7 +129,7 @@ pub enum Metric {
 
 /// Every counter the engine may increment with its name, to be defined once at start-up.
 pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
-    let deny = reason::DENY_CODES.iter().map(|c| (Metric::Deny(c), format!("{METRIC_DENY_PREFIX}{c}")));
+    let deny = reason::deny_codes().map(|c| (Metric::Deny(c), format!("{METRIC_DENY_PREFIX}{c}")));
     let other = [
         (Metric::Allow, METRIC_ALLOW.to_owned()),
         (Metric::Crypto(CryptoPath::Host), "jitgate.crypto.host".to_owned()),
@@ -156,24 +150,25 @@ pub enum Action {
     Respond(LocalResponse),
 }
 
-/// The `Authorization` header as found: absent, one value, several, or not text.
+/// A header that must appear at most once (`Authorization`, `DPoP`), as found: absent, one value,
+/// several, or not text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Authorization<'a> {
+enum SingleHeader<'a> {
     Absent,
     One(&'a str),
     Several,
     NotText,
 }
 
-impl<'a> Authorization<'a> {
+impl<'a> SingleHeader<'a> {
     /// This header seen once more with `value`.
-    fn and(self, value: &'a [u8]) -> Authorization<'a> {
+    fn and(self, value: &'a [u8]) -> SingleHeader<'a> {
         match (self, std::str::from_utf8(value)) {
-            (Authorization::Absent, Ok(v)) if !v.contains(',') => Authorization::One(v),
-            (Authorization::Absent, Err(_)) => Authorization::NotText,
+            (SingleHeader::Absent, Ok(v)) if !v.contains(',') => SingleHeader::One(v),
+            (SingleHeader::Absent, Err(_)) => SingleHeader::NotText,
             // Envoy folds repeated headers into one comma-joined value, and no single credential
             // or proof contains a comma: either way, two were sent.
-            _ => Authorization::Several,
+            _ => SingleHeader::Several,
         }
     }
 }
@@ -186,9 +181,9 @@ struct Request<'a> {
     authority: &'a str,
     request_id: &'a str,
     scheme: &'a str,
-    authorization: Authorization<'a>,
-    /// The `DPoP` proof header (RFC 9449 §4.1), in the same one/several/absent form.
-    dpop: Authorization<'a>,
+    authorization: SingleHeader<'a>,
+    /// The `DPoP` proof header (RFC 9449 §4.1).
+    dpop: SingleHeader<'a>,
     claim_headers_sent: Vec<&'static str>,
 }
 
@@ -204,8 +199,8 @@ impl<'a> Request<'a> {
             authority: "",
             request_id: "-",
             scheme: "http",
-            authorization: Authorization::Absent,
-            dpop: Authorization::Absent,
+            authorization: SingleHeader::Absent,
+            dpop: SingleHeader::Absent,
             claim_headers_sent: Vec::new(),
         };
         for (name, value) in headers {
@@ -337,6 +332,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The host's signature verifier, if start-up chose it.
+    fn host_verifier<'h, H: Host>(&self, host: &'h H) -> Option<ForeignVerifier<'h, H>> {
+        self.host_crypto.then_some(ForeignVerifier(host))
+    }
+
     /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
     fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> jitgate_token::Result<AccessToken> {
         let verifier = &self.config.verifier;
@@ -346,9 +346,8 @@ impl Engine {
             host.count(Metric::CacheHit);
             return verifier.check_claims(jws, now_s, rule.max_ttl_s);
         }
-        let foreign = ForeignVerifier(host);
-        let via_host: Option<&dyn HostVerifier> = if self.host_crypto { Some(&foreign) } else { None };
-        let (jws, path) = verifier.check_signature(token, via_host)?;
+        let via_host = self.host_verifier(host);
+        let (jws, path) = verifier.check_signature(token, via_host.as_ref().map(|v| v as &dyn HostVerifier))?;
         host.count(Metric::Crypto(path));
         let verified = verifier.check_claims(&jws, now_s, rule.max_ttl_s)?;
         if verified.claims.exp > now_s {
@@ -369,14 +368,14 @@ impl Engine {
         now_s: u64,
     ) -> Result<CheckedProof, Reason> {
         let proof = match req.dpop {
-            Authorization::One(p) => p,
-            Authorization::Absent => return Err(Reason::Dpop(DpopError::Missing)),
-            Authorization::Several => return Err(Reason::Dpop(DpopError::Multiple)),
-            Authorization::NotText => return Err(Reason::Dpop(DpopError::Malformed)),
+            SingleHeader::One(p) => p,
+            SingleHeader::Absent => return Err(Reason::Dpop(DpopError::Missing)),
+            SingleHeader::Several => return Err(Reason::Dpop(DpopError::Multiple)),
+            SingleHeader::NotText => return Err(Reason::Dpop(DpopError::Malformed)),
         };
-        let foreign = ForeignVerifier(host);
-        let via_host: Option<&dyn HostVerifier> = if self.host_crypto { Some(&foreign) } else { None };
-        let (proof, path) = dpop::verify_proof(proof, via_host).map_err(Reason::Dpop)?;
+        let via_host = self.host_verifier(host);
+        let (proof, path) =
+            dpop::verify_proof(proof, via_host.as_ref().map(|v| v as &dyn HostVerifier)).map_err(Reason::Dpop)?;
         host.count(Metric::Crypto(path));
         let htu = dpop::normalize_htu(&format!("{}://{}{}", req.scheme, req.authority, req.path))
             .ok_or(Reason::Dpop(DpopError::HtuMismatch))?;
@@ -457,10 +456,10 @@ impl Engine {
             return Decision::new(Reason::Public, Some(rule));
         }
         let value = match req.authorization {
-            Authorization::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
-            Authorization::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
-            Authorization::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
-            Authorization::One(v) => v,
+            SingleHeader::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
+            SingleHeader::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
+            SingleHeader::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
+            SingleHeader::One(v) => v,
         };
         let (scheme, token) = match credential(value, self.config.max_token_bytes) {
             Ok(t) => t,
