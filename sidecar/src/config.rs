@@ -1,0 +1,116 @@
+//! The sidecar's configuration file (YAML), validated at start with errors naming the line.
+
+use crate::policy::{Policy, Seconds};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+const MAX_CONFIG_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    policy_file: PathBuf,
+    /// `iss` of the JIT tokens this sidecar signs.
+    issuer: String,
+    /// Audiences a JIT token may be issued for; the first is the default.
+    audiences: Vec<String>,
+    #[serde(default = "default_skew")]
+    clock_skew: Seconds,
+    identity: IdentityConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9180))
+}
+
+fn default_skew() -> Seconds {
+    Seconds(30)
+}
+
+/// Who may present subject tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The built-in development issuer (`jitgate-sidecar identity mint`). Never for production.
+    #[serde(default)]
+    pub dev_issuer: bool,
+    #[serde(default)]
+    pub issuers: Vec<IdentityIssuer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityIssuer {
+    pub issuer: String,
+    pub audience: String,
+    /// A JWKS file (relative to the configuration file).
+    pub jwks_file: PathBuf,
+    /// Longest accepted identity-token lifetime.
+    #[serde(default = "default_identity_ttl")]
+    pub max_ttl: Seconds,
+}
+
+fn default_identity_ttl() -> Seconds {
+    Seconds(12 * 3600)
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub clock_skew_s: u64,
+    pub identity: IdentityConfig,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Reads the configuration and the policy it names (paths relative to the file's directory).
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let read = |p: &Path, max: usize| -> Result<String, String> {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if text.len() > max {
+                return Err(format!("{}: larger than {max} bytes", p.display()));
+            }
+            Ok(text)
+        };
+        let text = read(path, MAX_CONFIG_BYTES)?;
+        let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+            Some(l) => format!("{} line {}: {e}", path.display(), l.line()),
+            None => format!("{}: {e}", path.display()),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let policy_path = base.join(&raw.policy_file);
+        let policy = Policy::parse(&read(&policy_path, crate::policy::MAX_POLICY_BYTES)?)
+            .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+        if raw.audiences.is_empty() || raw.issuer.is_empty() {
+            return Err(format!("{}: `issuer` and at least one of `audiences` are required", path.display()));
+        }
+        if !raw.identity.dev_issuer && raw.identity.issuers.is_empty() {
+            return Err(format!("{}: `identity` trusts no issuer", path.display()));
+        }
+        let mut identity = raw.identity;
+        for i in &mut identity.issuers {
+            i.jwks_file = base.join(&i.jwks_file);
+        }
+        Ok(Config {
+            listen: raw.listen,
+            data_dir: base.join(raw.data_dir),
+            issuer: raw.issuer,
+            audiences: raw.audiences,
+            clock_skew_s: raw.clock_skew.0,
+            identity,
+            policy,
+        })
+    }
+
+    /// The longest TTL any scope allows: how long a retired key stays in the JWKS.
+    pub fn max_token_ttl_s(&self) -> u64 {
+        self.policy.scopes.values().map(|s| s.max_ttl_s).max().unwrap_or(0).saturating_add(self.clock_skew_s)
+    }
+}

@@ -1,0 +1,57 @@
+//! Every failure is a JSON body `{"error", "error_description", ...}` with a 4xx for bad input and a
+//! 503 when the sidecar itself cannot answer (store or disk); never a 500 for input.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> ApiError {
+        ApiError { status, error, description: description.into(), extra: Map::new() }
+    }
+    pub fn bad_request(error: &'static str, description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error, description)
+    }
+    pub fn unauthorized(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+    }
+    pub fn forbidden(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", description)
+    }
+    pub fn not_found(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", description)
+    }
+    /// The store or the audit file failed: the request may be retried.
+    pub fn unavailable(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", description)
+    }
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.error, "error_description": self.description});
+        if let Some(obj) = body.as_object_mut() {
+            obj.extend(self.extra);
+        }
+        let mut r = (self.status, axum::Json(body)).into_response();
+        r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

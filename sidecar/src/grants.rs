@@ -1,0 +1,410 @@
+//! The JIT loop's decisions: access requests, approvals, token exchange (RFC 8693), revocation.
+
+use crate::error::{ApiError, ApiResult};
+use crate::identity::Subject;
+use crate::policy::Approval;
+use crate::store::{Grant, GrantStatus, Revocation, RevocationKind};
+use crate::{jti_hash, random_hex, App};
+use axum::http::StatusCode;
+use jitgate_token::mint::mint;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const SUBJECT_TOKEN_TYPES: [&str; 3] =
+    ["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token", ACCESS_TOKEN_TYPE];
+const MAX_SCOPES: usize = 32;
+const MAX_JUSTIFICATION_BYTES: usize = 1024;
+
+/// Body of `POST /v1/requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    /// Space-delimited scopes.
+    pub scope: String,
+    /// Seconds or `<n>s|m|h|d`.
+    pub duration: crate::policy::Seconds,
+    #[serde(default)]
+    pub justification: String,
+}
+
+fn scopes_of(text: &str) -> ApiResult<Vec<String>> {
+    let mut scopes: Vec<String> = Vec::new();
+    for s in text.split(' ').filter(|s| !s.is_empty()) {
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    if scopes.is_empty() || scopes.len() > MAX_SCOPES {
+        return Err(ApiError::bad_request("invalid_scope", format!("between 1 and {MAX_SCOPES} scopes are required")));
+    }
+    Ok(scopes)
+}
+
+/// Creates a request: pending, or approved at once when every scope is automatic.
+pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant> {
+    let policy = &app.config.policy;
+    let scopes = scopes_of(&body.scope)?;
+    if body.justification.len() > MAX_JUSTIFICATION_BYTES || body.justification.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "justification: at most 1024 bytes, no control characters",
+        ));
+    }
+    let mut required = 0u32;
+    let mut break_glass = false;
+    for scope in &scopes {
+        let Some(p) = policy.scopes.get(scope) else {
+            return Err(ApiError::bad_request("invalid_scope", format!("unknown scope `{scope}`")));
+        };
+        if !policy.may_request(&who.groups, scope) {
+            return Err(ApiError::forbidden(format!("policy does not let `{}` request `{scope}`", who.sub)));
+        }
+        if body.duration.0 == 0 || body.duration.0 > p.max_grant_s {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("duration must be 1..={} seconds for `{scope}`", p.max_grant_s),
+            ));
+        }
+        if let Some(re) = &p.justification {
+            if !re.is_match(&body.justification) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("justification for `{scope}` must match `{}`", re.as_str()),
+                ));
+            }
+        }
+        if let Approval::Approvers { count, .. } = p.approval {
+            required = required.max(count);
+        }
+        break_glass |= p.break_glass;
+    }
+    let now = app.clock.now();
+    let mut grant = Grant {
+        id: format!("g-{}", random_hex(8)),
+        sub: who.sub.clone(),
+        scopes,
+        duration_s: body.duration.0,
+        justification: body.justification,
+        break_glass,
+        status: GrantStatus::Pending,
+        required_approvals: required,
+        approvers: Vec::new(),
+        created_at: now,
+        approved_at: None,
+        expires_at: None,
+        denied_by: None,
+    };
+    if required == 0 {
+        approve_now(&mut grant, now);
+    }
+    app.store().put_grant(grant.clone()).map_err(ApiError::unavailable)?;
+    app.audit(json!({"event": "grant.requested", "grant": grant.id, "sub": grant.sub, "scopes": grant.scopes,
+        "duration_s": grant.duration_s, "justification": grant.justification, "break_glass": grant.break_glass,
+        "status": grant.status}))?;
+    if grant.status == GrantStatus::Approved {
+        audit_approved(app, &grant, "policy:auto")?;
+    }
+    Ok(grant)
+}
+
+fn approve_now(grant: &mut Grant, now: u64) {
+    grant.status = GrantStatus::Approved;
+    grant.approved_at = Some(now);
+    grant.expires_at = Some(now.saturating_add(grant.duration_s));
+}
+
+fn audit_approved(app: &App, g: &Grant, by: &str) -> ApiResult<u64> {
+    app.audit(json!({"event": "grant.approved", "grant": g.id, "sub": g.sub, "scopes": g.scopes, "approver": by,
+        "expires_at": g.expires_at, "break_glass": g.break_glass}))
+}
+
+/// Whether `who` may approve (or deny) every scope of `grant` that needs approval.
+pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
+    grant.scopes.iter().all(|s| match app.config.policy.scopes.get(s).map(|p| &p.approval) {
+        Some(Approval::Approvers { groups, .. }) => groups.iter().any(|g| who.groups.contains(g)),
+        Some(Approval::Auto) => true,
+        None => false,
+    })
+}
+
+/// An approver's decision on a pending request.
+pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
+    let mut store = app.store();
+    let Some(mut grant) = store.state.grants.get(id).cloned() else {
+        return Err(ApiError::not_found(format!("no request `{id}`")));
+    };
+    if grant.sub == who.sub {
+        return Err(ApiError::forbidden("nobody approves or denies their own request"));
+    }
+    if !may_approve(app, who, &grant) || grant.required_approvals == 0 {
+        return Err(ApiError::forbidden(format!("`{}` is not an approver for this request", who.sub)));
+    }
+    if grant.status != GrantStatus::Pending {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_pending",
+            format!("request `{id}` is {:?}", grant.status),
+        ));
+    }
+    if grant.approvers.contains(&who.sub) {
+        return Err(ApiError::new(StatusCode::CONFLICT, "already_approved", "one approval per approver"));
+    }
+    let now = app.clock.now();
+    if approve {
+        grant.approvers.push(who.sub.clone());
+        if u32::try_from(grant.approvers.len()).unwrap_or(u32::MAX) >= grant.required_approvals {
+            approve_now(&mut grant, now);
+        }
+    } else {
+        grant.status = GrantStatus::Denied;
+        grant.denied_by = Some(who.sub.clone());
+    }
+    store.put_grant(grant.clone()).map_err(ApiError::unavailable)?;
+    drop(store);
+    match grant.status {
+        GrantStatus::Approved => audit_approved(app, &grant, &who.sub)?,
+        GrantStatus::Denied => app.audit(json!({"event": "grant.denied", "grant": grant.id, "sub": grant.sub,
+            "scopes": grant.scopes, "approver": who.sub}))?,
+        GrantStatus::Pending => app.audit(json!({"event": "grant.approval_recorded", "grant": grant.id,
+            "sub": grant.sub, "approver": who.sub, "approvals": grant.approvers.len(),
+            "required": grant.required_approvals}))?,
+    };
+    Ok(grant)
+}
+
+/// Fields of an RFC 8693 request, each at most once (RFC 6749 §3.2); unknown ones are ignored.
+#[derive(Debug, Default)]
+pub struct ExchangeForm {
+    pub grant_type: Option<String>,
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    /// RFC 9449 §10: bind the token to this key thumbprint.
+    pub dpop_jkt: Option<String>,
+}
+
+impl ExchangeForm {
+    pub fn parse(body: &[u8]) -> ApiResult<ExchangeForm> {
+        let mut f = ExchangeForm::default();
+        for (k, v) in form_urlencoded::parse(body) {
+            let slot = match k.as_ref() {
+                "grant_type" => &mut f.grant_type,
+                "subject_token" => &mut f.subject_token,
+                "subject_token_type" => &mut f.subject_token_type,
+                "requested_token_type" => &mut f.requested_token_type,
+                "audience" => &mut f.audience,
+                "scope" => &mut f.scope,
+                "resource" => &mut f.resource,
+                "dpop_jkt" => &mut f.dpop_jkt,
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(ApiError::bad_request("invalid_request", format!("`{k}` appears more than once")));
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", format!("`{name}` is required")))
+}
+
+/// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not.
+pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
+    if required(&form.grant_type, "grant_type")? != TOKEN_EXCHANGE {
+        return Err(ApiError::bad_request("unsupported_grant_type", "only token exchange is supported"));
+    }
+    let subject_token = required(&form.subject_token, "subject_token")?;
+    if !SUBJECT_TOKEN_TYPES.contains(&required(&form.subject_token_type, "subject_token_type")?) {
+        return Err(ApiError::bad_request("invalid_request", "unsupported subject_token_type"));
+    }
+    if form.requested_token_type.as_deref().is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(ApiError::bad_request("invalid_request", "only access tokens are issued"));
+    }
+    let audience = match form.audience.as_deref() {
+        None => app.config.audiences.first().cloned().unwrap_or_default(),
+        Some(a) if app.config.audiences.iter().any(|x| x == a) => a.to_owned(),
+        Some(_) => return Err(ApiError::bad_request("invalid_target", "audience is not served by this issuer")),
+    };
+    if form.resource.as_ref().is_some_and(|r| r.len() > 2048) {
+        return Err(ApiError::bad_request("invalid_target", "resource longer than 2048 bytes"));
+    }
+    let jkt = match form.dpop_jkt.as_deref() {
+        Some(j) if j.len() == 43 && j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => Some(j),
+        Some(_) => return Err(ApiError::bad_request("invalid_request", "dpop_jkt is not a SHA-256 JWK thumbprint")),
+        None => None,
+    };
+    let now = app.clock.now();
+    let who = app
+        .identity
+        .verify(subject_token, now)
+        .map_err(|reason| ApiError::bad_request("invalid_request", format!("subject_token rejected: {reason}")))?;
+    let refuse = |e: ApiError| -> ApiResult<Value> {
+        app.audit(json!({"event": "token.exchange_refused", "sub": who.sub, "reason": e.error,
+            "scopes_requested": form.scope, "resource": form.resource}))?;
+        Err(e)
+    };
+
+    let store = app.store();
+    let state = &store.state;
+    let usable = |g: &&Grant| {
+        g.sub == who.sub
+            && g.is_active(now)
+            && !state.is_revoked(RevocationKind::Grant, &g.id)
+            && !state
+                .revocations
+                .iter()
+                .any(|r| r.kind == RevocationKind::Sub && r.value == who.sub && r.at >= g.approved_at.unwrap_or(0))
+    };
+    let wanted = match form.scope.as_deref() {
+        Some(s) => Some(scopes_of(s)?),
+        None => None,
+    };
+    let covers = |g: &Grant| wanted.as_ref().is_none_or(|w| w.iter().all(|s| g.scopes.contains(s)));
+    let grant = state.grants.values().filter(usable).filter(|g| covers(g)).max_by_key(|g| g.expires_at).cloned();
+    let pending = state
+        .grants
+        .values()
+        .filter(|g| g.sub == who.sub && g.status == GrantStatus::Pending && covers(g))
+        .max_by_key(|g| g.created_at)
+        .map(|g| g.id.clone());
+    drop(store);
+    let Some(grant) = grant else {
+        return refuse(match pending {
+            Some(id) => ApiError::bad_request("invalid_scope", "the access request is waiting for approval")
+                .with("request_id", id)
+                .with("request_status", "pending"),
+            None => ApiError::bad_request("invalid_scope", "no active grant covers the requested scope"),
+        });
+    };
+    let scopes = wanted.unwrap_or_else(|| grant.scopes.clone());
+    let policy = &app.config.policy;
+    if let Some(s) = scopes.iter().find(|s| !policy.may_request(&who.groups, s)) {
+        return refuse(ApiError::bad_request("invalid_scope", format!("policy no longer allows `{s}`")));
+    }
+    let ttl = scopes.iter().filter_map(|s| policy.scopes.get(s)).map(|p| p.max_ttl_s).min().unwrap_or(0);
+    let exp = now.saturating_add(ttl).min(grant.expires_at.unwrap_or(now));
+    if exp <= now {
+        return refuse(ApiError::bad_request("invalid_scope", "the grant has expired"));
+    }
+    let jti = random_hex(16);
+    let approver = if grant.approvers.is_empty() { "policy:auto".to_owned() } else { grant.approvers.join(",") };
+    let mut claims = json!({"iss": app.config.issuer, "aud": audience, "sub": who.sub, "iat": now, "exp": exp,
+        "jti": jti, "scope": scopes.join(" "),
+        "jit": {"grant": grant.id, "reason": grant.justification, "approver": approver, "break_glass": grant.break_glass}});
+    if let (Some(jkt), Some(obj)) = (jkt, claims.as_object_mut()) {
+        obj.insert("cnf".to_owned(), json!({ "jkt": jkt }));
+    }
+    let token = {
+        let keys = app.keys()?;
+        let key = keys.ring.active().ok_or_else(|| ApiError::unavailable("no active signing key"))?;
+        mint(key, "at+jwt", &claims).map_err(|e| ApiError::unavailable(e.to_string()))?
+    };
+    app.audit(json!({"event": "token.exchange", "sub": who.sub, "grant": grant.id, "jti_hash": jti_hash(&app.config.issuer, &jti),
+        "scopes_granted": scopes.join(" "), "token_exp": exp, "break_glass": grant.break_glass, "dpop_bound": jkt.is_some(),
+        "audience": audience, "resource": form.resource}))?;
+    Ok(json!({"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" }, "expires_in": exp - now, "scope": scopes.join(" ")}))
+}
+
+/// What `POST /v1/revoke` names: exactly one of a token, a jti, a grant or a subject.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub token: Option<String>,
+    pub jti: Option<String>,
+    pub grant: Option<String>,
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Revokes and returns the new feed entries.
+pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Revocation>> {
+    let named = [req.token.is_some(), req.jti.is_some(), req.grant.is_some(), req.sub.is_some()];
+    if named.iter().filter(|x| **x).count() != 1 {
+        return Err(ApiError::bad_request("invalid_request", "name exactly one of token, jti, grant, sub"));
+    }
+    if req.reason.len() > MAX_JUSTIFICATION_BYTES {
+        return Err(ApiError::bad_request("invalid_request", "reason longer than 1024 bytes"));
+    }
+    let now = app.clock.now();
+    let admin = app.config.policy.is_admin(&who.groups);
+    let max_ttl = app.config.max_token_ttl_s();
+    let mut store = app.store();
+    let grant_allowed =
+        |id: &str| store.state.grants.get(id).is_some_and(|g| admin || g.sub == who.sub || may_approve(app, who, g));
+    let mut targets: Vec<(RevocationKind, String, u64)> = Vec::new();
+    if let Some(token) = &req.token {
+        // RFC 7009 §2.2: an invalid or foreign token is not an error; nothing is revoked.
+        let Some((sub, jti, exp, grant)) = own_token_claims(app, token) else { return Ok(Vec::new()) };
+        if !(admin || sub == who.sub || grant.as_deref().is_some_and(grant_allowed)) {
+            return Err(ApiError::forbidden("not your token, and you do not approve its grant"));
+        }
+        targets.push((RevocationKind::Jti, jti, exp.saturating_add(app.config.clock_skew_s)));
+    } else if let Some(jti) = &req.jti {
+        if !admin {
+            return Err(ApiError::forbidden("revoking by jti is for admins; send the token instead"));
+        }
+        targets.push((RevocationKind::Jti, jti.clone(), now.saturating_add(max_ttl)));
+    } else if let Some(id) = &req.grant {
+        if !store.state.grants.contains_key(id) {
+            return Err(ApiError::not_found(format!("no grant `{id}`")));
+        }
+        if !grant_allowed(id) {
+            return Err(ApiError::forbidden("not your grant, and you do not approve it"));
+        }
+        let until = store.state.grants.get(id).and_then(|g| g.expires_at).unwrap_or(now).max(now);
+        targets.push((RevocationKind::Grant, id.clone(), until.saturating_add(max_ttl)));
+    } else if let Some(sub) = &req.sub {
+        if !(admin || *sub == who.sub) {
+            return Err(ApiError::forbidden("revoking a subject is for admins or the subject itself"));
+        }
+        targets.push((RevocationKind::Sub, sub.clone(), now.saturating_add(max_ttl)));
+    }
+    let mut added = Vec::new();
+    for (kind, value, until) in targets {
+        if value.is_empty() || value.len() > 512 {
+            return Err(ApiError::bad_request("invalid_request", "the revoked value must be 1-512 bytes"));
+        }
+        let r = Revocation { seq: store.state.next_revocation_seq(), kind, value, at: now, until };
+        store.add_revocation(r.clone()).map_err(ApiError::unavailable)?;
+        added.push(r);
+    }
+    drop(store);
+    for r in &added {
+        let value =
+            if r.kind == RevocationKind::Jti { jti_hash(&app.config.issuer, &r.value) } else { r.value.clone() };
+        app.audit(json!({"event": "token.revoked", "kind": r.kind, "value": value, "seq": r.seq, "by": who.sub,
+            "reason": req.reason}))?;
+    }
+    Ok(added)
+}
+
+/// `(sub, jti, exp, grant)` of a token this sidecar signed (signature checked, time not).
+fn own_token_claims(app: &App, token: &str) -> Option<(String, String, u64, Option<String>)> {
+    let keys = app.keys().ok()?;
+    let now = app.clock.now();
+    let jwks = keys.ring.jwks(now, app.config.max_token_ttl_s());
+    drop(keys);
+    let set = jitgate_token::KeySet::from_jwks(jwks.to_string().as_bytes()).ok()?;
+    let jws = jitgate_token::jws::verify(token, &set, jitgate_token::DEFAULT_MAX_TOKEN_BYTES).ok()?;
+    let claims: Value = serde_json::from_slice(&jws.payload).ok()?;
+    if claims.get("iss")?.as_str()? != app.config.issuer {
+        return None;
+    }
+    Some((
+        claims.get("sub")?.as_str()?.to_owned(),
+        claims.get("jti")?.as_str()?.to_owned(),
+        claims.get("exp")?.as_u64()?,
+        claims.get("jit").and_then(|j| j.get("grant")).and_then(Value::as_str).map(str::to_owned),
+    ))
+}

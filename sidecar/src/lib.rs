@@ -1,0 +1,200 @@
+//! jitgate-sidecar: decides who may hold which JIT token, for how long, on whose approval
+//! (DESIGN §5-§7). `App` is the shared state; `api::router` serves it over HTTP.
+
+pub mod api;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod grants;
+pub mod identity;
+pub mod keys;
+pub mod policy;
+pub mod store;
+
+use audit::AuditLog;
+use config::Config;
+use error::ApiError;
+use identity::Identity;
+use keys::KeyRing;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+use store::Store;
+
+/// Wall-clock seconds; tests pin it (0 = follow the system clock).
+#[derive(Debug, Default)]
+pub struct Clock(AtomicU64);
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            0 => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            pinned => pinned,
+        }
+    }
+    pub fn pin(&self, unix_s: u64) {
+        self.0.store(unix_s, Ordering::Relaxed);
+    }
+}
+
+/// The signing keys and the key file's modification time when they were read.
+#[derive(Debug)]
+pub struct Keys {
+    pub ring: KeyRing,
+    modified: Option<SystemTime>,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub identity: Identity,
+    pub clock: Clock,
+    keys_path: PathBuf,
+    keys: Mutex<Keys>,
+    store: Mutex<Store>,
+    audit: Mutex<AuditLog>,
+    /// Cluster replay ledger of the embedded store: key -> expiry.
+    replay: Mutex<HashMap<String, u64>>,
+    counters: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Locks a mutex; a poisoned one still holds consistent data here (every writer journals first).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl App {
+    /// Opens the data directory: keys (created on first start), store journal, audit chain.
+    pub fn open(config: Config) -> Result<App, String> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        let clock = Clock::default();
+        let keys_path = config.data_dir.join("signing-keys.json");
+        let ring = KeyRing::load_or_create(&keys_path, clock.now())?;
+        let identity = Identity::load(&config.identity, &config.data_dir, config.clock_skew_s)?;
+        let store = Store::open(&config.data_dir.join("store.jsonl"))?;
+        let audit = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
+        let app = App {
+            keys: Mutex::new(Keys { ring, modified: modified(&keys_path) }),
+            keys_path,
+            identity,
+            clock,
+            store: Mutex::new(store),
+            audit: Mutex::new(audit),
+            replay: Mutex::new(HashMap::new()),
+            counters: Mutex::new(BTreeMap::new()),
+            config,
+        };
+        app.note_key_rotation()?;
+        Ok(app)
+    }
+
+    /// The key ring, re-read when `keys rotate` changed the file; a rotation is audited once.
+    pub fn keys(&self) -> Result<MutexGuard<'_, Keys>, ApiError> {
+        let mut keys = lock(&self.keys);
+        let now_modified = modified(&self.keys_path);
+        if now_modified != keys.modified {
+            let ring = KeyRing::load(&self.keys_path).map_err(ApiError::unavailable)?;
+            *keys = Keys { ring, modified: now_modified };
+            drop(keys);
+            self.note_key_rotation().map_err(ApiError::unavailable)?;
+            keys = lock(&self.keys);
+        }
+        Ok(keys)
+    }
+
+    /// Audits `key.rotated` when the active key differs from the one the store last saw.
+    fn note_key_rotation(&self) -> Result<(), String> {
+        let kid = lock(&self.keys).ring.active().and_then(|k| k.kid.clone()).unwrap_or_default();
+        let mut store = lock(&self.store);
+        let previous = store.state.active_kid.clone();
+        if previous.as_deref() == Some(kid.as_str()) {
+            return Ok(());
+        }
+        store.set_active_kid(&kid)?;
+        drop(store);
+        let event = if previous.is_some() { "key.rotated" } else { "key.created" };
+        self.audit(serde_json::json!({"event": event, "kid": kid, "previous_kid": previous}))
+            .map(|_| ())
+            .map_err(|e| e.description)
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub fn replay_ledger(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        lock(&self.replay)
+    }
+
+    /// Appends lifecycle events (adding `ts`) to the audit chain and counts them.
+    pub fn audit(&self, mut event: Value) -> Result<u64, ApiError> {
+        if let Some(obj) = event.as_object_mut() {
+            obj.entry("ts").or_insert_with(|| Value::from(self.clock.now()));
+        }
+        self.audit_batch(std::slice::from_ref(&event))
+    }
+
+    /// Appends events as they are (filters' batches carry their own `ts`).
+    pub fn audit_batch(&self, events: &[Value]) -> Result<u64, ApiError> {
+        let seq = lock(&self.audit).append(events).map_err(ApiError::unavailable)?;
+        let mut counters = lock(&self.counters);
+        for e in events {
+            let name = e.get("event").and_then(Value::as_str).unwrap_or("unknown");
+            let n = counters.entry(format!("jitgate_sidecar_audit_events_total{{event=\"{name}\"}}")).or_insert(0);
+            *n = n.saturating_add(1);
+        }
+        Ok(seq)
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        lock(&self.audit).path().to_owned()
+    }
+
+    pub fn count(&self, name: String) {
+        let mut counters = lock(&self.counters);
+        let n = counters.entry(name).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn metrics_text(&self) -> String {
+        let counters = lock(&self.counters);
+        let mut out = String::from("# TYPE jitgate_sidecar_audit_events_total counter\n");
+        out.push_str("# TYPE jitgate_sidecar_http_responses_total counter\n");
+        for (name, value) in counters.iter() {
+            out.push_str(&format!("{name} {value}\n"));
+        }
+        let store = lock(&self.store);
+        out.push_str(&format!(
+            "# TYPE jitgate_sidecar_grants gauge\njitgate_sidecar_grants {}\n",
+            store.state.grants.len()
+        ));
+        out.push_str(&format!(
+            "# TYPE jitgate_sidecar_revocations gauge\njitgate_sidecar_revocations {}\n",
+            store.state.revocations.len()
+        ));
+        out
+    }
+}
+
+/// Random bytes as lowercase hex: ids and `jti`s.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Correlates a token in the audit trail without revealing its `jti` (same as the filter's).
+pub fn jti_hash(iss: &str, jti: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(iss).chain_update([0u8]).chain_update(jti).finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}

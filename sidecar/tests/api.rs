@@ -1,0 +1,411 @@
+//! The sidecar's API in process: state-based checks of what was issued, refused, revoked and audited.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use jitgate_sidecar::config::Config;
+use jitgate_sidecar::{api, identity, App};
+use jitgate_token::{KeySet, Validation, Verifier};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const NOW: u64 = 1_800_000_000;
+
+pub const POLICY: &str = r"
+scopes:
+  orders:read: {max_ttl: 15m, max_grant: 8h}
+  orders:write:
+    max_ttl: 5m
+    max_grant: 1h
+    approval: {approvers: [sre-leads], count: 1}
+    justification: '^(INC|CHG)-[0-9]+'
+  prod:break-glass:
+    max_ttl: 2m
+    max_grant: 30m
+    justification: '^INC-[0-9]+'
+    break_glass: true
+subjects:
+  - groups: [sre]
+    scopes: [orders:read, orders:write, prod:break-glass]
+  - groups: [sre-leads]
+    scopes: [orders:read]
+admins: [secops]
+";
+
+struct Sidecar {
+    dir: tempfile::TempDir,
+    app: Arc<App>,
+}
+
+fn write_config(dir: &Path) {
+    std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.join("sidecar.yaml"),
+        "data_dir: data\npolicy_file: policy.yaml\nissuer: https://jitgate.local\naudiences: [demo-api]\n\
+         identity: {dev_issuer: true}\n",
+    )
+    .unwrap();
+}
+
+fn open(dir: &Path) -> Arc<App> {
+    let app = App::open(Config::load(&dir.join("sidecar.yaml")).unwrap()).unwrap();
+    app.clock.pin(NOW);
+    Arc::new(app)
+}
+
+impl Sidecar {
+    fn new() -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path());
+        let app = open(dir.path());
+        Sidecar { dir, app }
+    }
+
+    fn reopen(self) -> Sidecar {
+        let Sidecar { dir, app } = self;
+        drop(app);
+        let app = open(dir.path());
+        Sidecar { dir, app }
+    }
+
+    fn id_token(&self, sub: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        identity::dev_mint(&self.app.config.data_dir, sub, &groups, 3600, NOW).unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri).header("content-type", content_type);
+        if let Some(t) = auth {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = api::router(self.app.clone()).oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON ({status}): {bytes:?}"));
+        (status, value)
+    }
+
+    async fn json(&self, method: &str, uri: &str, auth: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        self.call(method, uri, auth, "application/json", bytes).await
+    }
+
+    async fn ask(&self, who: &str, body: Value) -> (StatusCode, Value) {
+        self.json("POST", "/v1/requests", Some(who), body).await
+    }
+
+    async fn exchange(&self, subject: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange");
+        form.append_pair("subject_token", subject);
+        form.append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt");
+        for (k, v) in extra {
+            form.append_pair(k, v);
+        }
+        self.call("POST", "/v1/token", None, "application/x-www-form-urlencoded", form.finish().into_bytes()).await
+    }
+
+    async fn verifier(&self) -> Verifier {
+        let (status, jwks) = self.json("GET", "/.well-known/jwks.json", None, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        let keys = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+        let validation = Validation {
+            issuer: "https://jitgate.local".into(),
+            audience: "demo-api".into(),
+            accepted_typ: vec!["at+jwt".into()],
+            clock_skew_s: 0,
+            max_ttl_s: 3600,
+            require_jit: true,
+        };
+        Verifier::new(keys, KeySet::default(), validation, 8192).unwrap()
+    }
+
+    fn audit_events(&self) -> Vec<Value> {
+        jitgate_sidecar::audit::query(&self.app.audit_path(), usize::MAX, |_| true).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn request_approve_exchange_revoke() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    let bob = s.id_token("bob", &["sre-leads"]);
+
+    let (status, req) = s
+        .json(
+            "POST",
+            "/v1/requests",
+            Some(&alice),
+            json!({"scope": "orders:write", "duration": "30m", "justification": "INC-4711 disk full"}),
+        )
+        .await;
+    assert_eq!((status, req["status"].as_str()), (StatusCode::CREATED, Some("pending")));
+    let id = req["id"].as_str().unwrap().to_owned();
+
+    // Before approval the exchange names the pending request.
+    let (status, e) = s.exchange(&alice, &[("scope", "orders:write")]).await;
+    assert_eq!(
+        (status, e["error"].as_str(), e["request_id"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"), Some(id.as_str()))
+    );
+
+    let (status, approved) = s.json("POST", &format!("/v1/requests/{id}/approve"), Some(&bob), Value::Null).await;
+    assert_eq!((status, approved["status"].as_str()), (StatusCode::OK, Some("approved")));
+
+    let (status, issued) = s.exchange(&alice, &[("scope", "orders:write"), ("audience", "demo-api")]).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["expires_in"], 300, "capped by the scope's max_ttl (5m)");
+    let token = s.verifier().await.verify(issued["access_token"].as_str().unwrap(), NOW, None).unwrap();
+    let jit = token.claims.jit.clone().unwrap();
+    assert_eq!((token.claims.sub.as_str(), token.claims.scope.as_str()), ("alice", "orders:write"));
+    assert_eq!(
+        (jit.grant.as_str(), jit.approver.as_deref(), jit.reason.as_deref()),
+        (id.as_str(), Some("bob"), Some("INC-4711 disk full"))
+    );
+
+    // bob revokes the grant: it is in the feed, and no new token is issued from it.
+    let (status, _) = s.json("POST", "/v1/revoke", Some(&bob), json!({"grant": id, "reason": "done"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    assert_eq!(feed["revocations"][0]["kind"], "grant");
+    assert_eq!(feed["revocations"][0]["value"], id.as_str());
+    let (_, later) = s.json("GET", &format!("/v1/revocations?since={}", feed["seq"]), None, Value::Null).await;
+    assert_eq!(later["revocations"].as_array().unwrap().len(), 0);
+    let (status, e) = s.exchange(&alice, &[("scope", "orders:write")]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+
+    let kinds: Vec<String> = s.audit_events().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+    for wanted in [
+        "key.created",
+        "grant.requested",
+        "token.exchange_refused",
+        "grant.approved",
+        "token.exchange",
+        "token.revoked",
+    ] {
+        assert!(kinds.contains(&wanted.to_owned()), "{wanted} missing from {kinds:?}");
+    }
+    let text = std::fs::read_to_string(s.app.audit_path()).unwrap();
+    assert!(!text.contains(issued["access_token"].as_str().unwrap()), "the audit trail never holds a token");
+}
+
+#[tokio::test]
+async fn policy_limits_are_never_exceeded() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    let lead = s.id_token("lead", &["sre-leads", "sre"]);
+    let dev = s.id_token("dave", &["dev"]);
+
+    // Self-approval: a lead who is also an SRE cannot approve their own request.
+    let (_, own) = s.ask(&lead, json!({"scope": "orders:write", "duration": "10m", "justification": "CHG-1"})).await;
+    let (status, e) = s
+        .json("POST", &format!("/v1/requests/{}/approve", own["id"].as_str().unwrap()), Some(&lead), Value::Null)
+        .await;
+    assert_eq!(
+        (status, e["error_description"].as_str()),
+        (StatusCode::FORBIDDEN, Some("nobody approves or denies their own request"))
+    );
+    // An SRE is not an approver.
+    let (_, req) = s.ask(&alice, json!({"scope": "orders:write", "duration": "10m", "justification": "CHG-2"})).await;
+    let (status, _) = s
+        .json("POST", &format!("/v1/requests/{}/approve", req["id"].as_str().unwrap()), Some(&alice), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, e) =
+        s.ask(&alice, json!({"scope": "orders:write", "duration": "10m", "justification": "because"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(e["error_description"].as_str().unwrap().contains("must match"), "{e}");
+    let (status, _) = s.ask(&dev, json!({"scope": "orders:read", "duration": "10m"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "dev may not request orders:read");
+    let (status, e) = s.ask(&alice, json!({"scope": "orders:read", "duration": "9h"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    let (status, e) = s.ask(&alice, json!({"scope": "billing:admin", "duration": "1h"})).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+
+    // An auto-approved grant for orders:read: no token for more than it covers.
+    let (status, g) = s.ask(&alice, json!({"scope": "orders:read", "duration": "10m"})).await;
+    assert_eq!((status, g["status"].as_str()), (StatusCode::CREATED, Some("approved")));
+    let (status, e) = s.exchange(&alice, &[("scope", "orders:read orders:write")]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+    let (status, e) = s.exchange(&alice, &[("scope", "orders:read"), ("audience", "elsewhere")]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_target")));
+    // The grant ends before the scope's 15 min cap: the token ends with the grant.
+    s.app.clock.pin(NOW + 400);
+    let (status, t) = s.exchange(&alice, &[("scope", "orders:read")]).await;
+    assert_eq!((status, t["expires_in"].as_u64()), (StatusCode::OK, Some(200)));
+    s.app.clock.pin(NOW + 600);
+    let (status, _) = s.exchange(&alice, &[("scope", "orders:read")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the grant has ended");
+}
+
+#[tokio::test]
+async fn break_glass_is_short_and_flagged() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    let (status, _) =
+        s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "prod:break-glass", "duration": "30m"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "justification is mandatory");
+    let (status, g) = s
+        .json(
+            "POST",
+            "/v1/requests",
+            Some(&alice),
+            json!({"scope": "prod:break-glass", "duration": "30m", "justification": "INC-9 outage"}),
+        )
+        .await;
+    assert_eq!(
+        (status, g["status"].as_str(), g["break_glass"].as_bool()),
+        (StatusCode::CREATED, Some("approved"), Some(true))
+    );
+    let (status, t) = s.exchange(&alice, &[]).await;
+    assert_eq!((status, t["expires_in"].as_u64()), (StatusCode::OK, Some(120)));
+    let token = s.verifier().await.verify(t["access_token"].as_str().unwrap(), NOW, None).unwrap();
+    assert!(token.claims.jit.unwrap().break_glass);
+    let flagged = s.audit_events().into_iter().find(|e| e["event"] == "token.exchange").unwrap();
+    assert_eq!(flagged["break_glass"], true);
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_carry_the_thumbprint() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "orders:read", "duration": "1h"})).await;
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let (status, t) = s.exchange(&alice, &[("dpop_jkt", jkt)]).await;
+    assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("DPoP")));
+    let token = s.verifier().await.verify(t["access_token"].as_str().unwrap(), NOW, None).unwrap();
+    assert_eq!(token.claims.cnf_jkt.as_deref(), Some(jkt));
+    let (status, _) = s.exchange(&alice, &[("dpop_jkt", "short")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    // (method, uri, identity token, content type, body, expected status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, Vec<u8>, StatusCode);
+    let cases: Vec<Case<'_>> = vec![
+        ("POST", "/v1/requests", Some(&alice), "application/json", b"{not json".to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/requests", Some(&alice), "application/json",
+         br#"{"scope":"orders:read","duration":60,"colour":"red"}"#.to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/requests", Some(&alice), "application/json", vec![b' '; 70_000], StatusCode::PAYLOAD_TOO_LARGE),
+        ("POST", "/v1/requests", None, "application/json", br#"{"scope":"orders:read","duration":60}"#.to_vec(), StatusCode::UNAUTHORIZED),
+        ("POST", "/v1/requests", Some("forged.token.here"), "application/json", b"{}".to_vec(), StatusCode::UNAUTHORIZED),
+        ("POST", "/v1/requests/g-nope/approve", Some(&alice), "application/json", Vec::new(), StatusCode::NOT_FOUND),
+        ("GET", "/v1/requests/g-nope", Some(&alice), "application/json", Vec::new(), StatusCode::NOT_FOUND),
+        ("POST", "/v1/token", None, "application/json", b"{}".to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/token", None, "application/x-www-form-urlencoded", b"grant_type=password".to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/token", None, "application/x-www-form-urlencoded", b"scope=a&scope=b".to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/token", None, "application/x-www-form-urlencoded",
+         b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=x.y.z&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt".to_vec(),
+         StatusCode::BAD_REQUEST),
+        ("GET", "/v1/revocations?since=minus-one", None, "application/json", Vec::new(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/revoke", Some(&alice), "application/json", br#"{"jti":"a","sub":"b"}"#.to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/audit", None, "application/json", br#"[{"event":"grant.approved"}]"#.to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/audit", None, "application/json", b"[]".to_vec(), StatusCode::BAD_REQUEST),
+        ("GET", "/v1/audit", Some(&alice), "application/json", Vec::new(), StatusCode::FORBIDDEN),
+        ("POST", "/v1/replay", None, "application/json", br#"{"key":"zz","until":1}"#.to_vec(), StatusCode::BAD_REQUEST),
+        ("GET", "/nowhere", None, "application/json", Vec::new(), StatusCode::NOT_FOUND),
+        ("DELETE", "/v1/token", None, "application/json", Vec::new(), StatusCode::METHOD_NOT_ALLOWED),
+    ];
+    for (method, uri, auth, ct, body, want) in cases {
+        let (status, e) = s.call(method, uri, auth, ct, body).await;
+        assert_eq!(status, want, "{method} {uri}: {e}");
+        assert!(e["error"].is_string() && e["error_description"].is_string(), "{method} {uri}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn filters_ship_audit_batches_and_admins_query_them() {
+    let s = Sidecar::new();
+    let batch: Vec<Value> = (0..3)
+        .map(|i| json!({"ts": "2027-01-15T08:00:00.000Z", "event": "access.allow", "request_id": format!("r{i}"), "sub": "alice", "grant": "g-1"}))
+        .collect();
+    let (status, r) = s.json("POST", "/v1/audit", None, Value::Array(batch)).await;
+    assert_eq!((status, r["accepted"].as_u64()), (StatusCode::OK, Some(3)));
+    let admin = s.id_token("sam", &["secops"]);
+    let (status, found) =
+        s.json("GET", "/v1/audit?sub=alice&event=access.allow&since=1800000000", Some(&admin), Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["events"].as_array().unwrap().len(), 3);
+    let (_, none) = s.json("GET", "/v1/audit?grant=g-2", Some(&admin), Value::Null).await;
+    assert_eq!(none["events"].as_array().unwrap().len(), 0);
+    assert_eq!(jitgate_sidecar::audit::verify(&s.app.audit_path()).unwrap().problem, None);
+}
+
+#[tokio::test]
+async fn cluster_replay_keys_pass_once() {
+    let s = Sidecar::new();
+    let body = json!({"key": "ab12", "until": NOW + 60});
+    assert_eq!(s.json("POST", "/v1/replay", None, body.clone()).await.1["fresh"], true);
+    assert_eq!(s.json("POST", "/v1/replay", None, body.clone()).await.1["fresh"], false);
+    s.app.clock.pin(NOW + 61);
+    let later = json!({"key": "ab12", "until": NOW + 120});
+    assert_eq!(s.json("POST", "/v1/replay", None, later).await.1["fresh"], true, "expired keys are forgotten");
+}
+
+#[tokio::test]
+async fn a_restart_loses_no_grant_revocation_or_audit_event() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    let bob = s.id_token("bob", &["sre-leads"]);
+    let (_, req) = s
+        .json(
+            "POST",
+            "/v1/requests",
+            Some(&alice),
+            json!({"scope": "orders:write", "duration": "30m", "justification": "INC-1"}),
+        )
+        .await;
+    let id = req["id"].as_str().unwrap().to_owned();
+    s.json("POST", &format!("/v1/requests/{id}/approve"), Some(&bob), Value::Null).await;
+    let (_, issued) = s.exchange(&alice, &[]).await;
+    s.json("POST", "/v1/revoke", Some(&alice), json!({"sub": "alice"})).await;
+    let events_before = s.audit_events().len();
+
+    let s = s.reopen();
+    let (status, g) = s.json("GET", &format!("/v1/requests/{id}"), Some(&alice), Value::Null).await;
+    assert_eq!(
+        (status, g["status"].as_str(), g["approvers"][0].as_str()),
+        (StatusCode::OK, Some("approved"), Some("bob"))
+    );
+    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    assert_eq!(feed["revocations"][0]["value"], "alice");
+    assert_eq!(s.audit_events().len(), events_before, "no key event repeated, none lost");
+    assert_eq!(jitgate_sidecar::audit::verify(&s.app.audit_path()).unwrap().problem, None);
+    // Same signing key after the restart: tokens issued before it still verify.
+    assert!(s.verifier().await.verify(issued["access_token"].as_str().unwrap(), NOW, None).is_ok());
+    let (_, refused) = s.exchange(&alice, &[]).await;
+    assert_eq!(refused["error"], "invalid_scope", "the subject revocation survived the restart");
+}
+
+#[tokio::test]
+async fn rotation_serves_both_keys_and_signs_with_the_new_one() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "orders:read", "duration": "1h"})).await;
+    let (_, old_token) = s.exchange(&alice, &[]).await;
+    let new_kid =
+        jitgate_sidecar::keys::KeyRing::rotate(&s.app.config.data_dir.join("signing-keys.json"), NOW).unwrap();
+    let (_, jwks) = s.json("GET", "/.well-known/jwks.json", None, Value::Null).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let (_, new_token) = s.exchange(&alice, &[]).await;
+    let v = s.verifier().await;
+    let new = v.verify(new_token["access_token"].as_str().unwrap(), NOW, None).unwrap();
+    assert_eq!(new.header.kid.as_deref(), Some(new_kid.as_str()));
+    assert!(v.verify(old_token["access_token"].as_str().unwrap(), NOW, None).is_ok(), "old tokens still verify");
+    assert!(s.audit_events().iter().any(|e| e["event"] == "key.rotated" && e["kid"] == new_kid.as_str()));
+}
