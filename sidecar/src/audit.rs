@@ -31,7 +31,7 @@ fn link_hash(prev: &str, seq: u64, event: &str) -> String {
         .chain_update(b"\n")
         .chain_update(event.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    jitgate_token::encoding::hex(&digest)
 }
 
 /// The audit file, open for appending. Not thread-safe by itself: the caller holds a lock.

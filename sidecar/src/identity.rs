@@ -42,10 +42,8 @@ fn dev_key(data_dir: &Path) -> Result<SigningKey, String> {
 /// A subject token from the development issuer (`identity mint`).
 pub fn dev_mint(data_dir: &Path, sub: &str, groups: &[String], ttl_s: u64, now: u64) -> Result<String, String> {
     let key = dev_key(data_dir)?;
-    let mut jti = [0u8; 12];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut jti);
     let claims = json!({"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": sub, "groups": groups, "iat": now,
-        "exp": now.saturating_add(ttl_s), "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>()});
+        "exp": now.saturating_add(ttl_s), "jti": crate::random_hex(12)});
     mint(&key, "JWT", &claims).map_err(|e| e.to_string())
 }
 

@@ -28,9 +28,7 @@ pub struct KeyRing {
 }
 
 fn random_kid(now: u64) -> String {
-    let mut b = [0u8; 6];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    format!("k{now}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!("k{now}-{}", crate::random_hex(6))
 }
 
 impl KeyRing {

@@ -189,12 +189,5 @@ impl App {
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Correlates a token in the audit trail without revealing its `jti` (same as the filter's).
-pub fn jti_hash(iss: &str, jti: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(iss).chain_update([0u8]).chain_update(jti).finalize();
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    jitgate_token::encoding::hex(&b)
 }

@@ -89,6 +89,14 @@ pub struct AccessClaims {
     pub jit: Option<JitClaim>,
 }
 
+/// Correlates audit events for one token without revealing its `jti`: hex of the first 16 bytes
+/// of SHA-256(iss, 0, jti). The filter and the sidecar both log it.
+pub fn jti_hash(iss: &str, jti: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(iss).chain_update([0u8]).chain_update(jti).finalize();
+    crate::encoding::hex(digest.get(..16).unwrap_or_default())
+}
+
 impl AccessClaims {
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())

@@ -24,6 +24,17 @@ pub fn b64_encode(input: &[u8]) -> String {
 /// Maximum nesting of JSON values inside a header or claims object.
 const MAX_DEPTH: u32 = 8;
 
+/// Lowercase hex, two digits per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().saturating_mul(2));
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
+}
+
 /// Checks that `json` is one JSON object, with no duplicate member at any depth.
 pub fn check_json_object(json: &[u8]) -> Result<()> {
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -164,5 +175,13 @@ mod tests {
         assert!(b64_decode(b"Zm9vYh").is_err(), "non-zero trailing bits");
         assert!(b64_decode(b"Zm9+").is_err(), "standard alphabet");
         assert!(b64_decode(b"Zm 9v").is_err());
+    }
+
+    #[test]
+    fn hex_and_jti_hash_known_answers() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // SHA-256("iss" 0x00 "jti-1"), first 16 bytes: the same value the filter and sidecar log.
+        assert_eq!(crate::claims::jti_hash("iss", "jti-1"), "af12614c6a9dde13cb61cd02864bcfd9");
+        assert_ne!(crate::claims::jti_hash("iss2", "jti-1"), crate::claims::jti_hash("iss", "jti-1"));
     }
 }

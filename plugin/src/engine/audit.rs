@@ -1,7 +1,7 @@
 //! The audit event (DESIGN §7): one JSON line per decision, never the raw token.
 
+pub use jitgate_token::claims::jti_hash;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// Prefix of every audit line in the proxy log.
 pub const AUDIT_PREFIX: &str = "jitgate.audit ";
@@ -59,18 +59,6 @@ pub fn clip(s: &str) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
-/// Correlates events for one token without revealing its `jti`: hex of SHA-256(iss, 0, jti), 16 bytes.
-pub fn jti_hash(iss: &str, jti: &str) -> String {
-    let digest = Sha256::new().chain_update(iss).chain_update([0u8]).chain_update(jti).finalize();
-    let mut hex = String::with_capacity(32);
-    for b in digest.iter().take(16) {
-        for nibble in [b >> 4, b & 0x0f] {
-            hex.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
-    }
-    hex
-}
-
 /// RFC 3339 UTC timestamp with milliseconds, from Unix nanoseconds.
 pub fn rfc3339(unix_nanos: u64) -> String {
     let secs = unix_nanos / 1_000_000_000;
@@ -112,14 +100,5 @@ mod tests {
         let s = "é".repeat(400);
         let c = clip(&s);
         assert!(c.len() <= 512 && c.chars().all(|ch| ch == 'é'));
-    }
-
-    #[test]
-    fn jti_hash_is_stable_and_opaque() {
-        let h = jti_hash("iss", "jti-1");
-        assert_eq!(h.len(), 32);
-        assert_eq!(h, jti_hash("iss", "jti-1"));
-        assert_ne!(h, jti_hash("iss2", "jti-1"));
-        assert!(!h.contains("jti"));
     }
 }
