@@ -4,12 +4,13 @@
 //! `hash = SHA-256(prev || "\n" || N || "\n" || event)` over the event's exact bytes. A changed line
 //! breaks its own hash; a removed or reordered line breaks `seq` and the link to `prev`.
 
+use crate::files::{at, DurableAppend};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -37,8 +38,7 @@ fn link_hash(prev: &str, seq: u64, event: &str) -> String {
 /// The audit file, open for appending. Not thread-safe by itself: the caller holds a lock.
 #[derive(Debug)]
 pub struct AuditLog {
-    path: PathBuf,
-    file: File,
+    file: DurableAppend,
     seq: u64,
     head: String,
 }
@@ -55,9 +55,7 @@ impl AuditLog {
         } else {
             (0, GENESIS.to_owned())
         };
-        let file =
-            OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(AuditLog { path: path.to_owned(), file, seq, head })
+        Ok(AuditLog { file: DurableAppend::open(path)?, seq, head })
     }
 
     /// Appends events (each a JSON object) and syncs them to disk before returning.
@@ -74,9 +72,7 @@ impl AuditLog {
             buf.push(b'\n');
             head = hash;
         }
-        let io = |e: std::io::Error| format!("{}: {e}", self.path.display());
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        self.file.append(&buf)?;
         self.seq = seq;
         self.head = head;
         Ok(seq)
@@ -87,7 +83,7 @@ impl AuditLog {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
@@ -101,7 +97,7 @@ pub struct Report {
 
 /// Checks every line of an audit file and names the first one that does not fit the chain.
 pub fn verify(path: &Path) -> Result<Report, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = File::open(path).map_err(at(path))?;
     let (mut seq, mut head) = (0u64, GENESIS.to_owned());
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let n = i.saturating_add(1);
@@ -139,7 +135,7 @@ pub fn query(
     limit: usize,
     keep: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<Vec<serde_json::Value>, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = File::open(path).map_err(at(path))?;
     let mut out = Vec::new();
     for text in BufReader::new(file).lines() {
         let text = text.map_err(|e| e.to_string())?;
@@ -160,6 +156,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
+    use std::path::PathBuf;
 
     fn chain(n: u64) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! The sidecar's configuration file (YAML), validated at start with errors naming the line.
 
+use crate::files::at;
 use crate::policy::{Policy, Seconds};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -73,7 +74,7 @@ impl Config {
     /// Reads the configuration and the policy it names (paths relative to the file's directory).
     pub fn load(path: &Path) -> Result<Config, String> {
         let read = |p: &Path, max: usize| -> Result<String, String> {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p).map_err(at(p))?;
             if text.len() > max {
                 return Err(format!("{}: larger than {max} bytes", p.display()));
             }
@@ -86,8 +87,7 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let policy_path = base.join(&raw.policy_file);
-        let policy = Policy::parse(&read(&policy_path, crate::policy::MAX_POLICY_BYTES)?)
-            .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+        let policy = Policy::parse(&read(&policy_path, crate::policy::MAX_POLICY_BYTES)?).map_err(at(&policy_path))?;
         if raw.audiences.is_empty() || raw.issuer.is_empty() {
             return Err(format!("{}: `issuer` and at least one of `audiences` are required", path.display()));
         }

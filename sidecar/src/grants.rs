@@ -392,11 +392,7 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Re
 
 /// `(sub, jti, exp, grant)` of a token this sidecar signed (signature checked, time not).
 fn own_token_claims(app: &App, token: &str) -> Option<(String, String, u64, Option<String>)> {
-    let keys = app.keys().ok()?;
-    let now = app.clock.now();
-    let jwks = keys.ring.jwks(now, app.config.max_token_ttl_s());
-    drop(keys);
-    let set = jitgate_token::KeySet::from_jwks(jwks.to_string().as_bytes()).ok()?;
+    let set = app.keys().ok()?.ring.key_set(app.clock.now(), app.config.max_token_ttl_s()).ok()?;
     let jws = jitgate_token::jws::verify(token, &set, jitgate_token::DEFAULT_MAX_TOKEN_BYTES).ok()?;
     let claims: Value = serde_json::from_slice(&jws.payload).ok()?;
     if claims.get("iss")?.as_str()? != app.config.issuer {

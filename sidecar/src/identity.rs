@@ -2,6 +2,7 @@
 //! the built-in development issuer whose key lives in the data directory).
 
 use crate::config::IdentityConfig;
+use crate::files::at;
 use crate::keys::write_private;
 use jitgate_token::mint::{mint, SigningKey};
 use jitgate_token::{Alg, KeySet, Validation, Verifier};
@@ -34,9 +35,9 @@ fn dev_key(data_dir: &Path) -> Result<SigningKey, String> {
         let jwk = key.private_jwk().map_err(|e| e.to_string())?;
         write_private(&path, jwk.to_string().as_bytes())?;
     }
-    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let jwk: serde_json::Value = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    SigningKey::from_private_jwk(&jwk).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read(&path).map_err(at(&path))?;
+    let jwk: serde_json::Value = serde_json::from_slice(&text).map_err(at(&path))?;
+    SigningKey::from_private_jwk(&jwk).map_err(at(&path))
 }
 
 /// A subject token from the development issuer (`identity mint`).
@@ -75,8 +76,8 @@ impl Identity {
                 .push(Verifier::new(keys, KeySet::default(), v, MAX_SUBJECT_TOKEN_BYTES).map_err(|e| e.to_string())?);
         }
         for i in &config.issuers {
-            let text = std::fs::read(&i.jwks_file).map_err(|e| format!("{}: {e}", i.jwks_file.display()))?;
-            let keys = KeySet::from_jwks(&text).map_err(|e| format!("{}: {e}", i.jwks_file.display()))?;
+            let text = std::fs::read(&i.jwks_file).map_err(at(&i.jwks_file))?;
+            let keys = KeySet::from_jwks(&text).map_err(at(&i.jwks_file))?;
             let v = validation(&i.issuer, &i.audience, i.max_ttl.0, skew_s);
             verifiers
                 .push(Verifier::new(keys, KeySet::default(), v, MAX_SUBJECT_TOKEN_BYTES).map_err(|e| e.to_string())?);

@@ -1,8 +1,9 @@
 //! Signing keys: created on first start, kept in a 0600 file, rotated by `keys rotate`. The JWKS
 //! keeps a retired key until the last token it signed has expired.
 
+use crate::files::at;
 use jitgate_token::mint::SigningKey;
-use jitgate_token::Alg;
+use jitgate_token::{Alg, KeySet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -42,11 +43,11 @@ impl KeyRing {
     }
 
     pub fn load(path: &Path) -> Result<KeyRing, String> {
-        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: KeyFile = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read(path).map_err(at(path))?;
+        let file: KeyFile = serde_json::from_slice(&text).map_err(at(path))?;
         let mut keys = Vec::new();
         for k in file.keys {
-            let key = SigningKey::from_private_jwk(&k.private_jwk).map_err(|e| format!("{}: {e}", path.display()))?;
+            let key = SigningKey::from_private_jwk(&k.private_jwk).map_err(at(path))?;
             keys.push((key, k.created, k.retired));
         }
         if !keys.iter().any(|(_, _, retired)| retired.is_none()) {
@@ -83,15 +84,24 @@ impl KeyRing {
         self.keys.iter().rev().find(|(_, _, retired)| retired.is_none()).map(|(k, _, _)| k)
     }
 
-    /// Public keys still needed: the active one and those retired less than `max_ttl_s` ago.
-    pub fn jwks(&self, now: u64, max_ttl_s: u64) -> Value {
-        let keys: Vec<Value> = self
-            .keys
+    /// Keys still needed: the active one and those retired less than `max_ttl_s` ago.
+    fn live(&self, now: u64, max_ttl_s: u64) -> impl Iterator<Item = &SigningKey> {
+        self.keys
             .iter()
-            .filter(|(_, _, retired)| retired.is_none_or(|r| r.saturating_add(max_ttl_s) > now))
-            .map(|(k, _, _)| k.public_jwk())
-            .collect();
+            .filter(move |(_, _, retired)| retired.is_none_or(|r| r.saturating_add(max_ttl_s) > now))
+            .map(|(k, _, _)| k)
+    }
+
+    /// The published JWKS.
+    pub fn jwks(&self, now: u64, max_ttl_s: u64) -> Value {
+        let keys: Vec<Value> = self.live(now, max_ttl_s).map(SigningKey::public_jwk).collect();
         json!({ "keys": keys })
+    }
+
+    /// The same keys, for verifying tokens this sidecar signed.
+    pub fn key_set(&self, now: u64, max_ttl_s: u64) -> Result<KeySet, String> {
+        let keys = self.live(now, max_ttl_s).map(SigningKey::verifying_jwk).collect::<Result<Vec<_>, _>>();
+        keys.and_then(KeySet::new).map_err(|e| e.to_string())
     }
 }
 
@@ -104,7 +114,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let io = at(path);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;

@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod grants;
 pub mod identity;
 pub mod keys;
@@ -74,7 +75,7 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 impl App {
     /// Opens the data directory: keys (created on first start), store journal, audit chain.
     pub fn open(config: Config) -> Result<App, String> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(files::at(&config.data_dir))?;
         let clock = Clock::default();
         let keys_path = config.data_dir.join("signing-keys.json");
         let ring = KeyRing::load_or_create(&keys_path, clock.now())?;

@@ -1,11 +1,12 @@
 //! The embedded store: grants and revocations in memory, every change first appended (and synced)
 //! to a journal file that is replayed at start, so a restart loses nothing.
 
+use crate::files::{at, DurableAppend};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,25 +97,22 @@ impl State {
 #[derive(Debug)]
 pub struct Store {
     pub state: State,
-    journal: File,
-    path: PathBuf,
+    journal: DurableAppend,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, String> {
         let mut state = State::default();
         if path.exists() {
-            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = File::open(path).map_err(at(path))?;
             for (i, line) in BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+                let line = line.map_err(at(path))?;
                 let record: Record = serde_json::from_str(&line)
                     .map_err(|e| format!("{} line {}: {e}", path.display(), i.saturating_add(1)))?;
                 apply(&mut state, record);
             }
         }
-        let journal =
-            OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Store { state, journal, path: path.to_owned() })
+        Ok(Store { state, journal: DurableAppend::open(path)? })
     }
 
     /// Records a new or changed grant: durable before the caller answers.
@@ -133,9 +131,7 @@ impl Store {
     fn write(&mut self, record: Record) -> Result<(), String> {
         let mut line = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        let io = |e: std::io::Error| format!("{}: {e}", self.path.display());
-        self.journal.write_all(&line).map_err(io)?;
-        self.journal.sync_data().map_err(io)?;
+        self.journal.append(&line)?;
         apply(&mut self.state, record);
         Ok(())
     }

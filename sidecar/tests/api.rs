@@ -14,26 +14,8 @@ use tower::ServiceExt;
 
 const NOW: u64 = 1_800_000_000;
 
-pub const POLICY: &str = r"
-scopes:
-  orders:read: {max_ttl: 15m, max_grant: 8h}
-  orders:write:
-    max_ttl: 5m
-    max_grant: 1h
-    approval: {approvers: [sre-leads], count: 1}
-    justification: '^(INC|CHG)-[0-9]+'
-  prod:break-glass:
-    max_ttl: 2m
-    max_grant: 30m
-    justification: '^INC-[0-9]+'
-    break_glass: true
-subjects:
-  - groups: [sre]
-    scopes: [orders:read, orders:write, prod:break-glass]
-  - groups: [sre-leads]
-    scopes: [orders:read]
-admins: [secops]
-";
+/// The documented example policy (sidecar/examples/policy.yaml) is the one under test.
+const POLICY: &str = include_str!("../examples/policy.yaml");
 
 struct Sidecar {
     dir: tempfile::TempDir,
@@ -141,14 +123,8 @@ async fn request_approve_exchange_revoke() {
     let alice = s.id_token("alice", &["sre"]);
     let bob = s.id_token("bob", &["sre-leads"]);
 
-    let (status, req) = s
-        .json(
-            "POST",
-            "/v1/requests",
-            Some(&alice),
-            json!({"scope": "orders:write", "duration": "30m", "justification": "INC-4711 disk full"}),
-        )
-        .await;
+    let (status, req) =
+        s.ask(&alice, json!({"scope": "orders:write", "duration": "30m", "justification": "INC-4711 disk full"})).await;
     assert_eq!((status, req["status"].as_str()), (StatusCode::CREATED, Some("pending")));
     let id = req["id"].as_str().unwrap().to_owned();
 
@@ -254,17 +230,10 @@ async fn policy_limits_are_never_exceeded() {
 async fn break_glass_is_short_and_flagged() {
     let s = Sidecar::new();
     let alice = s.id_token("alice", &["sre"]);
-    let (status, _) =
-        s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "prod:break-glass", "duration": "30m"})).await;
+    let (status, _) = s.ask(&alice, json!({"scope": "prod:break-glass", "duration": "30m"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "justification is mandatory");
-    let (status, g) = s
-        .json(
-            "POST",
-            "/v1/requests",
-            Some(&alice),
-            json!({"scope": "prod:break-glass", "duration": "30m", "justification": "INC-9 outage"}),
-        )
-        .await;
+    let (status, g) =
+        s.ask(&alice, json!({"scope": "prod:break-glass", "duration": "30m", "justification": "INC-9 outage"})).await;
     assert_eq!(
         (status, g["status"].as_str(), g["break_glass"].as_bool()),
         (StatusCode::CREATED, Some("approved"), Some(true))
@@ -281,7 +250,7 @@ async fn break_glass_is_short_and_flagged() {
 async fn dpop_bound_tokens_carry_the_thumbprint() {
     let s = Sidecar::new();
     let alice = s.id_token("alice", &["sre"]);
-    s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "orders:read", "duration": "1h"})).await;
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
     let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
     let (status, t) = s.exchange(&alice, &[("dpop_jkt", jkt)]).await;
     assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("DPoP")));
@@ -362,14 +331,7 @@ async fn a_restart_loses_no_grant_revocation_or_audit_event() {
     let s = Sidecar::new();
     let alice = s.id_token("alice", &["sre"]);
     let bob = s.id_token("bob", &["sre-leads"]);
-    let (_, req) = s
-        .json(
-            "POST",
-            "/v1/requests",
-            Some(&alice),
-            json!({"scope": "orders:write", "duration": "30m", "justification": "INC-1"}),
-        )
-        .await;
+    let (_, req) = s.ask(&alice, json!({"scope": "orders:write", "duration": "30m", "justification": "INC-1"})).await;
     let id = req["id"].as_str().unwrap().to_owned();
     s.json("POST", &format!("/v1/requests/{id}/approve"), Some(&bob), Value::Null).await;
     let (_, issued) = s.exchange(&alice, &[]).await;
@@ -396,7 +358,7 @@ async fn a_restart_loses_no_grant_revocation_or_audit_event() {
 async fn rotation_serves_both_keys_and_signs_with_the_new_one() {
     let s = Sidecar::new();
     let alice = s.id_token("alice", &["sre"]);
-    s.json("POST", "/v1/requests", Some(&alice), json!({"scope": "orders:read", "duration": "1h"})).await;
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
     let (_, old_token) = s.exchange(&alice, &[]).await;
     let new_kid =
         jitgate_sidecar::keys::KeyRing::rotate(&s.app.config.data_dir.join("signing-keys.json"), NOW).unwrap();
