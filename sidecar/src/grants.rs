@@ -121,13 +121,20 @@ fn audit_approved(app: &App, g: &Grant, by: &str) -> ApiResult<u64> {
         "expires_at": g.expires_at, "break_glass": g.break_glass}))
 }
 
-/// Whether `who` may approve (or deny) every scope of `grant` that needs approval.
+/// Whether `who` approves `grant`: it has scopes that need approval, and `who` is an approver for
+/// each of them. A grant of automatic scopes only has no approvers.
 pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
-    grant.scopes.iter().all(|s| match app.config.policy.scopes.get(s).map(|p| &p.approval) {
-        Some(Approval::Approvers { groups, .. }) => groups.iter().any(|g| who.groups.contains(g)),
-        Some(Approval::Auto) => true,
-        None => false,
-    })
+    let mut needs_approval = false;
+    for scope in &grant.scopes {
+        match app.config.policy.scopes.get(scope).map(|p| &p.approval) {
+            Some(Approval::Approvers { groups, .. }) if groups.iter().any(|g| who.groups.contains(g)) => {
+                needs_approval = true;
+            }
+            Some(Approval::Auto) => {}
+            Some(Approval::Approvers { .. }) | None => return false,
+        }
+    }
+    needs_approval
 }
 
 /// An approver's decision on a pending request.
@@ -139,7 +146,7 @@ pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Gr
     if grant.sub == who.sub {
         return Err(ApiError::forbidden("nobody approves or denies their own request"));
     }
-    if !may_approve(app, who, &grant) || grant.required_approvals == 0 {
+    if !may_approve(app, who, &grant) {
         return Err(ApiError::forbidden(format!("`{}` is not an approver for this request", who.sub)));
     }
     if grant.status != GrantStatus::Pending {

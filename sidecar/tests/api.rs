@@ -355,6 +355,25 @@ async fn a_restart_loses_no_grant_revocation_or_audit_event() {
 }
 
 #[tokio::test]
+async fn revoking_a_token_puts_its_jti_in_the_feed() {
+    let s = Sidecar::new();
+    let alice = s.id_token("alice", &["sre"]);
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let (_, issued) = s.exchange(&alice, &[]).await;
+    let token = issued["access_token"].as_str().unwrap();
+    let jti = s.verifier().await.verify(token, NOW, None).unwrap().claims.jti;
+    let (status, _) = s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    assert_eq!(
+        (feed["revocations"][0]["kind"].as_str(), feed["revocations"][0]["value"].as_str()),
+        (Some("jti"), Some(jti.as_str()))
+    );
+    let (status, _) = s.json("POST", "/v1/revoke", Some(&s.id_token("dave", &["dev"])), json!({"token": token})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not dave's token");
+}
+
+#[tokio::test]
 async fn rotation_serves_both_keys_and_signs_with_the_new_one() {
     let s = Sidecar::new();
     let alice = s.id_token("alice", &["sre"]);
