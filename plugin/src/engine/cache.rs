@@ -1,6 +1,7 @@
-//! Verified-token cache, one per VM (DESIGN §3 step 3): SHA-256 of the token -> its verified JWS.
-//! A hit skips only the signature; claims (time, TTL cap), scope and replay are checked again.
-//! Bounded, with CLOCK eviction (one reference bit per slot: O(1) hits, no list to reorder).
+//! Bounded per-VM caches keyed by a SHA-256, with CLOCK eviction (one reference bit per slot:
+//! O(1) hits, no list to reorder). Two uses: verified tokens (DESIGN §3 step 3: SHA-256 of the
+//! token -> its verified JWS; a hit skips only the signature, claims, scope and replay are checked
+//! again) and exchanged tokens (DESIGN §5: hash of subject token and scopes -> the issued token).
 
 use jitgate_token::VerifiedJws;
 use sha2::{Digest, Sha256};
@@ -12,30 +13,43 @@ pub fn key(token: &str) -> CacheKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Verified tokens.
+pub type TokenCache = Cache<VerifiedJws>;
+
+/// The exchange cache key: one issued token per subject token and scope set.
+pub fn exchange_key(subject_token: &str, scopes: &[String]) -> CacheKey {
+    let mut h = Sha256::new().chain_update(subject_token.as_bytes());
+    for s in scopes {
+        h.update([0u8]);
+        h.update(s.as_bytes());
+    }
+    h.finalize().into()
+}
+
 #[derive(Debug)]
-struct Slot {
+struct Slot<V> {
     key: CacheKey,
-    jws: VerifiedJws,
-    /// The token's `exp` (Unix seconds): the entry is never used at or after it.
+    value: V,
+    /// Unix seconds (a token's `exp`): the entry is never used at or after it.
     exp: u64,
     referenced: bool,
 }
 
 #[derive(Debug)]
-pub struct TokenCache {
-    slots: Vec<Slot>,
+pub struct Cache<V> {
+    slots: Vec<Slot<V>>,
     index: HashMap<CacheKey, usize>,
     hand: usize,
     capacity: usize,
 }
 
-impl TokenCache {
-    pub fn new(capacity: usize) -> TokenCache {
-        TokenCache { slots: Vec::new(), index: HashMap::new(), hand: 0, capacity }
+impl<V> Cache<V> {
+    pub fn new(capacity: usize) -> Cache<V> {
+        Cache { slots: Vec::new(), index: HashMap::new(), hand: 0, capacity }
     }
 
-    /// The cached JWS for `key`, unless it has expired (then it is dropped).
-    pub fn get(&mut self, key: &CacheKey, now_s: u64) -> Option<&VerifiedJws> {
+    /// The cached value for `key`, unless it has expired (then it is dropped).
+    pub fn get(&mut self, key: &CacheKey, now_s: u64) -> Option<&V> {
         let i = *self.index.get(key)?;
         let slot = self.slots.get_mut(i)?;
         if now_s >= slot.exp {
@@ -45,16 +59,30 @@ impl TokenCache {
             return None;
         }
         slot.referenced = true;
-        Some(&slot.jws)
+        Some(&slot.value)
     }
 
-    pub fn insert(&mut self, key: CacheKey, jws: VerifiedJws, exp: u64) {
+    pub fn remove(&mut self, key: &CacheKey) {
+        if let Some(slot) = self.index.remove(key).and_then(|i| self.slots.get_mut(i)) {
+            slot.referenced = false;
+            slot.exp = 0;
+        }
+    }
+
+    /// Forgets everything (the trusted keys changed).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+        self.hand = 0;
+    }
+
+    pub fn insert(&mut self, key: CacheKey, value: V, exp: u64) {
         if self.capacity == 0 || self.index.contains_key(&key) {
             return;
         }
         if self.slots.len() < self.capacity {
             self.index.insert(key, self.slots.len());
-            self.slots.push(Slot { key, jws, exp, referenced: false });
+            self.slots.push(Slot { key, value, exp, referenced: false });
             return;
         }
         // CLOCK: pass over referenced slots once (clearing the bit), take the first unreferenced.
@@ -69,7 +97,7 @@ impl TokenCache {
             if self.index.get(&slot.key) == Some(&i) {
                 self.index.remove(&slot.key);
             }
-            *slot = Slot { key, jws, exp, referenced: false };
+            *slot = Slot { key, value, exp, referenced: false };
             self.index.insert(key, i);
             return;
         }
@@ -116,5 +144,19 @@ mod tests {
         let mut off = TokenCache::new(0);
         off.insert(key("a"), jws(1), 100);
         assert!(off.get(&key("a"), 1).is_none(), "capacity 0 disables the cache");
+    }
+
+    #[test]
+    fn removed_and_cleared_entries_are_gone() {
+        let mut c = Cache::new(4);
+        c.insert(key("a"), 1, 100);
+        c.insert(key("b"), 2, 100);
+        c.remove(&key("a"));
+        assert!(c.get(&key("a"), 1).is_none());
+        assert_eq!(c.get(&key("b"), 1), Some(&2));
+        c.clear();
+        assert!(c.get(&key("b"), 1).is_none());
+        let scopes = ["a".to_owned(), "b".to_owned()];
+        assert_ne!(exchange_key("t", &scopes), exchange_key("t", &["ab".to_owned()]), "scopes are delimited");
     }
 }

@@ -2,7 +2,8 @@
 //! `on_configure`; the hot path only reads the compiled form.
 
 use super::ledger::Geometry;
-use super::rules::{PathMatch, Replay, Rule};
+use super::rules::{PathMatch, Replay, ReplayScope, Rule};
+use super::sidecar::{RawSidecar, Sidecar};
 use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
 use serde::Deserialize;
 use std::fmt;
@@ -43,6 +44,8 @@ struct RawConfig {
     token_cache_entries: usize,
     #[serde(default)]
     replay_ledger: RawLedger,
+    #[serde(default)]
+    sidecar: Option<RawSidecar>,
     rules: Vec<RawRule>,
 }
 
@@ -108,6 +111,8 @@ struct RawRule {
     dpop_max_age_s: Option<u64>,
     #[serde(default)]
     dpop_nonce: bool,
+    #[serde(default)]
+    replay_scope: ReplayScope,
 }
 
 #[derive(Deserialize)]
@@ -171,7 +176,11 @@ fn default_realm() -> String {
 /// The compiled configuration.
 #[derive(Debug)]
 pub struct Config {
-    pub verifier: Verifier,
+    /// The verifier of the inline keys; `None` when the keys come from the sidecar.
+    pub verifier: Option<Verifier>,
+    /// Claim rules and HS256 secrets, to build a verifier around keys fetched later.
+    pub validation: Validation,
+    pub secrets: KeySet,
     pub rules: Vec<Rule>,
     pub default: DefaultAction,
     pub strip_token: bool,
@@ -182,6 +191,7 @@ pub struct Config {
     pub token_cache_entries: usize,
     /// The replay ledger, when some rule needs one.
     pub ledger: Option<Geometry>,
+    pub sidecar: Option<Sidecar>,
 }
 
 /// A configuration error that names the offending field.
@@ -291,8 +301,13 @@ impl RawConfig {
             secrets.push(key);
         }
         let secrets = KeySet::new(secrets).map_err(|e| err("hs256_secrets", e.to_string()))?;
-        if keys.is_empty() && secrets.is_empty() {
-            return Err(err("jwks", "no trusted keys: set jwks or hs256_secrets"));
+        let sidecar = self.sidecar.map(RawSidecar::compile).transpose()?;
+        let remote_keys = sidecar.as_ref().is_some_and(|s| s.jwks_refresh_s.is_some());
+        if remote_keys && self.jwks.is_some() {
+            return Err(err("jwks", "keys come either inline or from the sidecar (sidecar.jwks), not both"));
+        }
+        if keys.is_empty() && secrets.is_empty() && !remote_keys {
+            return Err(err("jwks", "no trusted keys: set jwks, hs256_secrets or sidecar.jwks"));
         }
         let validation = Validation {
             issuer: self.issuer,
@@ -302,8 +317,13 @@ impl RawConfig {
             max_ttl_s: self.max_ttl_s,
             require_jit: self.require_jit_claim,
         };
-        let verifier = Verifier::new(keys, secrets, validation, self.max_token_bytes)
-            .map_err(|e| err("hs256_secrets", e.to_string()))?;
+        let verifier = if keys.is_empty() && secrets.is_empty() {
+            None
+        } else {
+            let v = Verifier::new(keys, secrets.clone(), validation.clone(), self.max_token_bytes)
+                .map_err(|e| err("hs256_secrets", e.to_string()))?;
+            Some(v)
+        };
 
         if self.rules.len() > MAX_RULES {
             return Err(err("rules", format!("at most {MAX_RULES} rules")));
@@ -311,6 +331,9 @@ impl RawConfig {
         let mut rules: Vec<Rule> = Vec::with_capacity(self.rules.len());
         for (i, r) in self.rules.into_iter().enumerate() {
             let rule = r.compile(i, self.max_ttl_s)?;
+            if rule.replay_scope == ReplayScope::Cluster && sidecar.is_none() {
+                return Err(err(format!("rules[{i}].replay_scope"), "cluster needs the sidecar block"));
+            }
             if rules.iter().any(|o| o.name == rule.name) {
                 return Err(err(format!("rules[{i}].name"), "duplicate rule name"));
             }
@@ -318,13 +341,19 @@ impl RawConfig {
         }
         Ok(Config {
             verifier,
+            validation,
+            secrets,
+            sidecar,
             default: self.default,
             strip_token: self.strip_token,
             realm: self.realm,
             max_token_bytes: self.max_token_bytes,
             crypto: self.crypto,
             token_cache_entries: self.token_cache_entries,
-            ledger: rules.iter().any(|r| r.replay != Replay::None).then_some(geometry),
+            ledger: rules
+                .iter()
+                .any(|r| r.replay != Replay::None && r.replay_scope == ReplayScope::Local)
+                .then_some(geometry),
             rules,
         })
     }
@@ -371,6 +400,9 @@ impl RawRule {
         if self.public && (!self.scopes.is_empty() || self.max_ttl_s.is_some() || self.replay != Replay::None) {
             return Err(err(f("public"), "a public rule checks no token, so it takes no scopes, max_ttl_s or replay"));
         }
+        if self.replay_scope == ReplayScope::Cluster && self.replay == Replay::None {
+            return Err(err(f("replay_scope"), "cluster needs replay: single_use or dpop"));
+        }
         if (self.dpop_max_age_s.is_some() || self.dpop_nonce) && self.replay != Replay::Dpop {
             return Err(err(f("replay"), "dpop_max_age_s and dpop_nonce need replay: dpop"));
         }
@@ -393,6 +425,7 @@ impl RawRule {
             replay: self.replay,
             dpop_max_age_s: self.dpop_max_age_s.unwrap_or(DEFAULT_DPOP_MAX_AGE_S),
             dpop_nonce: self.dpop_nonce,
+            replay_scope: self.replay_scope,
         })
     }
 }

@@ -7,22 +7,26 @@ pub mod config;
 pub mod ledger;
 pub mod reason;
 pub mod response;
+pub mod revocations;
 pub mod rules;
+pub mod sidecar;
 
 #[cfg(test)]
 mod tests;
 
-use audit::AuditEvent;
-use cache::TokenCache;
+use audit::{AuditEvent, AuditQueue};
+use cache::{Cache, CacheKey, TokenCache};
 use config::{Config, CryptoMode, DefaultAction};
 use jitgate_token::dpop::{self, DpopError};
 use jitgate_token::verify_signature::{decode_result, encode_args};
-use jitgate_token::{AccessToken, CryptoPath, HostVerifier};
+use jitgate_token::{AccessToken, CryptoPath, HostVerifier, KeySet, Verifier};
 use ledger::{SharedData, SharedRead, SharedWrite, Verdict};
 use reason::Reason;
 use response::LocalResponse;
-use rules::Replay;
-use rules::Rule;
+use revocations::Revocations;
+use rules::{Replay, ReplayScope, Rule};
+use sidecar::{Answer, Call, Exchanged};
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// Headers jitgate sets upstream from a verified token; any client-sent copy is removed first.
@@ -49,8 +53,11 @@ pub trait Host {
     /// Wall-clock Unix time in nanoseconds, as the proxy reports it.
     fn now_nanos(&self) -> u64;
     fn log(&self, level: Level, message: &str);
-    /// Increments a counter; every one is listed by `metrics()`.
-    fn count(&self, metric: Metric);
+    /// Adds `n` to a counter; every one is listed by `metrics()`.
+    fn add(&self, metric: Metric, n: u64);
+    fn count(&self, metric: Metric) {
+        self.add(metric, 1);
+    }
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Calls the host's `verify_signature` foreign function with a serialized
@@ -125,6 +132,18 @@ pub enum Metric {
     ReplayRejected,
     /// `jitgate.replay.ledger_full`: no room for a live entry (503).
     LedgerFull,
+    /// `jitgate.exchange.ok` / `jitgate.exchange.error`: answers of the sidecar's `/v1/token`.
+    Exchange(bool),
+    /// `jitgate.exchange.cached`: a request used a token exchanged earlier.
+    ExchangeCached,
+    /// `jitgate.revocation.poll_ok` / `poll_error`.
+    RevocationPoll(bool),
+    /// `jitgate.jwks.fetch_ok` / `fetch_error`.
+    JwksFetch(bool),
+    /// `jitgate.audit.shipped` / `jitgate.audit.dropped`: events the sidecar accepted or that
+    /// were lost (buffer full).
+    AuditShipped,
+    AuditDropped,
 }
 
 /// Every counter the engine may increment with its name, to be defined once at start-up.
@@ -137,6 +156,15 @@ pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
         (Metric::CacheHit, "jitgate.cache.hit".to_owned()),
         (Metric::ReplayRejected, "jitgate.replay.rejected".to_owned()),
         (Metric::LedgerFull, "jitgate.replay.ledger_full".to_owned()),
+        (Metric::Exchange(true), "jitgate.exchange.ok".to_owned()),
+        (Metric::Exchange(false), "jitgate.exchange.error".to_owned()),
+        (Metric::ExchangeCached, "jitgate.exchange.cached".to_owned()),
+        (Metric::RevocationPoll(true), "jitgate.revocation.poll_ok".to_owned()),
+        (Metric::RevocationPoll(false), "jitgate.revocation.poll_error".to_owned()),
+        (Metric::JwksFetch(true), "jitgate.jwks.fetch_ok".to_owned()),
+        (Metric::JwksFetch(false), "jitgate.jwks.fetch_error".to_owned()),
+        (Metric::AuditShipped, "jitgate.audit.shipped".to_owned()),
+        (Metric::AuditDropped, "jitgate.audit.dropped".to_owned()),
     ];
     other.into_iter().chain(deny)
 }
@@ -144,11 +172,82 @@ pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
 /// What the adapter does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Forward upstream after removing and setting these headers.
-    Continue { remove: Vec<&'static str>, set: Vec<(&'static str, String)> },
+    /// Forward upstream after removing and setting these headers; `reply` goes back to the
+    /// client in `x-jit-token` (an exchanged token, when configured).
+    Continue { remove: Vec<Cow<'static, str>>, set: Vec<(&'static str, String)>, reply: Option<String> },
     /// Answer locally; the request never reaches the upstream.
     Respond(LocalResponse),
+    /// Pause, make this call to the sidecar, and hand its answer to `Engine::resume`.
+    Call(Call, Continuation),
 }
+
+/// A request paused on a sidecar call: what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    awaiting: Awaiting,
+    /// The token the sidecar issued for this request, once exchanged.
+    exchanged: Option<String>,
+    /// Exchange cache key (subject token and the rule's scopes).
+    exchange_key: Option<CacheKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Exchange,
+    Replay,
+}
+
+/// What a cluster-mode rule learned from the sidecar's replay ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterReplay {
+    NotAsked,
+    Fresh,
+    Seen,
+    Failed,
+}
+
+/// Answers from earlier calls, fed into a re-run of the decision.
+#[derive(Debug, Clone, Copy)]
+struct Inputs<'a> {
+    exchanged: Option<&'a str>,
+    exchange_key: Option<CacheKey>,
+    replay: ClusterReplay,
+}
+
+const NO_INPUTS: Inputs<'static> = Inputs { exchanged: None, exchange_key: None, replay: ClusterReplay::NotAsked };
+
+/// Background work of the root context, one call each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    Jwks,
+    Revocations,
+    /// A batch of audit events (JSON objects), put back in the queue if shipping fails.
+    Audit(Vec<String>),
+}
+
+/// When background calls are next due (milliseconds since the epoch) and which are in flight.
+#[derive(Debug, Default)]
+struct Schedule {
+    jwks_due: u64,
+    jwks_busy: bool,
+    jwks_last_attempt: u64,
+    poll_due: u64,
+    poll_busy: bool,
+    flush_due: u64,
+    flushes_in_flight: usize,
+    /// SHA-256 of the JWKS installed last: an unchanged set keeps the token cache.
+    jwks_digest: Option<CacheKey>,
+}
+
+/// Audit batches in flight at once: enough to drain a busy worker between ticks.
+const MAX_FLUSHES_IN_FLIGHT: usize = 4;
+/// Keep a batch well under the sidecar's 1 MiB body limit.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Root context tick: the granularity of every background schedule.
+pub const TICK_MS: u64 = 100;
+/// A failed key fetch is retried after this long; an unknown kid brings the next fetch this close.
+const JWKS_RETRY_MS: u64 = 1000;
+const JWKS_EARLY_REFRESH_MS: u64 = 5000;
 
 /// A header that must appear at most once (`Authorization`, `DPoP`), as found: absent, one value,
 /// several, or not text.
@@ -184,6 +283,8 @@ struct Request<'a> {
     authorization: SingleHeader<'a>,
     /// The `DPoP` proof header (RFC 9449 §4.1).
     dpop: SingleHeader<'a>,
+    /// The identity token to exchange (DESIGN §5), when exchange is configured.
+    subject: SingleHeader<'a>,
     claim_headers_sent: Vec<&'static str>,
 }
 
@@ -192,7 +293,7 @@ fn text(v: &[u8]) -> &str {
 }
 
 impl<'a> Request<'a> {
-    fn from_headers(headers: &'a [(String, Vec<u8>)]) -> Request<'a> {
+    fn from_headers(headers: &'a [(String, Vec<u8>)], subject_header: Option<&str>) -> Request<'a> {
         let mut r = Request {
             method: "",
             path: "",
@@ -201,6 +302,7 @@ impl<'a> Request<'a> {
             scheme: "http",
             authorization: SingleHeader::Absent,
             dpop: SingleHeader::Absent,
+            subject: SingleHeader::Absent,
             claim_headers_sent: Vec::new(),
         };
         for (name, value) in headers {
@@ -218,6 +320,7 @@ impl<'a> Request<'a> {
                 ":scheme" => r.scheme = text(value),
                 "authorization" => r.authorization = r.authorization.and(value),
                 "dpop" => r.dpop = r.dpop.and(value),
+                other if subject_header == Some(other) => r.subject = r.subject.and(value),
                 other => {
                     if let Some(h) = CLAIM_HEADERS.iter().find(|h| **h == other) {
                         if !r.claim_headers_sent.contains(h) {
@@ -239,11 +342,26 @@ struct Decision<'c> {
     missing_scopes: String,
     /// A fresh server nonce to send with `use_dpop_nonce`.
     nonce: Option<String>,
+    /// The token came from the sidecar (exchanged now or earlier): it is injected upstream.
+    exchanged: Option<String>,
+    /// The pending access request of `approval_pending`.
+    access_request: Option<String>,
+    /// The decision needs a sidecar call first.
+    call: Option<(Call, Awaiting, Option<CacheKey>)>,
 }
 
 impl<'c> Decision<'c> {
     fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
-        Decision { reason, rule, token: None, missing_scopes: String::new(), nonce: None }
+        Decision {
+            reason,
+            rule,
+            token: None,
+            missing_scopes: String::new(),
+            nonce: None,
+            exchanged: None,
+            access_request: None,
+            call: None,
+        }
     }
 }
 
@@ -298,16 +416,37 @@ pub struct Engine {
     pub config: Config,
     /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
     pub host_crypto: bool,
+    /// Trusted keys: inline ones, or the sidecar's last good JWKS (`None` before the first fetch).
+    verifier: RefCell<Option<Verifier>>,
     cache: RefCell<TokenCache>,
+    /// Tokens the sidecar issued, by subject token and scope set.
+    exchanged: RefCell<Cache<String>>,
+    revocations: RefCell<Revocations>,
+    audit_queue: RefCell<AuditQueue>,
+    schedule: RefCell<Schedule>,
     /// Key of the stateless DPoP server nonces, shared by every worker (via shared data).
     nonce_key: Option<[u8; 32]>,
 }
 
 impl Engine {
     /// An engine that verifies in wasm (tests, and hosts without crypto).
-    pub fn new(config: Config) -> Engine {
+    pub fn new(mut config: Config) -> Engine {
         let cache = RefCell::new(TokenCache::new(config.token_cache_entries));
-        Engine { config, host_crypto: false, cache, nonce_key: None }
+        let sidecar = config.sidecar.as_ref();
+        let exchanged = Cache::new(sidecar.and_then(|s| s.exchange.as_ref()).map_or(0, |x| x.cache_entries));
+        let audit_queue = AuditQueue::new(sidecar.and_then(|s| s.audit).map_or(0, |a| a.buffer_events));
+        let verifier = RefCell::new(config.verifier.take());
+        Engine {
+            config,
+            host_crypto: false,
+            verifier,
+            cache,
+            exchanged: RefCell::new(exchanged),
+            revocations: RefCell::default(),
+            audit_queue: RefCell::new(audit_queue),
+            schedule: RefCell::default(),
+            nonce_key: None,
+        }
     }
 
     /// Starts on `host`: with `crypto: auto | host`, uses the host's `verify_signature` if it
@@ -337,21 +476,37 @@ impl Engine {
         self.host_crypto.then_some(ForeignVerifier(host))
     }
 
-    /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
-    fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> jitgate_token::Result<AccessToken> {
-        let verifier = &self.config.verifier;
+    fn clock_skew_s(&self) -> u64 {
+        self.config.validation.clock_skew_s
+    }
+
+    /// Signature (or a cache hit), claims, then revocation, for the token of a request on `rule`.
+    fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> Result<AccessToken, Reason> {
+        let guard = self.verifier.borrow();
+        let verifier = guard.as_ref().ok_or(Reason::KeysUnavailable)?;
         let key = cache::key(token);
         let mut cache = self.cache.borrow_mut();
-        if let Some(jws) = cache.get(&key, now_s) {
+        let verified = if let Some(jws) = cache.get(&key, now_s) {
             host.count(Metric::CacheHit);
-            return verifier.check_claims(jws, now_s, rule.max_ttl_s);
-        }
-        let via_host = self.host_verifier(host);
-        let (jws, path) = verifier.check_signature(token, via_host.as_ref().map(|v| v as &dyn HostVerifier))?;
-        host.count(Metric::Crypto(path));
-        let verified = verifier.check_claims(&jws, now_s, rule.max_ttl_s)?;
-        if verified.claims.exp > now_s {
-            cache.insert(key, jws, verified.claims.exp);
+            verifier.check_claims(jws, now_s, rule.max_ttl_s).map_err(Reason::Token)?
+        } else {
+            let via_host = self.host_verifier(host);
+            let checked = verifier.check_signature(token, via_host.as_ref().map(|v| v as &dyn HostVerifier));
+            let (jws, path) = checked.map_err(|e| {
+                if e == jitgate_token::Error::UnknownKid {
+                    self.refresh_keys_soon(now_s);
+                }
+                Reason::Token(e)
+            })?;
+            host.count(Metric::Crypto(path));
+            let verified = verifier.check_claims(&jws, now_s, rule.max_ttl_s).map_err(Reason::Token)?;
+            if verified.claims.exp > now_s {
+                cache.insert(key, jws, verified.claims.exp);
+            }
+            verified
+        };
+        if self.revocations.borrow().revoked(&verified.claims) {
+            return Err(Reason::Revoked);
         }
         Ok(verified)
     }
@@ -386,7 +541,7 @@ impl Engine {
             jkt,
             now: now_s,
             max_age_s: rule.dpop_max_age_s,
-            skew_s: self.config.verifier.validation.clock_skew_s,
+            skew_s: self.clock_skew_s(),
         };
         proof.check(&expected).map_err(Reason::Dpop)?;
         if rule.dpop_nonce {
@@ -400,7 +555,8 @@ impl Engine {
         Ok(CheckedProof { proof, htu })
     }
 
-    /// Step 5 of DESIGN §3 for a token (and proof) that passed everything else.
+    /// Step 5 of DESIGN §3 for a token (and proof) that passed everything else. A cluster-mode
+    /// rule asks the sidecar first (`Err` carries the call).
     fn check_replay(
         &self,
         host: &impl Host,
@@ -408,9 +564,9 @@ impl Engine {
         claims: &jitgate_token::AccessClaims,
         proof: Option<&CheckedProof>,
         now_s: u64,
-    ) -> Reason {
-        let Some(ledger) = &self.config.ledger else { return Reason::Verified };
-        let skew = self.config.verifier.validation.clock_skew_s;
+        asked: ClusterReplay,
+    ) -> Result<Reason, Call> {
+        let skew = self.clock_skew_s();
         let (nonce, until, uses, replayed) = match (rule.replay, proof) {
             (Replay::SingleUse, _) => {
                 let uses = claims.jit.as_ref().and_then(|j| j.uses).map_or(1, |u| u8::try_from(u).unwrap_or(u8::MAX));
@@ -423,10 +579,23 @@ impl Engine {
                 let until = p.proof.iat.saturating_add(rule.dpop_max_age_s).saturating_add(skew);
                 (nonce, until, 1, Reason::Dpop(DpopError::Replayed))
             }
-            (Replay::Dpop, None) => return Reason::DpopRequired,
-            (Replay::None, _) => return Reason::Verified,
+            (Replay::Dpop, None) => return Ok(Reason::DpopRequired),
+            (Replay::None, _) => return Ok(Reason::Verified),
         };
-        match ledger::consume(&HostShared(host), ledger, &nonce, until, now_s, uses) {
+        if rule.replay_scope == ReplayScope::Cluster {
+            // The sidecar's ledger counts one use per key: `jit.uses` is a local-ledger feature.
+            return match asked {
+                ClusterReplay::NotAsked => Err(sidecar::replay_call(&jitgate_token::encoding::hex(&nonce), until)),
+                ClusterReplay::Fresh => Ok(Reason::Verified),
+                ClusterReplay::Seen => {
+                    host.count(Metric::ReplayRejected);
+                    Ok(replayed)
+                }
+                ClusterReplay::Failed => Ok(Reason::SidecarUnavailable),
+            };
+        }
+        let Some(ledger) = &self.config.ledger else { return Ok(Reason::LedgerUnavailable) };
+        Ok(match ledger::consume(&HostShared(host), ledger, &nonce, until, now_s, uses) {
             Verdict::Accepted => Reason::Verified,
             Verdict::Replayed => {
                 host.count(Metric::ReplayRejected);
@@ -437,39 +606,102 @@ impl Engine {
                 Reason::LedgerFull
             }
             Verdict::Unavailable => Reason::LedgerUnavailable,
+        })
+    }
+
+    /// Step 1 of DESIGN §3: the rule of a request, or the decision when there is none.
+    fn match_rule(&self, req: &Request<'_>) -> Result<&Rule, Reason> {
+        let path = rules::path_only(req.path);
+        if !rules::is_normalized(path) {
+            return Err(Reason::UnnormalizedPath);
+        }
+        let authority = rules::host_only(req.authority);
+        match self.config.rules.iter().find(|r| r.matches(req.method, path, authority)) {
+            Some(rule) => Ok(rule),
+            None => Err(match self.config.default {
+                DefaultAction::Allow => Reason::DefaultAllow,
+                DefaultAction::Deny => Reason::NoMatchingRule,
+            }),
         }
     }
 
-    fn decide(&self, host: &impl Host, req: &Request<'_>, now_s: u64) -> Decision<'_> {
-        let path = rules::path_only(req.path);
-        if !rules::is_normalized(path) {
-            return Decision::new(Reason::UnnormalizedPath, None);
-        }
-        let authority = rules::host_only(req.authority);
-        let Some(rule) = self.config.rules.iter().find(|r| r.matches(req.method, path, authority)) else {
-            return match self.config.default {
-                DefaultAction::Allow => Decision::new(Reason::DefaultAllow, None),
-                DefaultAction::Deny => Decision::new(Reason::NoMatchingRule, None),
-            };
+    /// The exchange call for a request carrying only a subject token.
+    fn exchange_call(&self, req: &Request<'_>, rule: &Rule, subject: &str) -> Call {
+        let mut resource = format!("{}://{}{}", req.scheme, req.authority, rules::path_only(req.path));
+        resource.truncate(audit::clip(&resource).len());
+        sidecar::exchange_call(subject, &self.config.validation.audience, &rule.scopes, &resource)
+    }
+
+    fn decide<'s>(&'s self, host: &impl Host, req: &Request<'_>, now_s: u64, inputs: Inputs<'_>) -> Decision<'s> {
+        let rule = match self.match_rule(req) {
+            Ok(rule) => rule,
+            Err(reason) => return Decision::new(reason, None),
         };
         if rule.public {
             return Decision::new(Reason::Public, Some(rule));
         }
-        let value = match req.authorization {
-            SingleHeader::Absent => return Decision::new(Reason::MissingCredential, Some(rule)),
-            SingleHeader::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
-            SingleHeader::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
-            SingleHeader::One(v) => v,
-        };
-        let (scheme, token) = match credential(value, self.config.max_token_bytes) {
-            Ok(t) => t,
-            Err(reason) => return Decision::new(reason, Some(rule)),
+        if let Some(p) = self.config.sidecar.as_ref().and_then(|s| s.revocations) {
+            if self.revocations.borrow().stale(now_s, p.fail_closed_after_s) {
+                return Decision::new(Reason::RevocationStale, Some(rule));
+            }
+        }
+        // Where the token comes from: the request, an exchange just made, or one made earlier.
+        let from_cache: Option<(CacheKey, String)>;
+        let (scheme, token) = match (inputs.exchanged, req.authorization) {
+            (Some(t), _) => {
+                from_cache = None;
+                (Scheme::Bearer, t)
+            }
+            (None, SingleHeader::One(v)) => {
+                from_cache = None;
+                match credential(v, self.config.max_token_bytes) {
+                    Ok(t) => t,
+                    Err(reason) => return Decision::new(reason, Some(rule)),
+                }
+            }
+            (None, SingleHeader::Several) => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
+            (None, SingleHeader::NotText) => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
+            (None, SingleHeader::Absent) => {
+                let subject = match req.subject {
+                    SingleHeader::One(s) if self.exchanges() => s,
+                    SingleHeader::Several => return Decision::new(Reason::DuplicateAuthorization, Some(rule)),
+                    SingleHeader::NotText => return Decision::new(Reason::MalformedAuthorization, Some(rule)),
+                    _ => return Decision::new(Reason::MissingCredential, Some(rule)),
+                };
+                if subject.is_empty() || subject.len() > self.config.max_token_bytes {
+                    return Decision::new(Reason::MalformedAuthorization, Some(rule));
+                }
+                let key = cache::exchange_key(subject, &rule.scopes);
+                let Some(cached) = self.exchanged.borrow_mut().get(&key, now_s).cloned() else {
+                    let mut d = Decision::new(Reason::SidecarUnavailable, Some(rule));
+                    d.call = Some((self.exchange_call(req, rule, subject), Awaiting::Exchange, Some(key)));
+                    return d;
+                };
+                host.count(Metric::ExchangeCached);
+                from_cache = Some((key, cached));
+                (Scheme::Bearer, from_cache.as_ref().map_or("", |(_, t)| t.as_str()))
+            }
         };
         let verified = match self.verify(host, token, now_s, rule) {
             Ok(t) => t,
-            Err(e) => return Decision::new(Reason::Token(e), Some(rule)),
+            Err(reason) => {
+                if let (Some((key, _)), SingleHeader::One(subject)) = (&from_cache, req.subject) {
+                    // The cached token went bad (revoked, keys changed): exchange again.
+                    self.exchanged.borrow_mut().remove(key);
+                    let mut d = Decision::new(reason, Some(rule));
+                    d.call = Some((self.exchange_call(req, rule, subject), Awaiting::Exchange, Some(*key)));
+                    return d;
+                }
+                if inputs.exchanged.is_some() {
+                    // The sidecar issued something this filter cannot accept: its fault, not the client's.
+                    host.log(Level::Warn, &format!("jitgate: exchanged token rejected: {}", reason.code()));
+                    return Decision::new(Reason::SidecarUnavailable, Some(rule));
+                }
+                return Decision::new(reason, Some(rule));
+            }
         };
         let mut d = Decision::new(Reason::Verified, Some(rule));
+        d.exchanged = inputs.exchanged.map(str::to_owned).or_else(|| from_cache.as_ref().map(|(_, t)| t.clone()));
         let claims = &verified.claims;
         let proof = match (scheme, claims.cnf_jkt.as_deref()) {
             // RFC 9449 §7.2: a DPoP-bound token is worthless without its proof.
@@ -489,7 +721,13 @@ impl Engine {
                     rule.scopes.iter().map(String::as_str).filter(|s| !claims.has_scope(s)).collect();
                 if missing.is_empty() {
                     // Last, so a request denied for another reason never uses up the token.
-                    self.check_replay(host, rule, claims, proof.as_ref(), now_s)
+                    match self.check_replay(host, rule, claims, proof.as_ref(), now_s, inputs.replay) {
+                        Ok(reason) => reason,
+                        Err(call) => {
+                            d.call = Some((call, Awaiting::Replay, inputs.exchange_key));
+                            Reason::SidecarUnavailable
+                        }
+                    }
                 } else {
                     d.missing_scopes = missing.join(" ");
                     Reason::InsufficientScope
@@ -503,15 +741,110 @@ impl Engine {
         d
     }
 
+    fn exchanges(&self) -> bool {
+        self.config.sidecar.as_ref().is_some_and(|s| s.exchange.is_some())
+    }
+
+    fn subject_header(&self) -> Option<&str> {
+        self.config.sidecar.as_ref().and_then(|s| s.exchange.as_ref()).map(|x| x.subject_header.as_str())
+    }
+
     /// Decides one request from its headers, records the audit event, metrics and filter state,
     /// and returns what the adapter must do.
     pub fn on_request_headers(&self, host: &impl Host, headers: &[(String, Vec<u8>)]) -> Action {
-        let start = host.now_nanos();
-        let req = Request::from_headers(headers);
-        let d = self.decide(host, &req, start / 1_000_000_000);
+        self.run(host, headers, NO_INPUTS)
+    }
 
+    /// Continues a request paused on `Action::Call` with the sidecar's answer.
+    pub fn resume(
+        &self,
+        host: &impl Host,
+        headers: &[(String, Vec<u8>)],
+        c: Continuation,
+        answer: Answer<'_>,
+    ) -> Action {
+        match c.awaiting {
+            Awaiting::Replay => {
+                let replay = match sidecar::parse_replay(answer) {
+                    Some(true) => ClusterReplay::Fresh,
+                    Some(false) => ClusterReplay::Seen,
+                    None => ClusterReplay::Failed,
+                };
+                let inputs = Inputs { exchanged: c.exchanged.as_deref(), exchange_key: c.exchange_key, replay };
+                self.run(host, headers, inputs)
+            }
+            Awaiting::Exchange => {
+                let outcome = sidecar::parse_exchange(answer, self.config.max_token_bytes);
+                host.count(Metric::Exchange(matches!(outcome, Exchanged::Token(_))));
+                let reason = match outcome {
+                    Exchanged::Token(token) => {
+                        let inputs = Inputs {
+                            exchanged: Some(&token),
+                            exchange_key: c.exchange_key,
+                            replay: ClusterReplay::NotAsked,
+                        };
+                        return self.run(host, headers, inputs);
+                    }
+                    Exchanged::Pending(id) => return self.run_denied(host, headers, Reason::ApprovalPending, Some(id)),
+                    Exchanged::Refused => Reason::ExchangeRefused,
+                    Exchanged::SubjectRejected => Reason::SubjectRejected,
+                    Exchanged::Unavailable => Reason::SidecarUnavailable,
+                };
+                self.run_denied(host, headers, reason, None)
+            }
+        }
+    }
+
+    fn run(&self, host: &impl Host, headers: &[(String, Vec<u8>)], inputs: Inputs<'_>) -> Action {
+        let start = host.now_nanos();
+        let now_s = start / 1_000_000_000;
+        let req = Request::from_headers(headers, self.subject_header());
+        let mut d = self.decide(host, &req, now_s, inputs);
+        if let Some((call, awaiting, exchange_key)) = d.call.take() {
+            let exchanged = d.exchanged.take();
+            return Action::Call(call, Continuation { awaiting, exchanged, exchange_key });
+        }
+        if let (true, Some(t), Some(key), Some(tok)) =
+            (d.reason.is_allow(), inputs.exchanged, inputs.exchange_key, d.token.as_ref())
+        {
+            self.remember_exchanged(key, t, tok.claims.exp, now_s);
+        }
+        self.finish(host, &req, &d, start)
+    }
+
+    /// A request decided by a sidecar answer alone (the exchange was refused or failed).
+    fn run_denied(
+        &self,
+        host: &impl Host,
+        headers: &[(String, Vec<u8>)],
+        reason: Reason,
+        id: Option<String>,
+    ) -> Action {
+        let start = host.now_nanos();
+        let req = Request::from_headers(headers, self.subject_header());
+        let mut d = match self.match_rule(&req) {
+            Ok(rule) => Decision::new(reason, Some(rule)),
+            Err(other) => Decision::new(other, None),
+        };
+        d.access_request = id;
+        if reason == Reason::ApprovalPending || reason == Reason::ExchangeRefused {
+            d.missing_scopes = d.rule.map(|r| r.scopes.join(" ")).unwrap_or_default();
+        }
+        self.finish(host, &req, &d, start)
+    }
+
+    fn remember_exchanged(&self, key: CacheKey, token: &str, exp: u64, now_s: u64) {
+        let before = self.config.sidecar.as_ref().and_then(|s| s.exchange.as_ref()).map_or(0, |x| x.refresh_before_s);
+        let reuse_until = exp.saturating_sub(before);
+        if reuse_until > now_s {
+            self.exchanged.borrow_mut().insert(key, token.to_owned(), reuse_until);
+        }
+    }
+
+    /// The action for a final decision, recorded.
+    fn finish(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, start: u64) -> Action {
         let action = if d.reason.is_allow() {
-            let mut set = Vec::with_capacity(3);
+            let mut set = Vec::with_capacity(4);
             if let Some(t) = &d.token {
                 set.push(("x-jit-sub", t.claims.sub.clone()));
                 set.push(("x-jit-scope", t.claims.scope.clone()));
@@ -519,20 +852,33 @@ impl Engine {
                     set.push(("x-jit-grant", jit.grant.clone()));
                 }
             }
-            let mut remove = req.claim_headers_sent.clone();
+            let mut remove: Vec<Cow<'static, str>> = req.claim_headers_sent.iter().map(|h| Cow::Borrowed(*h)).collect();
             if self.config.strip_token && d.token.is_some() {
-                remove.push("authorization");
+                remove.push(Cow::Borrowed("authorization"));
             }
-            Action::Continue { remove, set }
+            let mut reply = None;
+            if let Some(token) = &d.exchanged {
+                if let Some(h) = self.subject_header() {
+                    remove.push(Cow::Owned(h.to_owned()));
+                }
+                if !self.config.strip_token {
+                    set.push(("authorization", format!("Bearer {token}")));
+                }
+                let returns =
+                    self.config.sidecar.as_ref().and_then(|s| s.exchange.as_ref()).is_some_and(|x| x.return_token);
+                reply = returns.then(|| token.clone());
+            }
+            Action::Continue { remove, set, reply }
         } else {
             let challenge = response::Challenge {
                 missing_scopes: &d.missing_scopes,
                 dpop: d.rule.is_some_and(|r| r.replay == Replay::Dpop),
                 nonce: d.nonce.as_deref(),
+                access_request: d.access_request.as_deref(),
             };
             Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, challenge))
         };
-        self.record(host, &req, &d, &action, start);
+        self.record(host, req, d, &action, start);
         action
     }
 
@@ -549,7 +895,7 @@ impl Engine {
         let client = client.as_deref().map(text).map(audit::clip);
         let status = match action {
             Action::Respond(r) => r.status,
-            Action::Continue { .. } => 200,
+            Action::Continue { .. } | Action::Call(..) => 200,
         };
         let event = AuditEvent {
             ts: audit::rfc3339(start),
@@ -572,6 +918,138 @@ impl Engine {
             break_glass: jit.is_some_and(|j| j.break_glass),
             latency_us: host.now_nanos().saturating_sub(start) / 1000,
         };
-        host.log(Level::Info, &event.to_line());
+        let line = event.to_line();
+        host.log(Level::Info, &line);
+        if self.config.sidecar.as_ref().is_some_and(|s| s.audit.is_some()) && !self.audit_queue.borrow_mut().push(line)
+        {
+            host.count(Metric::AuditDropped);
+        }
+    }
+
+    /// The root context's tick period, when some background work is configured.
+    pub fn tick_period_ms(&self) -> Option<u64> {
+        let s = self.config.sidecar.as_ref()?;
+        (s.jwks_refresh_s.is_some() || s.revocations.is_some() || s.audit.is_some()).then_some(TICK_MS)
+    }
+
+    /// Background calls due at `now_ms`: key fetch, revocation poll, audit batches.
+    pub fn due_calls(&self, now_ms: u64) -> Vec<(Task, Call)> {
+        let Some(s) = &self.config.sidecar else { return Vec::new() };
+        let mut calls = Vec::new();
+        let mut sch = self.schedule.borrow_mut();
+        if s.jwks_refresh_s.is_some() && !sch.jwks_busy && now_ms >= sch.jwks_due {
+            sch.jwks_busy = true;
+            sch.jwks_last_attempt = now_ms;
+            calls.push((Task::Jwks, Call::get(sidecar::PATH_JWKS)));
+        }
+        if s.revocations.is_some() && !sch.poll_busy && now_ms >= sch.poll_due {
+            sch.poll_busy = true;
+            let path = format!("{}?since={}", sidecar::PATH_REVOCATIONS, self.revocations.borrow().since());
+            calls.push((Task::Revocations, Call::get(path)));
+        }
+        if let Some(a) = s.audit {
+            let mut queue = self.audit_queue.borrow_mut();
+            // A full batch goes at once; a partial one waits for the flush interval.
+            while sch.flushes_in_flight < MAX_FLUSHES_IN_FLIGHT
+                && !queue.is_empty()
+                && (queue.len() >= a.batch_events || now_ms >= sch.flush_due)
+            {
+                let batch = queue.take(a.batch_events, MAX_BATCH_BYTES);
+                sch.flushes_in_flight += 1;
+                sch.flush_due = now_ms.saturating_add(a.flush_ms);
+                calls.push((Task::Audit(batch.clone()), sidecar::audit_call(&batch)));
+            }
+        }
+        calls
+    }
+
+    /// The answer to a background call (a failed dispatch is an answer with no status).
+    pub fn on_task_answer(&self, host: &impl Host, task: Task, answer: Answer<'_>, now_ms: u64) {
+        let Some(s) = &self.config.sidecar else { return };
+        let now_s = now_ms / 1000;
+        let mut sch = self.schedule.borrow_mut();
+        match task {
+            Task::Jwks => {
+                sch.jwks_busy = false;
+                let ok = self.install_keys(host, answer, &mut sch.jwks_digest);
+                host.count(Metric::JwksFetch(ok));
+                let refresh_ms = s.jwks_refresh_s.unwrap_or(60).saturating_mul(1000);
+                sch.jwks_due = now_ms.saturating_add(if ok { refresh_ms } else { JWKS_RETRY_MS.min(refresh_ms) });
+            }
+            Task::Revocations => {
+                sch.poll_busy = false;
+                sch.poll_due = now_ms.saturating_add(s.revocations.map_or(1000, |p| p.poll_ms));
+                let applied = match answer.status {
+                    Some(200) if answer.body.len() <= sidecar::MAX_ANSWER_BYTES => {
+                        self.revocations.borrow_mut().apply(answer.body, now_s).map_err(|e| format!("{e:?}"))
+                    }
+                    status => Err(format!("status {}", status.map_or("none".to_owned(), |s| s.to_string()))),
+                };
+                host.count(Metric::RevocationPoll(applied.is_ok()));
+                match applied {
+                    // Entries revoked since the last poll may sit in the token cache: it checks
+                    // revocations on every hit, so nothing needs evicting here.
+                    Ok(_) => {}
+                    Err(e) => host.log(Level::Warn, &format!("jitgate: revocation poll failed: {e}")),
+                }
+            }
+            Task::Audit(batch) => {
+                sch.flushes_in_flight = sch.flushes_in_flight.saturating_sub(1);
+                let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                if sidecar::shipped(answer) {
+                    host.add(Metric::AuditShipped, n);
+                } else {
+                    let dropped = self.audit_queue.borrow_mut().put_back(batch);
+                    if dropped > 0 {
+                        host.add(Metric::AuditDropped, u64::try_from(dropped).unwrap_or(u64::MAX));
+                    }
+                    host.log(Level::Warn, &format!("jitgate: audit batch of {n} events not accepted; will retry"));
+                }
+            }
+        }
+    }
+
+    /// Installs a fetched JWKS as the trusted keys; false (keeping the last good set) if unusable.
+    fn install_keys(&self, host: &impl Host, answer: Answer<'_>, installed: &mut Option<CacheKey>) -> bool {
+        let keys = sidecar::jwks_body(answer).ok_or_else(|| format!("status {:?}", answer.status)).and_then(|body| {
+            let keys = KeySet::from_jwks(body).map_err(|e| e.to_string())?;
+            if keys.is_empty() {
+                return Err("empty key set".to_owned());
+            }
+            Verifier::new(
+                keys,
+                self.config.secrets.clone(),
+                self.config.validation.clone(),
+                self.config.max_token_bytes,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match keys {
+            Ok(v) => {
+                let digest = cache::key(text(answer.body));
+                if *installed != Some(digest) {
+                    // Tokens verified with a key that is gone must be checked again.
+                    self.cache.borrow_mut().clear();
+                    *self.verifier.borrow_mut() = Some(v);
+                    *installed = Some(digest);
+                    host.log(Level::Info, "jitgate: trusted keys updated from the sidecar");
+                }
+                true
+            }
+            Err(e) => {
+                let kept = if self.verifier.borrow().is_some() { "keeping the last good keys" } else { "no keys yet" };
+                host.log(Level::Warn, &format!("jitgate: key fetch failed: {e}; {kept}"));
+                false
+            }
+        }
+    }
+
+    /// A token named a kid no trusted key has: fetch the keys again soon (rate-limited).
+    fn refresh_keys_soon(&self, now_s: u64) {
+        if self.config.sidecar.as_ref().is_some_and(|s| s.jwks_refresh_s.is_some()) {
+            let mut sch = self.schedule.borrow_mut();
+            let soon = sch.jwks_last_attempt.saturating_add(JWKS_EARLY_REFRESH_MS).max(now_s.saturating_mul(1000));
+            sch.jwks_due = sch.jwks_due.min(soon);
+        }
     }
 }

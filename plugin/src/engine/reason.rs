@@ -32,12 +32,26 @@ pub enum Reason {
     DpopUnboundToken,
     /// The rule requires a server nonce and the proof has no valid one.
     UseDpopNonce,
+    /// The token (its jti, grant or subject) is in the revocation feed.
+    Revoked,
+    /// No revocation poll succeeded within `fail_closed_after_s`.
+    RevocationStale,
+    /// The keys come from the sidecar and none have been fetched yet.
+    KeysUnavailable,
+    /// Exchange: an access request waits for approval.
+    ApprovalPending,
+    /// Exchange: policy or grants do not allow the route's scopes.
+    ExchangeRefused,
+    /// Exchange: the sidecar did not accept the subject token.
+    SubjectRejected,
+    /// A sidecar call timed out, failed or answered something unusable.
+    SidecarUnavailable,
     Dpop(DpopError),
     Token(TokenError),
 }
 
 /// Deny codes other than the DPoP proof codes (those are `DpopError::code`; see `deny_codes`).
-pub const DENY_CODES: [&str; 34] = [
+pub const DENY_CODES: [&str; 41] = [
     "missing_credential",
     "duplicate_authorization",
     "malformed_authorization",
@@ -73,6 +87,13 @@ pub const DENY_CODES: [&str; 34] = [
     "dpop_required",
     "dpop_unbound_token",
     "use_dpop_nonce",
+    "revoked",
+    "revocation_stale",
+    "keys_unavailable",
+    "approval_pending",
+    "exchange_refused",
+    "subject_token_rejected",
+    "sidecar_unavailable",
 ];
 
 /// Every deny code: `DENY_CODES` and the DPoP proof codes (`DpopError::code`).
@@ -100,6 +121,13 @@ impl Reason {
             Reason::DpopRequired => "dpop_required",
             Reason::DpopUnboundToken => "dpop_unbound_token",
             Reason::UseDpopNonce => "use_dpop_nonce",
+            Reason::Revoked => "revoked",
+            Reason::RevocationStale => "revocation_stale",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::ApprovalPending => "approval_pending",
+            Reason::ExchangeRefused => "exchange_refused",
+            Reason::SubjectRejected => "subject_token_rejected",
+            Reason::SidecarUnavailable => "sidecar_unavailable",
             Reason::Dpop(e) => e.code(),
             Reason::Token(e) => e.reason(),
         }
@@ -152,6 +180,13 @@ mod tests {
             Reason::DpopRequired,
             Reason::DpopUnboundToken,
             Reason::UseDpopNonce,
+            Reason::Revoked,
+            Reason::RevocationStale,
+            Reason::KeysUnavailable,
+            Reason::ApprovalPending,
+            Reason::ExchangeRefused,
+            Reason::SubjectRejected,
+            Reason::SidecarUnavailable,
         ];
         all.extend(DpopError::ALL.into_iter().map(Reason::Dpop));
         all.extend(token_errors.into_iter().map(Reason::Token));

@@ -15,6 +15,11 @@ struct Body<'a> {
     error: &'a str,
     error_description: &'a str,
     request_id: &'a str,
+    /// Exchange refused until an approver decides: the access request to approve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    approval_required: bool,
 }
 
 /// What the challenge of a deny needs besides the reason.
@@ -26,6 +31,8 @@ pub struct Challenge<'a> {
     pub dpop: bool,
     /// A fresh server nonce for `use_dpop_nonce` (sent as the one `DPoP-Nonce` header).
     pub nonce: Option<&'a str>,
+    /// The pending access request of `approval_pending`.
+    pub access_request: Option<&'a str>,
 }
 
 /// Builds the response for a deny `reason`.
@@ -37,13 +44,23 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> 
         Reason::DuplicateAuthorization | Reason::MalformedAuthorization => (400, "invalid_request", true),
         Reason::UnnormalizedPath => (400, "invalid_request", false),
         Reason::NoMatchingRule => (403, "access_denied", false),
-        Reason::InsufficientScope => (403, "insufficient_scope", true),
-        Reason::Token(_) | Reason::UnsafeClaim | Reason::Replayed | Reason::DpopRequired | Reason::DpopUnboundToken => {
-            (401, "invalid_token", true)
+        Reason::InsufficientScope | Reason::ApprovalPending | Reason::ExchangeRefused => {
+            (403, "insufficient_scope", true)
         }
+        Reason::Token(_)
+        | Reason::UnsafeClaim
+        | Reason::Replayed
+        | Reason::DpopRequired
+        | Reason::DpopUnboundToken
+        | Reason::Revoked
+        | Reason::SubjectRejected => (401, "invalid_token", true),
         Reason::Dpop(_) => (401, "invalid_dpop_proof", true),
         Reason::UseDpopNonce => (401, "use_dpop_nonce", true),
-        Reason::LedgerFull | Reason::LedgerUnavailable => (503, "temporarily_unavailable", false),
+        Reason::LedgerFull
+        | Reason::LedgerUnavailable
+        | Reason::RevocationStale
+        | Reason::KeysUnavailable
+        | Reason::SidecarUnavailable => (503, "temporarily_unavailable", false),
         Reason::Public | Reason::Verified | Reason::DefaultAllow => (500, "server_error", false),
     };
     let mut headers = vec![("content-type", "application/json".to_owned()), ("cache-control", "no-store".to_owned())];
@@ -56,7 +73,7 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> 
         if challenge_error {
             ch.push_str(&format!(", error=\"{error}\", error_description=\"{code}\""));
         }
-        if reason == Reason::InsufficientScope {
+        if matches!(reason, Reason::InsufficientScope | Reason::ApprovalPending | Reason::ExchangeRefused) {
             ch.push_str(&format!(", scope=\"{}\"", c.missing_scopes));
         }
         if dpop {
@@ -67,6 +84,15 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> 
     if let (Reason::UseDpopNonce, Some(n)) = (reason, c.nonce) {
         headers.push(("dpop-nonce", n.to_owned()));
     }
-    let body = serde_json::to_string(&Body { error, error_description: code, request_id }).unwrap_or_default();
+    let access_request_id = c.access_request.filter(|_| reason == Reason::ApprovalPending);
+    let approval_required = access_request_id.is_some();
+    let body = serde_json::to_string(&Body {
+        error,
+        error_description: code,
+        request_id,
+        access_request_id,
+        approval_required,
+    })
+    .unwrap_or_default();
     LocalResponse { status, headers, body }
 }

@@ -24,6 +24,18 @@ pub struct Rule {
     pub dpop_max_age_s: u64,
     /// Require a server-issued nonce in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Where the replay ledger lives.
+    pub replay_scope: ReplayScope,
+}
+
+/// Which ledger remembers nonces: this proxy's shared data, or the sidecar's (all proxies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScope {
+    #[default]
+    Local,
+    /// `POST /v1/replay` (Redis `SET NX PX` behind it): one loopback round trip per request.
+    Cluster,
 }
 
 /// Replay protection of a rule (DESIGN §3 step 5).
@@ -108,6 +120,7 @@ mod tests {
             replay: Replay::None,
             dpop_max_age_s: 60,
             dpop_nonce: false,
+            replay_scope: ReplayScope::Local,
         }
     }
 

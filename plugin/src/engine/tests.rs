@@ -29,9 +29,9 @@ impl Host for RecordingHost {
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
     }
-    fn count(&self, metric: Metric) {
+    fn add(&self, metric: Metric, n: u64) {
         let name = metrics().find(|(m, _)| *m == metric).map(|(_, n)| n).expect("undeclared metric");
-        *self.counters.borrow_mut().entry(name).or_default() += 1;
+        *self.counters.borrow_mut().entry(name).or_default() += n;
     }
     fn set_filter_state(&self, key: &str, value: &str) {
         self.state.borrow_mut().insert(key.to_owned(), value.to_owned());
@@ -130,7 +130,7 @@ fn valid_token_is_forwarded_with_claim_headers_and_audited() {
     let f = fixture(json!({}));
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, host) = f.run("GET", "/orders/7?x=1", &[("authorization", &bearer), ("x-jit-sub", "root")]);
-    let Action::Continue { remove, set } = action else { panic!("denied: {action:?}") };
+    let Action::Continue { remove, set, .. } = action else { panic!("denied: {action:?}") };
     assert_eq!(remove, vec!["x-jit-sub"], "client-sent claim header must be removed");
     assert!(set.contains(&("x-jit-sub", "alice".to_owned())));
     assert!(set.contains(&("x-jit-scope", "orders:read".to_owned())));
@@ -265,10 +265,10 @@ fn route_ttl_cap_applies() {
 fn public_default_and_strip_token() {
     let f = fixture(json!({"default": "allow", "strip_token": true}));
     let (action, host) = f.run("GET", "/healthz", &[("x-jit-grant", "forged")]);
-    assert_eq!(action, Action::Continue { remove: vec!["x-jit-grant"], set: vec![] });
+    assert_eq!(action, Action::Continue { remove: vec!["x-jit-grant".into()], set: vec![], reply: None });
     assert_eq!(host.audit()["reason"], "public");
     let (action, host) = f.run("GET", "/unlisted", &[]);
-    assert_eq!(action, Action::Continue { remove: vec![], set: vec![] });
+    assert_eq!(action, Action::Continue { remove: vec![], set: vec![], reply: None });
     assert_eq!(host.audit()["reason"], "default_allow");
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, _) = f.run("GET", "/orders", &[("authorization", &bearer)]);
@@ -338,7 +338,11 @@ fn every_counter_is_declared_up_front() {
     assert!(names.contains(&"jitgate.allow".to_owned()));
     assert!(names.contains(&"jitgate.deny.expired".to_owned()));
     assert!(names.contains(&"jitgate.crypto.host".to_owned()) && names.contains(&"jitgate.cache.hit".to_owned()));
-    assert_eq!(names.len(), 6 + reason::deny_codes().count());
+    for n in ["jitgate.exchange.ok", "jitgate.revocation.poll_error", "jitgate.jwks.fetch_ok", "jitgate.audit.dropped"]
+    {
+        assert!(names.contains(&n.to_owned()), "{n}");
+    }
+    assert_eq!(names.len(), 15 + reason::deny_codes().count());
 }
 
 #[test]

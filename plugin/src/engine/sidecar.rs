@@ -1,0 +1,458 @@
+//! The filter's side of jitgate-sidecar (DESIGN §5, §6): configuration, the calls the filter makes
+//! and the parsing of their answers. Every answer is untrusted input: bounded, and a malformed one
+//! is an error the caller fails closed on.
+
+use super::config::ConfigError;
+use serde::Deserialize;
+
+/// Largest answer body the filter reads from the sidecar.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Most revocations one VM remembers; a feed beyond it fails the poll (fail closed).
+pub const MAX_REVOCATIONS: usize = 100_000;
+
+pub const PATH_TOKEN: &str = "/v1/token";
+pub const PATH_JWKS: &str = "/.well-known/jwks.json";
+pub const PATH_REPLAY: &str = "/v1/replay";
+pub const PATH_AUDIT: &str = "/v1/audit";
+pub const PATH_REVOCATIONS: &str = "/v1/revocations";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSidecar {
+    cluster: String,
+    #[serde(default = "default_authority")]
+    authority: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u32,
+    #[serde(default)]
+    jwks: Option<RawJwks>,
+    #[serde(default)]
+    revocations: Option<RawRevocations>,
+    #[serde(default)]
+    exchange: Option<RawExchange>,
+    #[serde(default)]
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwks {
+    #[serde(default = "default_refresh_s")]
+    refresh_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocations {
+    #[serde(default = "default_poll_ms")]
+    poll_ms: u64,
+    #[serde(default = "default_fail_closed_after_s")]
+    fail_closed_after_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExchange {
+    #[serde(default = "default_subject_header")]
+    subject_header: String,
+    #[serde(default)]
+    return_token: bool,
+    #[serde(default = "default_exchange_cache")]
+    cache_entries: usize,
+    #[serde(default = "default_refresh_before_s")]
+    refresh_before_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_batch")]
+    batch_events: usize,
+    #[serde(default = "default_buffer")]
+    buffer_events: usize,
+    #[serde(default = "default_flush_ms")]
+    flush_ms: u64,
+}
+
+fn default_authority() -> String {
+    "jitgate-sidecar".into()
+}
+fn default_timeout_ms() -> u32 {
+    1000
+}
+fn default_refresh_s() -> u64 {
+    60
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_fail_closed_after_s() -> u64 {
+    10
+}
+fn default_subject_header() -> String {
+    "x-jit-subject-token".into()
+}
+fn default_exchange_cache() -> usize {
+    1024
+}
+fn default_refresh_before_s() -> u64 {
+    30
+}
+fn default_batch() -> usize {
+    200
+}
+fn default_buffer() -> usize {
+    10_000
+}
+fn default_flush_ms() -> u64 {
+    1000
+}
+
+/// The compiled `sidecar` block: which of the sidecar's services the filter uses.
+#[derive(Debug, Clone)]
+pub struct Sidecar {
+    /// Envoy cluster the calls go to.
+    pub cluster: String,
+    pub authority: String,
+    pub timeout_ms: u32,
+    /// Fetch the JWKS from the sidecar every this many seconds (instead of an inline `jwks`).
+    pub jwks_refresh_s: Option<u64>,
+    pub revocations: Option<RevocationPolling>,
+    pub exchange: Option<Exchange>,
+    pub audit: Option<AuditShipping>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationPolling {
+    pub poll_ms: u64,
+    /// Protected routes answer 503 once no poll has succeeded for this long.
+    pub fail_closed_after_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Lower-case name of the header carrying the subject (identity) token.
+    pub subject_header: String,
+    /// Send the issued token back to the client in `x-jit-token`.
+    pub return_token: bool,
+    pub cache_entries: usize,
+    /// An issued token is reused until this many seconds before its `exp`.
+    pub refresh_before_s: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AuditShipping {
+    pub batch_events: usize,
+    /// Events waiting to be shipped; beyond it new events are dropped and counted.
+    pub buffer_events: usize,
+    pub flush_ms: u64,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: format!("sidecar.{field}"), message: message.into() }
+}
+
+fn in_range(field: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(err(field, format!("must be {lo} to {hi}")))
+    }
+}
+
+fn usize_in_range(field: &str, v: usize, lo: usize, hi: usize) -> Result<usize, ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(err(field, format!("must be {lo} to {hi}")))
+    }
+}
+
+/// Envoy cluster names and authorities: printable ASCII without spaces.
+fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(field, "must be 1 to 255 printable characters without spaces"));
+    }
+    Ok(())
+}
+
+impl RawSidecar {
+    pub(super) fn compile(self) -> Result<Sidecar, ConfigError> {
+        check_name("cluster", &self.cluster)?;
+        check_name("authority", &self.authority)?;
+        let timeout_ms = u32::try_from(in_range("timeout_ms", u64::from(self.timeout_ms), 10, 30_000)?)
+            .map_err(|_| err("timeout_ms", "out of range"))?;
+        let jwks_refresh_s = match self.jwks {
+            Some(j) => Some(in_range("jwks.refresh_s", j.refresh_s, 1, 86_400)?),
+            None => None,
+        };
+        let revocations = match self.revocations {
+            Some(r) => {
+                let poll_ms = in_range("revocations.poll_ms", r.poll_ms, 100, 60_000)?;
+                let fail_closed_after_s =
+                    in_range("revocations.fail_closed_after_s", r.fail_closed_after_s, 1, 86_400)?;
+                if fail_closed_after_s.saturating_mul(1000) < poll_ms.saturating_mul(2) {
+                    return Err(err("revocations.fail_closed_after_s", "must cover at least two polls"));
+                }
+                Some(RevocationPolling { poll_ms, fail_closed_after_s })
+            }
+            None => None,
+        };
+        let exchange = match self.exchange {
+            Some(x) => {
+                let h = x.subject_header.to_ascii_lowercase();
+                if h.is_empty()
+                    || h.len() > 64
+                    || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    || h == "authorization"
+                {
+                    return Err(err(
+                        "exchange.subject_header",
+                        "a header name (letters, digits, '-'), not authorization",
+                    ));
+                }
+                Some(Exchange {
+                    subject_header: h,
+                    return_token: x.return_token,
+                    cache_entries: usize_in_range("exchange.cache_entries", x.cache_entries, 0, 65_536)?,
+                    refresh_before_s: in_range("exchange.refresh_before_s", x.refresh_before_s, 0, 3600)?,
+                })
+            }
+            None => None,
+        };
+        let audit = match self.audit {
+            Some(a) => Some(AuditShipping {
+                batch_events: usize_in_range("audit.batch_events", a.batch_events, 1, 1000)?,
+                buffer_events: usize_in_range("audit.buffer_events", a.buffer_events, 1, 1_000_000)?,
+                flush_ms: in_range("audit.flush_ms", a.flush_ms, 100, 60_000)?,
+            }),
+            None => None,
+        };
+        Ok(Sidecar {
+            cluster: self.cluster,
+            authority: self.authority,
+            timeout_ms,
+            jwks_refresh_s,
+            revocations,
+            exchange,
+            audit,
+        })
+    }
+}
+
+/// An HTTP call to the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub method: &'static str,
+    pub path: String,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+impl Call {
+    pub fn get(path: impl Into<String>) -> Call {
+        Call { method: "GET", path: path.into(), content_type: None, body: Vec::new() }
+    }
+    fn post(path: &str, content_type: &'static str, body: Vec<u8>) -> Call {
+        Call { method: "POST", path: path.to_owned(), content_type: Some(content_type), body }
+    }
+}
+
+/// What came back from a call: the status (`None` for a reset with no response) and the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: Option<u16>,
+    pub body: &'a [u8],
+}
+
+impl Answer<'_> {
+    fn ok(&self) -> bool {
+        self.status == Some(200) && self.body.len() <= MAX_ANSWER_BYTES
+    }
+}
+
+/// The RFC 8693 request for a route's scopes.
+pub fn exchange_call(subject_token: &str, audience: &str, scopes: &[String], resource: &str) -> Call {
+    let scope = scopes.join(" ");
+    let body = form_urlencoded(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", subject_token),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ("audience", audience),
+        ("scope", &scope),
+        ("resource", resource),
+    ]);
+    Call::post(PATH_TOKEN, "application/x-www-form-urlencoded", body)
+}
+
+fn form_urlencoded(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() * 2);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        percent_encode(&mut out, k);
+        out.push(b'=');
+        percent_encode(&mut out, v);
+    }
+    out
+}
+
+fn percent_encode(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.extend_from_slice(jitgate_token::encoding::hex(&[b]).to_ascii_uppercase().as_bytes());
+        }
+    }
+}
+
+/// How the sidecar answered an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchanged {
+    Token(String),
+    /// An access request exists and waits for approval: its id.
+    Pending(String),
+    /// Policy or grants do not allow it (RFC 8693 `invalid_scope` / `invalid_target`).
+    Refused,
+    /// The subject token itself was not accepted.
+    SubjectRejected,
+    /// No usable answer: timeout, reset, 5xx, malformed.
+    Unavailable,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+pub fn parse_exchange(answer: Answer<'_>, max_token_bytes: usize) -> Exchanged {
+    match answer.status {
+        Some(200) if answer.ok() => match serde_json::from_slice::<TokenAnswer>(answer.body) {
+            Ok(t) if !t.access_token.is_empty() && t.access_token.len() <= max_token_bytes => {
+                Exchanged::Token(t.access_token)
+            }
+            _ => Exchanged::Unavailable,
+        },
+        Some(400) if answer.body.len() <= MAX_ANSWER_BYTES => {
+            match serde_json::from_slice::<ErrorAnswer>(answer.body) {
+                Ok(e) if e.error == "invalid_scope" || e.error == "invalid_target" => match e.request_id {
+                    Some(id) if is_request_id(&id) => Exchanged::Pending(id),
+                    Some(_) => Exchanged::Unavailable,
+                    None => Exchanged::Refused,
+                },
+                // The sidecar answers invalid_request for a subject token it cannot verify.
+                Ok(e) if e.error == "invalid_request" => Exchanged::SubjectRejected,
+                _ => Exchanged::Unavailable,
+            }
+        }
+        _ => Exchanged::Unavailable,
+    }
+}
+
+/// Access request ids are echoed to clients: keep them short and plain.
+fn is_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The cluster-mode replay check: `key` (hex) may pass once until `until`.
+pub fn replay_call(key_hex: &str, until: u64) -> Call {
+    let body = format!("{{\"key\":\"{key_hex}\",\"until\":{until}}}");
+    Call::post(PATH_REPLAY, "application/json", body.into_bytes())
+}
+
+/// `Some(true)` when the key was fresh, `Some(false)` when seen before, `None` when unusable.
+pub fn parse_replay(answer: Answer<'_>) -> Option<bool> {
+    #[derive(Deserialize)]
+    struct Fresh {
+        fresh: bool,
+    }
+    if !answer.ok() {
+        return None;
+    }
+    serde_json::from_slice::<Fresh>(answer.body).ok().map(|f| f.fresh)
+}
+
+/// A batch of audit events (each already one JSON object) as a JSON array.
+pub fn audit_call(events: &[String]) -> Call {
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e.as_bytes());
+    }
+    body.push(b']');
+    Call::post(PATH_AUDIT, "application/json", body)
+}
+
+pub fn shipped(answer: Answer<'_>) -> bool {
+    answer.status == Some(200)
+}
+
+/// The JWKS body, if the answer carries one (parsed and checked by the caller).
+pub fn jwks_body(answer: Answer<'_>) -> Option<&[u8]> {
+    answer.ok().then_some(answer.body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer<'_> {
+        Answer { status: Some(status), body: body.as_bytes() }
+    }
+
+    #[test]
+    fn exchange_form_is_percent_encoded() {
+        let call = exchange_call("a.b+c", "orders api", &["orders:write".into(), "x".into()], "http://h/p?q=1");
+        let body = String::from_utf8(call.body).unwrap();
+        assert!(body.contains("subject_token=a.b%2Bc"), "{body}");
+        assert!(body.contains("audience=orders%20api"), "{body}");
+        assert!(body.contains("scope=orders%3Awrite%20x"), "{body}");
+        assert!(body.contains("resource=http%3A%2F%2Fh%2Fp%3Fq%3D1"), "{body}");
+        assert_eq!(call.path, "/v1/token");
+    }
+
+    #[test]
+    fn exchange_answers_map_to_outcomes() {
+        assert_eq!(parse_exchange(answer(200, r#"{"access_token":"t.t.t"}"#), 100), Exchanged::Token("t.t.t".into()));
+        assert_eq!(parse_exchange(answer(200, r#"{"access_token":""}"#), 100), Exchanged::Unavailable);
+        assert_eq!(parse_exchange(answer(200, "not json"), 100), Exchanged::Unavailable);
+        let pending = r#"{"error":"invalid_scope","request_id":"req-1","request_status":"pending"}"#;
+        assert_eq!(parse_exchange(answer(400, pending), 100), Exchanged::Pending("req-1".into()));
+        let odd_id = r#"{"error":"invalid_scope","request_id":"<script>"}"#;
+        assert_eq!(parse_exchange(answer(400, odd_id), 100), Exchanged::Unavailable);
+        assert_eq!(parse_exchange(answer(400, r#"{"error":"invalid_scope"}"#), 100), Exchanged::Refused);
+        assert_eq!(parse_exchange(answer(400, r#"{"error":"invalid_request"}"#), 100), Exchanged::SubjectRejected);
+        assert_eq!(parse_exchange(answer(503, "{}"), 100), Exchanged::Unavailable);
+        assert_eq!(parse_exchange(Answer { status: None, body: b"" }, 100), Exchanged::Unavailable);
+    }
+
+    #[test]
+    fn replay_answers() {
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":true}"#)), Some(true));
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":false}"#)), Some(false));
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":"yes"}"#)), None);
+        assert_eq!(parse_replay(answer(504, "upstream request timeout")), None);
+    }
+
+    #[test]
+    fn audit_batch_is_a_json_array() {
+        let call = audit_call(&[r#"{"a":1}"#.into(), r#"{"b":2}"#.into()]);
+        let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+    }
+}
