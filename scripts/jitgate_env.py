@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "jitgate_filter.wasm"
 TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
+SIDECAR_BIN = ROOT / "target" / "release" / "jitgate-sidecar"
 ISSUER = "https://jitgate.local"
 AUDIENCE = "demo-api"
 
@@ -120,11 +121,12 @@ class Stack:
     """Upstream echo server + Envoy with the jitgate filter, in `workdir`."""
 
     def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
-                 ports: tuple | None = None, remote_code: bool = False):
+                 ports: tuple | None = None, remote_code: bool = False, sidecar_port: int | None = None,
+                 envoy_log: str = "envoy.log"):
         self.dir = run_dir(name)
         self.listen, self.upstream_port, self.admin = ports or (free_port(), free_port(), free_port())
         self.access_log = self.dir / "access.log"
-        self.envoy_log = self.dir / "envoy.log"
+        self.envoy_log = self.dir / envoy_log
         self.procs: list[subprocess.Popen] = []
         for f in (self.access_log, self.envoy_log):
             f.write_text("")
@@ -141,7 +143,7 @@ class Stack:
         rendered = string.Template((ROOT / "envoy" / template).read_text()).substitute(
             CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port, WASM=json.dumps(str(WASM)),
             ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
-            ACCESS_LOG=json.dumps(str(self.access_log)),
+            ACCESS_LOG=json.dumps(str(self.access_log)), SIDECAR_PORT=sidecar_port or free_port(),
             PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)))
         self.config = self.dir / "envoy.yaml"
         self.config.write_text(rendered)
@@ -212,3 +214,78 @@ class Stack:
             if i >= 0:
                 out.append(json.loads(line[i + len("jitgate.audit "):]))
         return out
+
+
+class Sidecar:
+    """A real jitgate-sidecar process (release build) with its own data directory in `workdir`,
+    the example policy, and the built-in development identity issuer."""
+
+    def __init__(self, workdir: Path, port: int | None = None, issuer: str = ISSUER, audience: str = AUDIENCE,
+                 policy: Path = ROOT / "sidecar" / "examples" / "policy.yaml"):
+        self.dir = workdir
+        self.port = port or free_port()
+        self.config = workdir / "sidecar.yaml"
+        (workdir / "policy.yaml").write_text(policy.read_text())
+        self.config.write_text(
+            f"listen: 127.0.0.1:{self.port}\ndata_dir: data\npolicy_file: policy.yaml\nissuer: {issuer}\n"
+            f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n")
+        self.log = workdir / "sidecar.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def audit_file(self) -> Path:
+        return self.dir / "data" / "audit.jsonl"
+
+    def start(self):
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([str(SIDECAR_BIN), "serve", "--config", str(self.config)],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(self.dir / "pids", "a") as pids:
+            pids.write(f"{self.proc.pid}\n")
+        wait_port(self.port, self.proc, "jitgate-sidecar")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([str(SIDECAR_BIN), *args], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def identity(self, sub: str, groups: str = "", ttl: str = "1h") -> str:
+        args = ["identity", "mint", "--config", str(self.config), "--sub", sub, "--ttl", ttl]
+        return self.cli(*args, *(["--groups", groups] if groups else []))
+
+    def call(self, method: str, path: str, body=None, token: str | None = None, form: dict | None = None):
+        """One HTTP call; returns (status, parsed JSON body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = {}
+        data = None
+        if form is not None:
+            import urllib.parse
+            data = urllib.parse.urlencode(form)
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            data = json.dumps(body)
+            headers["content-type"] = "application/json"
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
+    def exchange(self, subject: str, scope: str, **extra):
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": scope, **extra}
+        return self.call("POST", "/v1/token", form=form)

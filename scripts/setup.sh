@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
-APT_PACKAGES=(${JITGATE_APT_PACKAGES:-})   # none needed yet; later features add wrk, redis-server
+# wrk: load in the loop test and the benchmarks; redis-server comes with the Redis store.
+APT_PACKAGES=(wrk ${JITGATE_APT_PACKAGES:-})
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -26,3 +26,6 @@ cargo run -q -p jitgate-harness -- run host-tests/scenarios/*.yaml --wasm target
 
 echo "== the same scenarios in real Envoy, compared with the harness"
 scripts/e2e.sh
+
+echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping"
+scripts/loop_e2e.sh

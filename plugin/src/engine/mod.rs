@@ -480,7 +480,7 @@ impl Engine {
         self.config.validation.clock_skew_s
     }
 
-    /// Signature (or a cache hit), claims, then revocation, for the token of a request on `rule`.
+    /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
     fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> Result<AccessToken, Reason> {
         let guard = self.verifier.borrow();
         let verifier = guard.as_ref().ok_or(Reason::KeysUnavailable)?;
@@ -505,9 +505,6 @@ impl Engine {
             }
             verified
         };
-        if self.revocations.borrow().revoked(&verified.claims) {
-            return Err(Reason::Revoked);
-        }
         Ok(verified)
     }
 
@@ -682,9 +679,17 @@ impl Engine {
                 (Scheme::Bearer, from_cache.as_ref().map_or("", |(_, t)| t.as_str()))
             }
         };
-        let verified = match self.verify(host, token, now_s, rule) {
+        // A revoked token is still a verified one: its claims go into the audit event.
+        let checked = self.verify(host, token, now_s, rule).map_err(|r| (r, None)).and_then(|t| {
+            if self.revocations.borrow().revoked(&t.claims) {
+                Err((Reason::Revoked, Some(t)))
+            } else {
+                Ok(t)
+            }
+        });
+        let verified = match checked {
             Ok(t) => t,
-            Err(reason) => {
+            Err((reason, revoked)) => {
                 if let (Some((key, _)), SingleHeader::One(subject)) = (&from_cache, req.subject) {
                     // The cached token went bad (revoked, keys changed): exchange again.
                     self.exchanged.borrow_mut().remove(key);
@@ -697,7 +702,9 @@ impl Engine {
                     host.log(Level::Warn, &format!("jitgate: exchanged token rejected: {}", reason.code()));
                     return Decision::new(Reason::SidecarUnavailable, Some(rule));
                 }
-                return Decision::new(reason, Some(rule));
+                let mut d = Decision::new(reason, Some(rule));
+                d.token = revoked;
+                return d;
             }
         };
         let mut d = Decision::new(Reason::Verified, Some(rule));
