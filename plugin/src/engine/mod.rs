@@ -679,17 +679,16 @@ impl Engine {
                 (Scheme::Bearer, from_cache.as_ref().map_or("", |(_, t)| t.as_str()))
             }
         };
+        let checked = self.verify(host, token, now_s, rule);
         // A revoked token is still a verified one: its claims go into the audit event.
-        let checked = self.verify(host, token, now_s, rule).map_err(|r| (r, None)).and_then(|t| {
-            if self.revocations.borrow().revoked(&t.claims) {
-                Err((Reason::Revoked, Some(t)))
-            } else {
-                Ok(t)
-            }
-        });
-        let verified = match checked {
-            Ok(t) => t,
-            Err((reason, revoked)) => {
+        let (reason, token_seen) = match checked {
+            Ok(t) if self.revocations.borrow().revoked(&t.claims) => (Reason::Revoked, Some(t)),
+            Ok(t) => (Reason::Verified, Some(t)),
+            Err(reason) => (reason, None),
+        };
+        let verified = match token_seen {
+            Some(t) if reason == Reason::Verified => t,
+            token_seen => {
                 if let (Some((key, _)), SingleHeader::One(subject)) = (&from_cache, req.subject) {
                     // The cached token went bad (revoked, keys changed): exchange again.
                     self.exchanged.borrow_mut().remove(key);
@@ -703,7 +702,7 @@ impl Engine {
                     return Decision::new(Reason::SidecarUnavailable, Some(rule));
                 }
                 let mut d = Decision::new(reason, Some(rule));
-                d.token = revoked;
+                d.token = token_seen;
                 return d;
             }
         };
