@@ -2,11 +2,13 @@
 """The jitgate demo: real Envoy with the filter in front of an echo upstream, and a walk through
 allowed and denied requests with the reason for each. `--keep` leaves the stack running."""
 import argparse
+import base64
 import json
 import os
+import shutil
 import time
 
-from jitgate_env import Keys, Stack, b64, claims, cli, plugin_config, run_dir
+from jitgate_env import Keys, Sidecar, Stack, b64, claims, cli, plugin_config, run_dir
 
 ROWS = []
 
@@ -80,16 +82,100 @@ def main():
         allowed = sum(1 for _, st, _ in ROWS if st == 200)
         denied = {d.split()[0] for _, st, d in ROWS if st != 200}
         print(f"\n{allowed} allowed, {len(ROWS) - allowed} denied ({len(denied)} distinct reasons).")
-        print("Token exchange and revocation join this demo as they are built (issue #5).")
-        if args.keep:
-            print(f"\nStack left running; try: curl -i http://127.0.0.1:{s.listen}/orders/1   (Ctrl-C to stop)")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
     if allowed < 1 or len(denied) < 4:
         raise SystemExit("demo did not show the expected decisions")
+    jit_loop(ports, args.keep)
+
+
+class Timeline:
+    """Prints each step with the time since the loop started."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.steps = []
+
+    def __call__(self, who, what, outcome):
+        self.steps.append(outcome)
+        print(f"  t+{time.monotonic() - self.t0:6.2f}s  {who:<8} {what:<58} {outcome}", flush=True)
+
+
+def jit_loop(ports, keep):
+    """Part 2: the sidecar issues, Envoy enforces, revocation reaches the filter within a poll."""
+    work = run_dir("demo-loop")
+    shutil.rmtree(work / "data", ignore_errors=True)  # each demo starts with no grants
+    sc = Sidecar(work, port=int(os.environ.get("JITGATE_DEMO_SIDECAR_PORT", 9180))).start()
+    cfg = {
+        "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
+        "sidecar": {"cluster": "jitgate_sidecar", "jwks": {"refresh_s": 10},
+                    "revocations": {"poll_ms": 1000, "fail_closed_after_s": 10},
+                    "exchange": {"return_token": True}, "audit": {"flush_ms": 500}},
+        "rules": [
+            {"name": "health", "path": {"exact": "/healthz"}, "public": True},
+            {"name": "orders-write", "path": {"prefix": "/orders"}, "methods": ["POST"], "scopes": ["orders:write"],
+             "replay": "single_use"},
+            {"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]},
+        ],
+    }
+    try:
+        with Stack("demo-loop", cfg, template="demo.yaml", ports=ports, sidecar_port=sc.port) as s:
+            print(f"\nThe JIT loop: jitgate-sidecar on :{sc.port} (policy sidecar/examples/policy.yaml) issues,"
+                  f" Envoy on :{s.listen} enforces\n")
+            alice, bob = sc.identity("alice", "sre"), sc.identity("bob", "sre-leads")
+            step = Timeline()
+            time.sleep(1.2)  # first key fetch and revocation poll
+            st, r = sc.call("POST", "/v1/requests", {"scope": "orders:write", "duration": "30m",
+                                                     "justification": "please"}, alice)
+            step("alice", "asks for orders:write without a ticket id", f"{st} {r.get('error_description', '')}")
+            st, req = sc.call("POST", "/v1/requests", {"scope": "orders:write", "duration": "30m",
+                                                       "justification": "INC-4711 orders-db disk full"}, alice)
+            step("alice", "asks for orders:write for 30m, INC-4711", f"{st} {req['status']} {req['id']}")
+            r = s.request("GET", "/orders/42", {"x-jit-subject-token": alice})
+            step("alice", "GET /orders/42 with her identity token (Envoy)",
+                 f"{r.status} {r.json().get('error_description')}, access request {r.json().get('access_request_id')}")
+            st, r = sc.call("POST", f"/v1/requests/{req['id']}/approve", None, alice)
+            step("alice", "approves her own request", f"{st} {r.get('error_description')}")
+            st, r = sc.call("POST", f"/v1/requests/{req['id']}/approve", None, bob)
+            step("bob", "approves (sre-leads)", f"{st} {r['status']}")
+            r = s.request("GET", "/orders/42", {"x-jit-subject-token": alice})
+            jit = r.header("x-jit-token")
+            seen = r.json().get("headers", {})
+            step("alice", "GET /orders/42 with her identity token (Envoy)",
+                 f"{r.status} exchanged: upstream saw x-jit-sub={seen.get('x-jit-sub')} x-jit-grant={seen.get('x-jit-grant')}")
+            exp = json.loads(base64.urlsafe_b64decode(jit.split(".")[1] + "==")).get("exp", 0)
+            step("", "the JIT token (returned in x-jit-token)", f"expires in {exp - int(time.time())} s")
+            r = s.request("POST", "/orders", {"authorization": f"Bearer {jit}"})
+            step("alice", "POST /orders with the JIT token (single-use route)", f"{r.status} allowed")
+            r = s.request("POST", "/orders", {"authorization": f"Bearer {jit}"})
+            step("mallory", "POST /orders replaying the same token", f"{r.status} {r.json().get('error_description')}")
+            r = s.request("GET", "/orders/42", {"authorization": f"Bearer {jit}"})
+            step("alice", "GET /orders/42 with the JIT token", f"{r.status} allowed")
+            st, _ = sc.call("POST", "/v1/revoke", {"grant": req["id"], "reason": "incident closed"}, bob)
+            revoked_at = time.monotonic()
+            step("bob", f"revokes grant {req['id']}", f"{st}")
+            while s.request("GET", "/orders/42", {"authorization": f"Bearer {jit}"}).status != 401:
+                if time.monotonic() - revoked_at > 5:
+                    raise SystemExit("the revocation did not reach Envoy")
+                time.sleep(0.05)
+            step("alice", "GET /orders/42 with the JIT token", f"401 revoked, {time.monotonic() - revoked_at:.2f} s after")
+            r = s.request("GET", "/orders/42", {"x-jit-subject-token": alice})
+            step("alice", "GET /orders/42 with her identity token again", f"{r.status} {r.json().get('error_description')}")
+            time.sleep(1.2)
+            events = [json.loads(line)["event"] for line in sc.audit_file.read_text().splitlines()]
+            lifecycle = [e["event"] for e in events if not e["event"].startswith("access.")]
+            print(f"\nSidecar audit chain {sc.audit_file}: {len(events)} events, "
+                  f"{len(events) - len(lifecycle)} shipped by the filter; lifecycle: {', '.join(lifecycle)}")
+            print("  " + sc.cli("audit", "verify", str(sc.audit_file)))
+            if keep:
+                print(f"\nStack left running: Envoy http://127.0.0.1:{s.listen}, sidecar http://127.0.0.1:{sc.port}"
+                      f"\n  token: target/release/jitgate-sidecar identity mint --config {sc.config} --sub alice --groups sre"
+                      f"\n  try:   curl -i -H 'x-jit-subject-token: <token>' http://127.0.0.1:{s.listen}/orders/1   (Ctrl-C)")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+    finally:
+        sc.stop()
 
 
 if __name__ == "__main__":
