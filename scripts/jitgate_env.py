@@ -194,8 +194,8 @@ class Stack:
     def request(self, method: str, path: str, headers: list | dict | None = None, port: int | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", port or self.listen, timeout=10)
         try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            items = headers.items() if isinstance(headers, dict) else (headers or [])
+            items = list(headers.items() if isinstance(headers, dict) else (headers or []))
+            conn.putrequest(method, path, skip_accept_encoding=True, skip_host=any(k.lower() == "host" for k, _ in items))
             for k, v in items:
                 conn.putheader(k, v)
             conn.endheaders()

@@ -269,6 +269,9 @@ def run(s, sc, alice, bob, lead_alice):
     t0 = time.monotonic()
     ok = wait_until(lambda: s.request("GET", "/orders/1", bearer(issued)).status == 200, 10)
     check("sidecar back: recovery without restarting Envoy", ok, f"after {time.monotonic() - t0:.1f} s")
+    time.sleep(POLL_MS / 1000 + 0.5)
+    back = [s.request("GET", "/orders/1", bearer(issued)).status for _ in range(8)]
+    check("one poll later every worker has recovered", back == [200] * 8, f"{back}")
 
     # 8. Restart kept grants, revocations and the audit chain (embedded store).
     r = s.request("GET", "/orders/9", bearer(still))

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
-# wrk: load in the loop test and the benchmarks; redis-server comes with the Redis store.
-APT_PACKAGES=(wrk ${JITGATE_APT_PACKAGES:-})
+# wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test.
+APT_PACKAGES=(wrk redis-server ${JITGATE_APT_PACKAGES:-})
 
 log() { printf '[setup] %s\n' "$*"; }
 

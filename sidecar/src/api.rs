@@ -108,7 +108,7 @@ async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     let r = (|| {
         let who = caller(&app, &headers)?;
         let grant = app
-            .store()
+            .store()?
             .state
             .grants
             .get(&id)
@@ -183,7 +183,7 @@ async fn revocations(State(app): State<Arc<App>>, query: Result<Query<Since>, Qu
         let Query(Since { since }) =
             query.map_err(|_| ApiError::bad_request("invalid_request", "since must be a number"))?;
         let now = app.clock.now();
-        let store = app.store();
+        let store = app.store()?;
         let live: Vec<_> = store.state.revocations_since(since).iter().filter(|r| r.until > now).collect();
         let seq = store.state.revocations.last().map_or(0, |r| r.seq);
         Ok(Json(json!({"seq": seq, "now": now, "revocations": live})).into_response())
@@ -211,12 +211,7 @@ async fn replay(State(app): State<Arc<App>>, body: Body) -> Response {
         if check.until <= now || check.until > now.saturating_add(86_400) {
             return Err(ApiError::bad_request("invalid_request", "until must be in the next 24 hours"));
         }
-        let mut ledger = app.replay_ledger();
-        ledger.retain(|_, until| *until > now);
-        let fresh = !ledger.contains_key(&check.key);
-        if fresh {
-            ledger.insert(check.key, check.until);
-        }
+        let fresh = app.store()?.take_once(&check.key, check.until, now).map_err(ApiError::unavailable)?;
         Ok(Json(json!({"fresh": fresh})).into_response())
     };
     counted(&app, r.await)
@@ -270,7 +265,7 @@ async fn audit_query(
                 other => return Err(ApiError::bad_request("invalid_request", format!("unknown parameter `{other}`"))),
             }
         }
-        let events = crate::audit::query(&app.audit_path(), limit, |e| {
+        let events = app.audit_events(limit, |e| {
             let ts = e
                 .get("ts")
                 .and_then(Value::as_u64)

@@ -14,6 +14,12 @@ struct RawConfig {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
     data_dir: PathBuf,
+    /// Signing keys and the development identity key; replicas share it (default: data_dir).
+    #[serde(default)]
+    keys_dir: Option<PathBuf>,
+    /// `embedded` (default) or `redis://host:port[/db]`.
+    #[serde(default)]
+    store: Option<String>,
     policy_file: PathBuf,
     /// `iss` of the JIT tokens this sidecar signs.
     issuer: String,
@@ -63,6 +69,8 @@ fn default_identity_ttl() -> Seconds {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    pub store: StoreKind,
     pub issuer: String,
     pub audiences: Vec<String>,
     pub clock_skew_s: u64,
@@ -98,9 +106,12 @@ impl Config {
         for i in &mut identity.issuers {
             i.jwks_file = base.join(&i.jwks_file);
         }
+        let data_dir = base.join(raw.data_dir);
         Ok(Config {
             listen: raw.listen,
-            data_dir: base.join(raw.data_dir),
+            keys_dir: raw.keys_dir.map_or_else(|| data_dir.clone(), |k| base.join(k)),
+            store: StoreKind::parse(raw.store.as_deref().unwrap_or("embedded")).map_err(at(path))?,
+            data_dir,
             issuer: raw.issuer,
             audiences: raw.audiences,
             clock_skew_s: raw.clock_skew.0,
@@ -112,5 +123,24 @@ impl Config {
     /// The longest TTL any scope allows: how long a retired key stays in the JWKS.
     pub fn max_token_ttl_s(&self) -> u64 {
         self.policy.scopes.values().map(|s| s.max_ttl_s).max().unwrap_or(0).saturating_add(self.clock_skew_s)
+    }
+}
+
+/// Where grants, revocations, the cluster replay ledger and the shared audit stream live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In memory with a journal file in `data_dir`.
+    Embedded,
+    /// A Redis server shared by several replicas.
+    Redis(String),
+}
+
+impl StoreKind {
+    pub fn parse(v: &str) -> Result<StoreKind, String> {
+        match v {
+            "embedded" => Ok(StoreKind::Embedded),
+            url if url.starts_with("redis://") && url.len() <= 512 => Ok(StoreKind::Redis(url.to_owned())),
+            other => Err(format!("store `{other}`: expected `embedded` or a redis://host:port URL")),
+        }
     }
 }

@@ -100,7 +100,7 @@ pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant
     if required == 0 {
         approve_now(&mut grant, now);
     }
-    app.store().put_grant(grant.clone()).map_err(ApiError::unavailable)?;
+    app.store()?.put_grant(grant.clone()).map_err(ApiError::unavailable)?;
     app.audit(json!({"event": "grant.requested", "grant": grant.id, "sub": grant.sub, "scopes": grant.scopes,
         "duration_s": grant.duration_s, "justification": grant.justification, "break_glass": grant.break_glass,
         "status": grant.status}))?;
@@ -139,7 +139,7 @@ pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
 
 /// An approver's decision on a pending request.
 pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
-    let mut store = app.store();
+    let mut store = app.store()?;
     let Some(mut grant) = store.state.grants.get(id).cloned() else {
         return Err(ApiError::not_found(format!("no request `{id}`")));
     };
@@ -261,7 +261,7 @@ pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
         Err(e)
     };
 
-    let store = app.store();
+    let store = app.store()?;
     let state = &store.state;
     let usable = |g: &&Grant| {
         g.sub == who.sub
@@ -347,7 +347,7 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Re
     let now = app.clock.now();
     let admin = app.config.policy.is_admin(&who.groups);
     let max_ttl = app.config.max_token_ttl_s();
-    let mut store = app.store();
+    let mut store = app.store()?;
     let grant_allowed =
         |id: &str| store.state.grants.get(id).is_some_and(|g| admin || g.sub == who.sub || may_approve(app, who, g));
     let mut targets: Vec<(RevocationKind, String, u64)> = Vec::new();
@@ -384,8 +384,7 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Re
             return Err(ApiError::bad_request("invalid_request", "the revoked value must be 1-512 bytes"));
         }
         let r = Revocation { seq: store.state.next_revocation_seq(), kind, value, at: now, until };
-        store.add_revocation(r.clone()).map_err(ApiError::unavailable)?;
-        added.push(r);
+        added.push(store.add_revocation(r).map_err(ApiError::unavailable)?);
     }
     drop(store);
     for r in &added {

@@ -10,15 +10,17 @@ pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod policy;
+pub mod redis_store;
 pub mod store;
 
 use audit::AuditLog;
-use config::Config;
+use config::{Config, StoreKind};
 use error::ApiError;
 use identity::Identity;
 use keys::KeyRing;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use redis_store::Redis;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -58,8 +60,8 @@ pub struct App {
     keys: Mutex<Keys>,
     store: Mutex<Store>,
     audit: Mutex<AuditLog>,
-    /// Cluster replay ledger of the embedded store: key -> expiry.
-    replay: Mutex<HashMap<String, u64>>,
+    /// With the Redis store: the audit stream every replica appends to (its own connection).
+    audit_stream: Option<Mutex<Redis>>,
     counters: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -77,10 +79,14 @@ impl App {
     pub fn open(config: Config) -> Result<App, String> {
         std::fs::create_dir_all(&config.data_dir).map_err(files::at(&config.data_dir))?;
         let clock = Clock::default();
-        let keys_path = config.data_dir.join("signing-keys.json");
+        std::fs::create_dir_all(&config.keys_dir).map_err(files::at(&config.keys_dir))?;
+        let keys_path = config.keys_dir.join("signing-keys.json");
         let ring = KeyRing::load_or_create(&keys_path, clock.now())?;
-        let identity = Identity::load(&config.identity, &config.data_dir, config.clock_skew_s)?;
-        let store = Store::open(&config.data_dir.join("store.jsonl"))?;
+        let identity = Identity::load(&config.identity, &config.keys_dir, config.clock_skew_s)?;
+        let (store, audit_stream) = match &config.store {
+            StoreKind::Embedded => (Store::open(&config.data_dir.join("store.jsonl"))?, None),
+            StoreKind::Redis(url) => (Store::open_redis(url)?, Some(Mutex::new(Redis::open(url)?))),
+        };
         let audit = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
         let app = App {
             keys: Mutex::new(Keys { ring, modified: modified(&keys_path) }),
@@ -89,7 +95,7 @@ impl App {
             clock,
             store: Mutex::new(store),
             audit: Mutex::new(audit),
-            replay: Mutex::new(HashMap::new()),
+            audit_stream,
             counters: Mutex::new(BTreeMap::new()),
             config,
         };
@@ -115,6 +121,7 @@ impl App {
     fn note_key_rotation(&self) -> Result<(), String> {
         let kid = lock(&self.keys).ring.active().and_then(|k| k.kid.clone()).unwrap_or_default();
         let mut store = lock(&self.store);
+        store.sync()?;
         let previous = store.state.active_kid.clone();
         if previous.as_deref() == Some(kid.as_str()) {
             return Ok(());
@@ -127,12 +134,11 @@ impl App {
             .map_err(|e| e.description)
     }
 
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        lock(&self.store)
-    }
-
-    pub fn replay_ledger(&self) -> MutexGuard<'_, HashMap<String, u64>> {
-        lock(&self.replay)
+    /// The store, caught up with what other replicas wrote (Redis); 503 if that fails.
+    pub fn store(&self) -> Result<MutexGuard<'_, Store>, ApiError> {
+        let mut store = lock(&self.store);
+        store.sync().map_err(ApiError::unavailable)?;
+        Ok(store)
     }
 
     /// Appends lifecycle events (adding `ts`) to the audit chain and counts them.
@@ -146,6 +152,9 @@ impl App {
     /// Appends events as they are (filters' batches carry their own `ts`).
     pub fn audit_batch(&self, events: &[Value]) -> Result<u64, ApiError> {
         let seq = lock(&self.audit).append(events).map_err(ApiError::unavailable)?;
+        if let Some(stream) = &self.audit_stream {
+            lock(stream).publish_audit(events).map_err(ApiError::unavailable)?;
+        }
         let mut counters = lock(&self.counters);
         for e in events {
             let name = e.get("event").and_then(Value::as_str).unwrap_or("unknown");
@@ -157,6 +166,15 @@ impl App {
 
     pub fn audit_path(&self) -> PathBuf {
         lock(&self.audit).path().to_owned()
+    }
+
+    /// Audit events matching `keep`, at most `limit`: with Redis from the stream all replicas
+    /// share, else from this sidecar's chain file.
+    pub fn audit_events(&self, limit: usize, keep: impl Fn(&Value) -> bool) -> Result<Vec<Value>, String> {
+        match &self.audit_stream {
+            Some(stream) => Ok(lock(stream).audit_events()?.into_iter().filter(|e| keep(e)).take(limit).collect()),
+            None => audit::query(&self.audit_path(), limit, keep),
+        }
     }
 
     pub fn count(&self, name: String) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 const USAGE: &str = "usage:
-  jitgate-sidecar serve --config FILE
+  jitgate-sidecar serve --config FILE [--store embedded|redis://HOST:PORT]
   jitgate-sidecar identity mint --config FILE --sub NAME [--groups a,b] [--ttl 1h]
   jitgate-sidecar keys rotate --config FILE
   jitgate-sidecar audit verify FILE";
@@ -55,7 +55,11 @@ fn now() -> u64 {
 }
 
 fn serve(rest: &[&str]) -> Result<(), String> {
-    let config = config(&flags(rest, &["config"])?)?;
+    let f = flags(rest, &["config", "store"])?;
+    let mut config = config(&f)?;
+    if let Some(store) = f.get("store") {
+        config.store = jitgate_sidecar::config::StoreKind::parse(store)?;
+    }
     let listen = config.listen;
     let app = Arc::new(App::open(config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,14 +91,14 @@ fn identity_mint(rest: &[&str]) -> Result<(), String> {
         Some(t) => jitgate_sidecar::policy::parse_duration(t).ok_or(format!("--ttl `{t}` is not a duration"))?,
         None => 3600,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
-    println!("{}", identity::dev_mint(&config.data_dir, sub, &groups, ttl, now())?);
+    std::fs::create_dir_all(&config.keys_dir).map_err(|e| e.to_string())?;
+    println!("{}", identity::dev_mint(&config.keys_dir, sub, &groups, ttl, now())?);
     Ok(())
 }
 
 fn rotate(rest: &[&str]) -> Result<(), String> {
     let config = config(&flags(rest, &["config"])?)?;
-    let kid = keys::KeyRing::rotate(&config.data_dir.join("signing-keys.json"), now())?;
+    let kid = keys::KeyRing::rotate(&config.keys_dir.join("signing-keys.json"), now())?;
     println!("new signing key {kid}; the previous key stays in the JWKS until its tokens expire");
     Ok(())
 }

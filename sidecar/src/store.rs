@@ -1,9 +1,11 @@
-//! The embedded store: grants and revocations in memory, every change first appended (and synced)
-//! to a journal file that is replayed at start, so a restart loses nothing.
+//! Grants and revocations in memory, every change first written to a journal that is replayed at
+//! start: a local file (embedded, the default: a restart loses nothing) or a Redis list shared by
+//! several replicas (`store: redis://...`), which each replica replays further before it reads.
 
 use crate::files::{at, DurableAppend};
+use crate::redis_store::Redis;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -93,14 +95,67 @@ impl State {
     }
 }
 
+/// Where the journal lives.
+#[derive(Debug)]
+enum Backend {
+    File {
+        journal: DurableAppend,
+        /// Cluster replay ledger: key -> expiry (Unix seconds).
+        replay: HashMap<String, u64>,
+    },
+    Redis {
+        redis: Box<Redis>,
+        /// Journal records applied so far.
+        applied: u64,
+    },
+}
+
 /// The state plus its journal.
 #[derive(Debug)]
 pub struct Store {
     pub state: State,
-    journal: DurableAppend,
+    backend: Backend,
 }
 
 impl Store {
+    /// The shared store on Redis: replays the whole journal now, the rest before every read.
+    pub fn open_redis(url: &str) -> Result<Store, String> {
+        let redis = Box::new(Redis::open(url)?);
+        let mut store = Store { state: State::default(), backend: Backend::Redis { redis, applied: 0 } };
+        store.sync()?;
+        Ok(store)
+    }
+
+    /// Applies what other replicas appended since the last call (embedded: nothing to do).
+    pub fn sync(&mut self) -> Result<(), String> {
+        let Backend::Redis { redis, applied } = &mut self.backend else { return Ok(()) };
+        for text in redis.records_after(*applied)? {
+            *applied = applied.saturating_add(1);
+            let mut record: Record =
+                serde_json::from_str(&text).map_err(|e| format!("redis journal record {applied}: {e}"))?;
+            if let Record::Revocation(r) = &mut record {
+                r.seq = *applied;
+            }
+            apply(&mut self.state, record);
+        }
+        Ok(())
+    }
+
+    /// The cluster replay check: true the first time `key` is seen before `until`.
+    pub fn take_once(&mut self, key: &str, until: u64, now: u64) -> Result<bool, String> {
+        match &mut self.backend {
+            Backend::File { replay, .. } => {
+                replay.retain(|_, u| *u > now);
+                let fresh = !replay.contains_key(key);
+                if fresh {
+                    replay.insert(key.to_owned(), until);
+                }
+                Ok(fresh)
+            }
+            Backend::Redis { redis, .. } => redis.take_once(key, until.saturating_sub(now).saturating_mul(1000)),
+        }
+    }
+
     pub fn open(path: &Path) -> Result<Store, String> {
         let mut state = State::default();
         if path.exists() {
@@ -112,28 +167,42 @@ impl Store {
                 apply(&mut state, record);
             }
         }
-        Ok(Store { state, journal: DurableAppend::open(path)? })
+        let backend = Backend::File { journal: DurableAppend::open(path)?, replay: HashMap::new() };
+        Ok(Store { state, backend })
     }
 
     /// Records a new or changed grant: durable before the caller answers.
     pub fn put_grant(&mut self, grant: Grant) -> Result<(), String> {
-        self.write(Record::Grant(grant))
+        self.write(Record::Grant(grant)).map(|_| ())
     }
 
-    pub fn add_revocation(&mut self, r: Revocation) -> Result<(), String> {
-        self.write(Record::Revocation(r))
+    /// Records a revocation; returns it as stored (on Redis its `seq` is its journal position).
+    pub fn add_revocation(&mut self, r: Revocation) -> Result<Revocation, String> {
+        let position = self.write(Record::Revocation(r.clone()))?;
+        Ok(Revocation { seq: position.unwrap_or(r.seq), ..r })
     }
 
     pub fn set_active_kid(&mut self, kid: &str) -> Result<(), String> {
-        self.write(Record::ActiveKey { kid: kid.to_owned() })
+        self.write(Record::ActiveKey { kid: kid.to_owned() }).map(|_| ())
     }
 
-    fn write(&mut self, record: Record) -> Result<(), String> {
+    /// Durable before it returns; on Redis, returns the record's journal position.
+    fn write(&mut self, record: Record) -> Result<Option<u64>, String> {
         let mut line = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        line.push(b'\n');
-        self.journal.append(&line)?;
-        apply(&mut self.state, record);
-        Ok(())
+        match &mut self.backend {
+            Backend::File { journal, .. } => {
+                line.push(b'\n');
+                journal.append(&line)?;
+                apply(&mut self.state, record);
+                Ok(None)
+            }
+            Backend::Redis { redis, .. } => {
+                let text = String::from_utf8(line).map_err(|e| e.to_string())?;
+                let position = redis.append(&text)?;
+                self.sync()?;
+                Ok(Some(position))
+            }
+        }
     }
 }
 
