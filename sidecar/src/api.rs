@@ -265,15 +265,16 @@ async fn audit_query(
                 other => return Err(ApiError::bad_request("invalid_request", format!("unknown parameter `{other}`"))),
             }
         }
-        let events = app.audit_events(limit, |e| {
-            let ts = e
-                .get("ts")
-                .and_then(Value::as_u64)
-                .or_else(|| e.get("ts").and_then(Value::as_str).and_then(rfc3339_secs));
-            ts.is_some_and(|t| t >= since && t <= until)
-                && filters.iter().all(|(k, v)| e.get(*k).and_then(Value::as_str) == Some(*v))
-        })
-        .map_err(ApiError::unavailable)?;
+        let events = app
+            .audit_events(limit, |e| {
+                let ts = e
+                    .get("ts")
+                    .and_then(Value::as_u64)
+                    .or_else(|| e.get("ts").and_then(Value::as_str).and_then(rfc3339_secs));
+                ts.is_some_and(|t| t >= since && t <= until)
+                    && filters.iter().all(|(k, v)| e.get(*k).and_then(Value::as_str) == Some(*v))
+            })
+            .map_err(ApiError::unavailable)?;
         Ok(Json(json!({"events": events})).into_response())
     })();
     counted(&app, r)
