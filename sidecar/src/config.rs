@@ -54,11 +54,21 @@ pub struct IdentityConfig {
 pub struct IdentityIssuer {
     pub issuer: String,
     pub audience: String,
-    /// A JWKS file (relative to the configuration file).
-    pub jwks_file: PathBuf,
+    /// A JWKS file (relative to the configuration file)...
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// ...or a JWKS URL (http or https), fetched at start and every `jwks_refresh`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Seconds,
     /// Longest accepted identity-token lifetime.
     #[serde(default = "default_identity_ttl")]
     pub max_ttl: Seconds,
+}
+
+fn default_jwks_refresh() -> Seconds {
+    Seconds(300)
 }
 
 fn default_identity_ttl() -> Seconds {
@@ -104,7 +114,24 @@ impl Config {
         }
         let mut identity = raw.identity;
         for i in &mut identity.issuers {
-            i.jwks_file = base.join(&i.jwks_file);
+            match (&i.jwks_file, &i.jwks_url) {
+                (Some(f), None) => i.jwks_file = Some(base.join(f)),
+                (None, Some(u)) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 2048 => {}
+                _ => {
+                    return Err(format!(
+                        "{}: identity issuer `{}`: give exactly one of jwks_file and jwks_url (http or https)",
+                        path.display(),
+                        i.issuer
+                    ))
+                }
+            }
+            if !(10..=86_400).contains(&i.jwks_refresh.0) {
+                return Err(format!(
+                    "{}: identity issuer `{}`: jwks_refresh must be 10s to 1d",
+                    path.display(),
+                    i.issuer
+                ));
+            }
         }
         let data_dir = base.join(raw.data_dir);
         Ok(Config {

@@ -9,6 +9,8 @@ use jitgate_token::{Alg, KeySet, Validation, Verifier};
 use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 
 pub const DEV_ISSUER: &str = "https://jitgate-sidecar.dev-identity";
 pub const DEV_AUDIENCE: &str = "jitgate-sidecar";
@@ -23,9 +25,45 @@ pub struct Subject {
     pub groups: Vec<String>,
 }
 
+/// Largest identity-provider JWKS accepted.
+const MAX_JWKS_BYTES: u64 = 256 * 1024;
+
+/// One trusted issuer; keys fetched from a URL are replaced on refresh, the last good set kept.
+#[derive(Debug)]
+struct Trusted {
+    verifier: RwLock<Option<Verifier>>,
+    remote: Option<Remote>,
+}
+
+#[derive(Debug)]
+struct Remote {
+    url: String,
+    refresh_s: u64,
+    validation: Validation,
+    next_fetch: AtomicU64,
+}
+
 #[derive(Debug)]
 pub struct Identity {
-    verifiers: Vec<Verifier>,
+    trusted: Vec<Trusted>,
+}
+
+/// GET a JWKS over http(s), bounded in time and size.
+fn fetch_jwks(url: &str) -> Result<KeySet, String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(5))).build().into();
+    let mut response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    let body =
+        response.body_mut().with_config().limit(MAX_JWKS_BYTES).read_to_vec().map_err(|e| format!("{url}: {e}"))?;
+    let keys = KeySet::from_jwks(&body).map_err(|e| format!("{url}: {e}"))?;
+    if keys.is_empty() {
+        return Err(format!("{url}: no keys"));
+    }
+    Ok(keys)
+}
+
+fn verifier(keys: KeySet, v: Validation) -> Result<Verifier, String> {
+    Verifier::new(keys, KeySet::default(), v, MAX_SUBJECT_TOKEN_BYTES).map_err(|e| e.to_string())
 }
 
 fn dev_key(data_dir: &Path) -> Result<SigningKey, String> {
@@ -67,28 +105,69 @@ struct Groups {
 
 impl Identity {
     pub fn load(config: &IdentityConfig, data_dir: &Path, skew_s: u64) -> Result<Identity, String> {
-        let mut verifiers = Vec::new();
+        let mut trusted = Vec::new();
+        let local = |v: Verifier| Trusted { verifier: RwLock::new(Some(v)), remote: None };
         if config.dev_issuer {
             let jwk = dev_key(data_dir)?.verifying_jwk().map_err(|e| e.to_string())?;
             let keys = KeySet::new(vec![jwk]).map_err(|e| e.to_string())?;
-            let v = validation(DEV_ISSUER, DEV_AUDIENCE, 12 * 3600, skew_s);
-            verifiers
-                .push(Verifier::new(keys, KeySet::default(), v, MAX_SUBJECT_TOKEN_BYTES).map_err(|e| e.to_string())?);
+            trusted.push(local(verifier(keys, validation(DEV_ISSUER, DEV_AUDIENCE, 12 * 3600, skew_s))?));
         }
         for i in &config.issuers {
-            let text = std::fs::read(&i.jwks_file).map_err(at(&i.jwks_file))?;
-            let keys = KeySet::from_jwks(&text).map_err(at(&i.jwks_file))?;
             let v = validation(&i.issuer, &i.audience, i.max_ttl.0, skew_s);
-            verifiers
-                .push(Verifier::new(keys, KeySet::default(), v, MAX_SUBJECT_TOKEN_BYTES).map_err(|e| e.to_string())?);
+            match (&i.jwks_file, &i.jwks_url) {
+                (Some(file), _) => {
+                    let text = std::fs::read(file).map_err(at(file))?;
+                    trusted.push(local(verifier(KeySet::from_jwks(&text).map_err(at(file))?, v)?));
+                }
+                (None, Some(url)) => {
+                    let remote = Remote {
+                        url: url.clone(),
+                        refresh_s: i.jwks_refresh.0,
+                        validation: v,
+                        next_fetch: AtomicU64::new(0),
+                    };
+                    trusted.push(Trusted { verifier: RwLock::new(None), remote: Some(remote) });
+                }
+                (None, None) => return Err(format!("identity issuer `{}` has no keys", i.issuer)),
+            }
         }
-        Ok(Identity { verifiers })
+        Ok(Identity { trusted })
+    }
+
+    /// Fetches the JWKS of URL issuers that are due at `now`; a failure keeps the last good keys
+    /// (and is retried within a minute). Returns the errors, for the log.
+    pub fn refresh(&self, now: u64) -> Vec<String> {
+        let mut errors = Vec::new();
+        for t in &self.trusted {
+            let Some(r) = &t.remote else { continue };
+            if now < r.next_fetch.load(Ordering::Relaxed) {
+                continue;
+            }
+            match fetch_jwks(&r.url).and_then(|keys| verifier(keys, r.validation.clone())) {
+                Ok(v) => {
+                    *t.verifier.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+                    r.next_fetch.store(now.saturating_add(r.refresh_s), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    errors.push(e);
+                    r.next_fetch.store(now.saturating_add(r.refresh_s.min(60)), Ordering::Relaxed);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Whether some issuer's keys come from a URL (and need `refresh` calls).
+    pub fn has_remote(&self) -> bool {
+        self.trusted.iter().any(|t| t.remote.is_some())
     }
 
     /// Verifies a subject token; the error is a stable reason code, never token material.
     pub fn verify(&self, token: &str, now: u64) -> Result<Subject, &'static str> {
         let mut reason = "untrusted_issuer";
-        for v in &self.verifiers {
+        for t in &self.trusted {
+            let guard = t.verifier.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(v) = guard.as_ref() else { continue };
             let checked =
                 v.check_signature(token, None).and_then(|(jws, _)| Ok((v.check_claims(&jws, now, None)?, jws)));
             match checked {

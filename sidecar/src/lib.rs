@@ -83,6 +83,11 @@ impl App {
         let keys_path = config.keys_dir.join("signing-keys.json");
         let ring = KeyRing::load_or_create(&keys_path, clock.now())?;
         let identity = Identity::load(&config.identity, &config.keys_dir, config.clock_skew_s)?;
+        for e in identity.refresh(clock.now()) {
+            eprintln!(
+                "jitgate-sidecar: identity JWKS fetch failed (tokens of that issuer are refused until it works): {e}"
+            );
+        }
         let (store, audit_stream) = match &config.store {
             StoreKind::Embedded => (Store::open(&config.data_dir.join("store.jsonl"))?, None),
             StoreKind::Redis(url) => (Store::open_redis(url)?, Some(Mutex::new(Redis::open(url)?))),

@@ -62,6 +62,16 @@ fn serve(rest: &[&str]) -> Result<(), String> {
     }
     let listen = config.listen;
     let app = Arc::new(App::open(config)?);
+    if app.identity.has_remote() {
+        // Identity-provider keys from URLs: refreshed off the request path, the last good set kept.
+        let refresher = app.clone();
+        std::thread::spawn(move || loop {
+            for e in refresher.identity.refresh(refresher.clock.now()) {
+                eprintln!("jitgate-sidecar: identity JWKS fetch failed, keeping the last good keys: {e}");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

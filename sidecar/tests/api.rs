@@ -390,3 +390,73 @@ async fn rotation_serves_both_keys_and_signs_with_the_new_one() {
     assert!(v.verify(old_token["access_token"].as_str().unwrap(), NOW, None).is_ok(), "old tokens still verify");
     assert!(s.audit_events().iter().any(|e| e["event"] == "key.rotated" && e["kid"] == new_kid.as_str()));
 }
+
+/// A one-route HTTP server for a JWKS: answers every GET with the current (status, body).
+fn jwks_server() -> (String, Arc<std::sync::Mutex<(u16, String)>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let answer = Arc::new(std::sync::Mutex::new((500, String::new())));
+    let shared = answer.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (status, body) = shared.lock().unwrap().clone();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, answer)
+}
+
+#[tokio::test]
+async fn identity_keys_fetched_from_a_url_are_refreshed_and_the_last_good_set_kept() {
+    use jitgate_token::mint::{mint, SigningKey};
+    let (url, answer) = jwks_server();
+    let k1 = SigningKey::from_seed(jitgate_token::Alg::ES256, Some("idp-1"), &[7; 32]).unwrap();
+    let k2 = SigningKey::from_seed(jitgate_token::Alg::ES256, Some("idp-2"), &[8; 32]).unwrap();
+    let jwks = |k: &SigningKey| json!({"keys": [k.public_jwk()]}).to_string();
+    *answer.lock().unwrap() = (200, jwks(&k1));
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let config = format!(
+        "data_dir: data\npolicy_file: policy.yaml\nissuer: https://jitgate.local\naudiences: [demo-api]\n\
+         identity:\n  issuers:\n  - {{issuer: https://idp.example, audience: jitgate, jwks_url: \"{url}\", jwks_refresh: 60s}}\n"
+    );
+    std::fs::write(dir.path().join("sidecar.yaml"), config).unwrap();
+    let app = open(dir.path());
+    let s = Sidecar { dir, app };
+    let now = s.app.clock.now();
+    let id = |k: &SigningKey, sub: &str| {
+        let claims = json!({"iss": "https://idp.example", "aud": "jitgate", "sub": sub, "groups": ["sre"],
+            "iat": now, "exp": now + 600, "jti": sub});
+        mint(k, "JWT", &claims).unwrap()
+    };
+    let ask = |who: String| {
+        let s = &s;
+        async move { s.ask(&who, json!({"scope": "orders:read", "duration": "1h"})).await.0 }
+    };
+    assert_eq!(ask(id(&k1, "a1")).await, StatusCode::CREATED, "fetched at start");
+
+    *answer.lock().unwrap() = (500, String::new());
+    let errors = s.app.identity.refresh(now + 61);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(ask(id(&k1, "a2")).await, StatusCode::CREATED, "a failed refresh keeps the last good keys");
+
+    *answer.lock().unwrap() = (200, jwks(&k2));
+    assert!(s.app.identity.refresh(now + 61 + 60).is_empty());
+    assert_eq!(ask(id(&k2, "a3")).await, StatusCode::CREATED, "rotated key picked up");
+    assert_eq!(ask(id(&k1, "a4")).await, StatusCode::UNAUTHORIZED, "the dropped key no longer verifies");
+}
