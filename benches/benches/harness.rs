@@ -1,5 +1,7 @@
 //! Per-request time in the wasm harness with the real jitgate filter: what a scenario case costs.
 //! Build the filter first: `cargo build --release --target wasm32-wasip1 -p jitgate-filter`.
+//! `JITGATE_BASELINE_WASM=old.wasm` runs only an A/B: per-request cases for that module and the
+//! current one, alternating in the same run (before/after comparisons on a noisy machine).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -53,8 +55,29 @@ fn bench(c: &mut Criterion) {
     let pool: Vec<String> = (0..512).map(|i| token(&key, i)).collect();
     let mut g = c.benchmark_group("harness");
     let plugin = start(&h, &wasm, &config(&key, "auto", 1024));
-    g.bench_function("request: deny, no token", |b| b.iter(|| plugin.send(0, Request::new("GET", "/orders/1"))));
     let repeated = authorized(&pool[0]);
+    if let Some(baseline) = std::env::var_os("JITGATE_BASELINE_WASM") {
+        let modules = [("current", wasm.clone()), ("baseline", std::path::PathBuf::from(baseline))];
+        for round in 0..2 {
+            for (name, module) in &modules {
+                let p = start(&h, module, &config(&key, "auto", 1024));
+                assert_eq!(p.send(0, repeated.clone()).status(), 200);
+                g.bench_function(format!("A/B round {round} {name}: cached token"), |b| {
+                    b.iter(|| p.send(0, repeated.clone()))
+                });
+                let mut i = 0usize;
+                g.bench_function(format!("A/B round {round} {name}: fresh ES256 token, host crypto"), |b| {
+                    b.iter(|| {
+                        i = (i + 1) % pool.len();
+                        p.send(0, authorized(&pool[i]))
+                    })
+                });
+            }
+        }
+        g.finish();
+        return;
+    }
+    g.bench_function("request: deny, no token", |b| b.iter(|| plugin.send(0, Request::new("GET", "/orders/1"))));
     assert_eq!(plugin.send(0, repeated.clone()).status(), 200);
     g.bench_function("request: allow, cached token (cache hit)", |b| b.iter(|| plugin.send(0, repeated.clone())));
     for crypto in ["wasm", "host"] {

@@ -47,7 +47,7 @@ impl Clock {
 #[derive(Debug)]
 pub struct Keys {
     pub ring: KeyRing,
-    modified: Option<SystemTime>,
+    version: Option<FileVersion>,
 }
 
 /// Everything a request handler needs.
@@ -70,8 +70,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies one write of the key file: `keys rotate` renames a new file into place, so the
+/// inode changes even when the clock's granularity leaves the modification time the same.
+type FileVersion = (SystemTime, u64, u64);
+
+fn file_version(path: &std::path::Path) -> Option<FileVersion> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.ino(), m.len()))
 }
 
 impl App {
@@ -94,7 +100,7 @@ impl App {
         };
         let audit = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
         let app = App {
-            keys: Mutex::new(Keys { ring, modified: modified(&keys_path) }),
+            keys: Mutex::new(Keys { ring, version: file_version(&keys_path) }),
             keys_path,
             identity,
             clock,
@@ -111,10 +117,10 @@ impl App {
     /// The key ring, re-read when `keys rotate` changed the file; a rotation is audited once.
     pub fn keys(&self) -> Result<MutexGuard<'_, Keys>, ApiError> {
         let mut keys = lock(&self.keys);
-        let now_modified = modified(&self.keys_path);
-        if now_modified != keys.modified {
+        let now_version = file_version(&self.keys_path);
+        if now_version != keys.version {
             let ring = KeyRing::load(&self.keys_path).map_err(ApiError::unavailable)?;
-            *keys = Keys { ring, modified: now_modified };
+            *keys = Keys { ring, version: now_version };
             drop(keys);
             self.note_key_rotation().map_err(ApiError::unavailable)?;
             keys = lock(&self.keys);
