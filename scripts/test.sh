@@ -29,3 +29,6 @@ scripts/e2e.sh
 
 echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping"
 scripts/loop_e2e.sh
+
+echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"
+scripts/bench.sh --quick

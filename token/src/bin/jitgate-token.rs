@@ -5,8 +5,9 @@
 //!   jitgate-token mint --key KEYFILE --claims JSON [--typ at+jwt] [--header JSON] [--now SECS] [--count N]
 //!                                                       (--count: N tokens, one per line, jti suffixed -0, -1, ...)
 //!   jitgate-token jkt KEYFILE                           RFC 7638 thumbprint, for a token's cnf.jkt
-//!   jitgate-token dpop --key KEYFILE --htm GET --htu URL --token TOKEN [--nonce N] [--jti J] [--now SECS]
+//!   jitgate-token dpop --key KEYFILE --htm GET --htu URL --token TOKEN [--nonce N] [--jti J] [--now SECS] [--count N]
 //!                                                       a DPoP proof (RFC 9449) for one request
+//!                                                       (--count: N proofs with random jtis, one per line)
 //!
 //! In claims, a string "now", "now+N" or "now-N" becomes a NumericDate relative to --now (or the
 //! system clock: this is a tool, not the filter).
@@ -64,22 +65,28 @@ fn run(args: &[String]) -> Result<String, String> {
             let key = load_key(&arg(args, "--key").ok_or("--key is required")?)?;
             let token = arg(args, "--token").ok_or("--token is required (the proof's ath binds it)")?;
             let now = now_arg(args)?;
-            let jti = match arg(args, "--jti") {
-                Some(j) => j,
-                None => {
-                    use rand_core::RngCore;
-                    let mut r = [0u8; 16];
-                    rand_core::OsRng.fill_bytes(&mut r);
-                    b64_encode(&r)
-                }
-            };
-            let mut claims = json!({"jti": jti, "htm": arg(args, "--htm").unwrap_or_else(|| "GET".into()),
+            let count: usize =
+                arg(args, "--count").map_or(Ok(1), |n| n.parse()).map_err(|_| "--count takes a number")?;
+            let mut claims = json!({"htm": arg(args, "--htm").unwrap_or_else(|| "GET".into()),
                 "htu": arg(args, "--htu").ok_or("--htu is required")?, "iat": now,
                 "ath": b64_encode(&Sha256::digest(token.as_bytes()))});
             if let Some(n) = arg(args, "--nonce") {
                 claims["nonce"] = json!(n);
             }
-            dpop_proof(&key, &claims).map_err(|e| e.to_string())
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                claims["jti"] = json!(match arg(args, "--jti").filter(|_| count == 1) {
+                    Some(j) => j,
+                    None => {
+                        use rand_core::RngCore;
+                        let mut r = [0u8; 16];
+                        rand_core::OsRng.fill_bytes(&mut r);
+                        b64_encode(&r)
+                    }
+                });
+                out.push(dpop_proof(&key, &claims).map_err(|e| e.to_string())?);
+            }
+            Ok(out.join("\n"))
         }
         Some("keygen") => {
             let alg = Alg::parse(&arg(args, "--alg").unwrap_or_else(|| "ES256".into())).map_err(|e| e.to_string())?;

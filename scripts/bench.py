@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark in real Envoy 1.40 (V8): jitgate against Envoy's native filters, same
+listener, same direct-response upstream, same request shapes, one and two workers.
+
+Configurations (issue #6):
+  a  no auth filter (the ceiling)
+  b  jwt_authn ES256, inline JWKS, no cache, + RBAC requiring the scope
+  c  jwt_authn with jwt_cache_config, + RBAC
+  d  ext_authz to the sidecar: skipped, the sidecar has no authorization endpoint
+  e  jitgate, bearer ES256, a fresh token per request (host crypto)
+  f  jitgate, bearer ES256, a repeated token (verified-token cache)
+  g  jitgate, DPoP: a fresh proof per request, a cached token
+  h  jitgate, HS256, a fresh token per request
+
+Every workload is generated before timing (tokens and proofs pre-minted); wrk replays them with a
+Lua script. All Envoys run at once and the configurations are timed interleaved (a b c ... a b c
+...) for --rounds rounds; the report gives medians. `--quick` is the CI smoke: one short round,
+asserting only that every configuration answered every request correctly (and refused a forged
+token), never a timing.
+
+Writes benches/results/<date>.md, .json and .svg (unless --quick).
+"""
+import argparse
+import datetime
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jitgate_env import ENVOY, ROOT, WASM, Keys, claims, cli, free_port, run_dir, wait_port
+
+TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
+RESULTS = ROOT / "benches" / "results"
+ISSUER, AUDIENCE, SCOPE = "https://jitgate.local", "demo-api", "orders:read"
+PATH = "/orders/1"
+
+# Each line of a workload file is one request's headers, tab-separated `name: value` pairs. Every
+# wrk thread takes every n-th line from its own offset, so no two requests repeat a proof.
+LUA = """
+local reqs, i, step = {}, 0, 1
+setup = function(thread)
+  thread:set("offset", #threads)
+  table.insert(threads, thread)
+end
+threads = {}
+init = function(args)
+  step = tonumber(args[2])
+  i = offset or 0
+  for line in io.lines(args[1]) do
+    local h = {}
+    for pair in string.gmatch(line, "[^\\t]+") do
+      local k, v = string.match(pair, "^([^:]+): (.*)$")
+      h[k] = v
+    end
+    reqs[#reqs + 1] = h
+  end
+end
+request = function()
+  i = i + step
+  return wrk.format("GET", "%s", reqs[(i %% #reqs) + 1])
+end
+""" % PATH
+
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def wasm_filter(cfg):
+    return {"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "jitgate", "root_id": "jitgate", "fail_open": False,
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(cfg)},
+                   "vm_config": {"vm_id": "jitgate", "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": str(WASM)}}}}}}
+
+
+def jwt_authn(jwks, cache):
+    provider = {"issuer": ISSUER, "audiences": [AUDIENCE], "local_jwks": {"inline_string": json.dumps(jwks)},
+                "forward": True, "payload_in_metadata": "jwt_payload"}
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"jitgate": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "jitgate"}}]}}
+
+
+def rbac_scope():
+    """RBAC allowing only tokens whose space-delimited scope contains SCOPE (the route's scope)."""
+    scope = {"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": "jwt_payload"}, {"key": "scope"}],
+                          "value": {"string_match": {"safe_regex": {"regex": f"(^|.* ){re.escape(SCOPE)}( .*|$)"}}}}}
+    return {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "ALLOW", "policies": {"scope": {"permissions": [{"any": True}],
+                                                            "principals": [scope]}}}}}
+
+
+def jitgate_config(jwks=None, secrets=None, replay="none"):
+    rule = {"name": "orders", "path": {"prefix": "/orders"}, "scopes": [SCOPE], "replay": replay}
+    if replay == "dpop":
+        rule["dpop_max_age_s"] = 10
+    cfg = {"issuer": ISSUER, "audience": AUDIENCE, "max_ttl_s": 3600, "rules": [rule],
+           # sized for a DPoP proof per request at several thousand requests per second
+           "replay_ledger": {"buckets": 1024, "entries_per_bucket": 128, "epoch_s": 10}}
+    if jwks:
+        cfg["jwks"] = jwks
+    if secrets:
+        cfg["hs256_secrets"] = secrets
+    return cfg
+
+
+class Workloads:
+    """Pre-minted request headers per configuration."""
+
+    def __init__(self, d: Path, count: int):
+        self.d, self.count = d, count
+        self.es = Keys(d)
+        hs = d / "hs.json"
+        hs.write_text(cli("keygen", "--alg", "HS256", "--kid", "h1"))
+        self.hs_key = hs
+        self.hs_secret = [{"kid": "h1", "secret": json.loads(hs.read_text())["k"]}]
+        self.client = d / "client.json"
+        self.client.write_text(cli("keygen", "--alg", "ES256"))
+        self.jkt = cli("jkt", str(self.client))
+
+    def _mint(self, key, count, **extra):
+        c = claims(scope=SCOPE, ttl=3600, **extra)
+        return cli("mint", "--key", str(key), "--claims", json.dumps(c), "--count", str(count)).splitlines()
+
+    def write(self, name, lines):
+        f = self.d / f"{name}.txt"
+        f.write_text("\n".join(lines) + "\n")
+        return f
+
+    def fresh_es(self):
+        return self.write("fresh-es256", [f"authorization: Bearer {t}" for t in self._mint(self.es.private, self.count)])
+
+    def repeated_es(self):
+        return self.write("repeated-es256", [f"authorization: Bearer {self._mint(self.es.private, 1)[0]}"])
+
+    def fresh_hs(self):
+        return self.write("fresh-hs256", [f"authorization: Bearer {t}" for t in self._mint(self.hs_key, self.count)])
+
+    def dpop(self, port):
+        """A DPoP-bound token and a fresh proof per request (proofs expire: made just before use)."""
+        token = self._mint(self.es.private, 1, cnf={"jkt": self.jkt})[0]
+        proofs = cli("dpop", "--key", str(self.client), "--htm", "GET", "--htu", f"http://127.0.0.1:{port}{PATH}",
+                     "--token", token, "--count", str(self.count)).splitlines()
+        return self.write(f"dpop-{port}", [f"authorization: DPoP {token}\tdpop: {p}" for p in proofs])
+
+
+class Proxy:
+    """One Envoy with one configuration's filter chain in front of a direct response."""
+
+    def __init__(self, d, key, filters, workers):
+        self.key, self.listen, self.admin = key, free_port(), free_port()
+        text = (ROOT / "envoy" / "bench.yaml").read_text()
+        for k, v in {"ADMIN_PORT": self.admin, "LISTEN_PORT": self.listen,
+                     "HTTP_FILTERS": json.dumps(filters + [ROUTER])}.items():
+            text = text.replace("${" + k + "}", str(v))
+        cfg = d / f"{key}-{workers}w.yaml"
+        cfg.write_text(text)
+        self.log = d / f"{key}-{workers}w.log"
+        t0 = time.monotonic()
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([str(ENVOY), "-c", str(cfg), "--concurrency", str(workers),
+                                          "--use-dynamic-base-id", "--log-level", "warn"],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.listen, self.proc, key)
+        self.ready_s = time.monotonic() - t0
+
+    def cpu_ticks(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    def memory_allocated(self):
+        out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{self.admin}/memory"], capture_output=True, text=True)
+        return int(json.loads(out.stdout)["allocated"])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def status_of(port, headers):
+    args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
+    for h in headers.split("\t"):
+        args += ["-H", h]
+    return subprocess.run(args + [f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True).stdout
+
+
+def to_ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(proxy, workload, lua, seconds, threads, connections):
+    before = proxy.cpu_ticks()
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
+                          f"http://127.0.0.1:{proxy.listen}", "--", str(workload), str(threads)],
+                         capture_output=True, text=True, check=True).stdout
+    ticks = proxy.cpu_ticks() - before
+    requests = int(re.search(r"(\d+) requests in", out)[1])
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "requests": requests,
+            "non2xx": int(non2xx[1]) if non2xx else 0, "p50_ms": to_ms(lat["50"]), "p99_ms": to_ms(lat["99"]),
+            "cpu_us_per_req": ticks * 1e6 / 100 / max(requests, 1)}
+
+
+CONFIGS = [
+    ("a", "no auth filter"),
+    ("b", "jwt_authn ES256, no cache, + RBAC"),
+    ("c", "jwt_authn ES256, jwt_cache_config, + RBAC"),
+    ("e", "jitgate ES256, fresh token (host crypto)"),
+    ("f", "jitgate ES256, repeated token (cache)"),
+    ("g", "jitgate DPoP, fresh proof, cached token"),
+    ("h", "jitgate HS256, fresh token"),
+]
+SKIPPED = {"d": "ext_authz to the sidecar: skipped, jitgate-sidecar offers no authorization endpoint"}
+
+
+def filters_for(key, w):
+    jwks = w.es.jwks
+    return {
+        "a": [],
+        "b": [jwt_authn(jwks, cache=False), rbac_scope()],
+        "c": [jwt_authn(jwks, cache=True), rbac_scope()],
+        "e": [wasm_filter(jitgate_config(jwks=jwks))],
+        "f": [wasm_filter(jitgate_config(jwks=jwks))],
+        "g": [wasm_filter(jitgate_config(jwks=jwks, replay="dpop"))],
+        "h": [wasm_filter(jitgate_config(secrets=w.hs_secret))],
+    }[key]
+
+
+def run_phase(d, w, lua, workers, rounds, seconds, quick):
+    proxies = {key: Proxy(d, key, filters_for(key, w), workers) for key, _ in CONFIGS}
+    try:
+        fresh_es, repeated_es, fresh_hs = w.fresh_es(), w.repeated_es(), w.fresh_hs()
+        loads = {"a": fresh_es, "b": fresh_es, "c": repeated_es, "e": fresh_es, "f": repeated_es, "h": fresh_hs}
+        checks = []
+        for key, name in CONFIGS:
+            p = proxies[key]
+            load = loads.get(key) or w.dpop(p.listen)
+            first = load.read_text().splitlines()[0]
+            ok = status_of(p.listen, first) == "200"
+            forged = first.replace(" eyJ", " xeyJ", 1) if key != "a" else None  # a token that cannot verify
+            refused = forged is None or status_of(p.listen, forged) == "401"
+            checks.append((key, ok and refused))
+            if not (ok and refused):
+                raise SystemExit(f"{key} ({name}): valid request {'ok' if ok else 'refused'}, forged "
+                                 f"{'refused' if refused else 'accepted'}; see {p.log}")
+        threads, connections = workers, 8 * workers
+        samples = {key: [] for key, _ in CONFIGS}
+        for r in range(rounds):
+            for key, name in CONFIGS:
+                p = proxies[key]
+                load = loads.get(key) or w.dpop(p.listen)
+                if not quick:
+                    wrk(p, load, lua, 2, threads, connections)  # warm-up: V8 tiers up
+                    if key == "g":
+                        load = w.dpop(p.listen)
+                s = wrk(p, load, lua, seconds, threads, connections)
+                if s["non2xx"]:
+                    raise SystemExit(f"{key} ({name}): {s['non2xx']} of {s['requests']} answers were not 200; see {p.log}")
+                samples[key].append(s)
+                print(f"  {workers}w round {r + 1} {key} {name:<44} {s['rps']:>9.0f} req/s  p50 {s['p50_ms']:.2f} ms"
+                      f"  p99 {s['p99_ms']:.2f} ms  cpu {s['cpu_us_per_req']:.1f} us/req", flush=True)
+        ready = {key: round(p.ready_s, 2) for key, p in proxies.items()}
+        memory = {key: proxies[key].memory_allocated() for key in ("a", "f")}
+        return samples, ready, memory
+    finally:
+        for p in proxies.values():
+            p.stop()
+
+
+def median_of(samples, field):
+    return statistics.median(s[field] for s in samples)
+
+
+def svg_chart(rows, path):
+    """Horizontal bars of median req/s per configuration, one and two workers, p99 as text."""
+    width, bar_h, left = 900, 16, 330
+    top = 40
+    peak = max(v["rps"] for r in rows for v in r["by_workers"].values()) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + len(rows) * 46 + 30}" '
+             'font-family="sans-serif" font-size="12">',
+             '<text x="10" y="20" font-size="15">jitgate vs Envoy native filters: median req/s (p99 latency)</text>',
+             '<rect x="560" y="8" width="12" height="12" fill="#4e79a7"/><text x="576" y="18">1 worker</text>',
+             '<rect x="660" y="8" width="12" height="12" fill="#f28e2b"/><text x="676" y="18">2 workers</text>']
+    for i, r in enumerate(rows):
+        y = top + i * 46
+        parts.append(f'<text x="10" y="{y + 20}">{r["key"]}  {r["name"]}</text>')
+        for j, (workers, colour) in enumerate(((1, "#4e79a7"), (2, "#f28e2b"))):
+            v = r["by_workers"].get(str(workers))
+            if not v:
+                continue
+            w = (width - left - 140) * v["rps"] / peak
+            yy = y + j * (bar_h + 2)
+            parts.append(f'<rect x="{left}" y="{yy}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>')
+            parts.append(f'<text x="{left + w + 6:.1f}" y="{yy + 12}">{v["rps"]:,.0f} ({v["p99_ms"]:.2f} ms)</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="CI smoke: one short round, correctness only")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--workers", default="1,2")
+    a = ap.parse_args()
+    rounds, seconds, workers_list = (1, 1, [1]) if a.quick else (a.rounds, a.seconds, [int(x) for x in a.workers.split(",")])
+    d = run_dir("bench")
+    lua = d / "headers.lua"
+    lua.write_text(LUA)
+    # more proofs than one run can send: a DPoP proof must never repeat
+    w = Workloads(d, count=20_000 if a.quick else 120_000)
+    report = {"date": datetime.date.today().isoformat(), "envoy": "1.40.0 (V8)", "rounds": rounds,
+              "seconds": seconds, "skipped": SKIPPED, "wasm_bytes": WASM.stat().st_size, "phases": {}}
+    for workers in workers_list:
+        print(f"== {workers} worker(s), {rounds} round(s) of {seconds} s per configuration, interleaved", flush=True)
+        samples, ready, memory = run_phase(d, w, lua, workers, rounds, seconds, a.quick)
+        report["phases"][str(workers)] = {"samples": samples, "ready_s": ready, "memory_allocated": memory}
+    if a.quick:
+        print(f"bench --quick: all {len(CONFIGS)} configurations answered every request correctly "
+              f"({SKIPPED['d']})")
+        return
+    rows = []
+    for key, name in CONFIGS:
+        by = {}
+        for workers, phase in report["phases"].items():
+            s = phase["samples"][key]
+            by[workers] = {f: round(median_of(s, f), 3) for f in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+        rows.append({"key": key, "name": name, "by_workers": by})
+    med = {r["key"]: r["by_workers"] for r in rows}
+    ratios = {}
+    for workers in report["phases"]:
+        rps = {k: v[workers]["rps"] for k, v in med.items()}
+        ratios[workers] = {"e/b": rps["e"] / rps["b"], "f/c": rps["f"] / rps["c"], "g/b": rps["g"] / rps["b"],
+                           "f/a": rps["f"] / rps["a"]}
+    report["medians"], report["ratios"] = rows, ratios
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / report["date"]
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    svg_chart(rows, stem.with_suffix(".svg"))
+    lines = [f"# jitgate benchmark, {report['date']}", "",
+             f"Envoy {report['envoy']}, direct-response upstream, wrk (8 connections per worker), "
+             f"{rounds} interleaved rounds of {seconds} s per configuration; medians. "
+             f"CPU is Envoy's user+system time per request. jitgate_filter.wasm: {report['wasm_bytes']:,} bytes.", "",
+             "| | configuration | workers | req/s | p50 ms | p99 ms | CPU µs/req |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for workers, v in r["by_workers"].items():
+            lines.append(f"| {r['key']} | {r['name']} | {workers} | {v['rps']:,.0f} | {v['p50_ms']:.2f} | "
+                         f"{v['p99_ms']:.2f} | {v['cpu_us_per_req']:.1f} |")
+    lines.append(f"| d | {SKIPPED['d']} | | | | | |")
+    lines += ["", "| ratio | " + " | ".join(f"{k} worker(s)" for k in ratios) + " | target |",
+              "|---|" + "---|" * len(ratios) + "---|"]
+    targets = {"e/b": "≥ 1.0", "f/c": "≥ 0.95", "g/b": "≥ 0.9", "f/a": "≥ 0.90"}
+    for name, target in targets.items():
+        lines.append(f"| {name} | " + " | ".join(f"{ratios[k][name]:.2f}" for k in ratios) + f" | {target} |")
+    lines += ["", f"![req/s per configuration]({stem.with_suffix('.svg').name})", ""]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"\nwrote {stem}.md, .json, .svg")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
