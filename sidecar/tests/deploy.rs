@@ -1,0 +1,22 @@
+//! The sidecar configuration shipped in envoy/istio/sidecar.yaml is one the sidecar accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+
+use jitgate_sidecar::config::{Config, StoreKind};
+use serde_yaml::Value;
+
+#[test]
+fn the_kubernetes_configmap_is_a_valid_sidecar_configuration() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/istio/sidecar.yaml")).unwrap();
+    let cm = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "ConfigMap")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["sidecar.yaml", "policy.yaml"] {
+        std::fs::write(dir.path().join(file), cm["data"][file].as_str().unwrap()).unwrap();
+    }
+    let config = Config::load(&dir.path().join("sidecar.yaml")).unwrap();
+    assert!(matches!(config.store, StoreKind::Redis(_)));
+    assert!(!config.identity.dev_issuer);
+    assert!(config.identity.issuers.iter().all(|i| i.jwks_url.is_some()));
+}
