@@ -53,6 +53,10 @@ pub trait Host {
     /// Wall-clock Unix time in nanoseconds, as the proxy reports it.
     fn now_nanos(&self) -> u64;
     fn log(&self, level: Level, message: &str);
+    /// Whether a message at `level` would be written (the proxy's log level allows it).
+    fn log_enabled(&self, _level: Level) -> bool {
+        true
+    }
     /// Adds `n` to a counter; every one is listed by `metrics()`.
     fn add(&self, metric: Metric, n: u64);
     fn count(&self, metric: Metric) {
@@ -895,6 +899,11 @@ impl Engine {
         host.set_filter_state(STATE_DECISION, if allow { "allow" } else { "deny" });
         host.set_filter_state(STATE_REASON, code);
 
+        let ship = self.config.sidecar.as_ref().is_some_and(|s| s.audit.is_some());
+        if !ship && !host.log_enabled(Level::Info) {
+            // Nobody would read the line: skip building it (a third of a cached request's time).
+            return;
+        }
         let claims = d.token.as_ref().map(|t| &t.claims);
         let jit = claims.and_then(|c| c.jit.as_ref());
         let client = host.property(&["source", "address"]);
@@ -926,8 +935,7 @@ impl Engine {
         };
         let line = event.to_line();
         host.log(Level::Info, &line);
-        if self.config.sidecar.as_ref().is_some_and(|s| s.audit.is_some()) && !self.audit_queue.borrow_mut().push(line)
-        {
+        if ship && !self.audit_queue.borrow_mut().push(line) {
             host.count(Metric::AuditDropped);
         }
     }

@@ -20,6 +20,8 @@ struct RecordingHost {
     has_verify_signature: std::cell::Cell<bool>,
     foreign_calls: RefCell<Vec<Vec<u8>>>,
     host_says_valid: std::cell::Cell<bool>,
+    /// The proxy's log level is above info (Envoy's `--log-level warn`).
+    quiet: std::cell::Cell<bool>,
 }
 
 impl Host for RecordingHost {
@@ -28,6 +30,9 @@ impl Host for RecordingHost {
     }
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+    fn log_enabled(&self, level: Level) -> bool {
+        !(self.quiet.get() && level == Level::Info)
     }
     fn add(&self, metric: Metric, n: u64) {
         let name = metrics().find(|(m, _)| *m == metric).map(|(_, n)| n).expect("undeclared metric");
@@ -150,6 +155,21 @@ fn valid_token_is_forwarded_with_claim_headers_and_audited() {
     assert_eq!(a["jti_hash"].as_str().map(str::len), Some(32));
     let all_logs: String = host.logs.borrow().iter().map(|(_, l)| l.clone()).collect();
     assert!(!all_logs.contains(&bearer[7..]), "raw token must never be logged");
+}
+
+#[test]
+fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
+    for (shipping, expect_line) in [(json!({}), false), (json!({"sidecar": {"cluster": "c", "audit": {}}}), true)] {
+        let f = fixture(shipping);
+        let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
+        let host = RecordingHost::default();
+        host.quiet.set(true);
+        let action = f.engine.on_request_headers(&host, &headers("GET", "/orders/7", &[("authorization", &bearer)]));
+        assert!(matches!(action, Action::Continue { .. }));
+        assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1), "metrics regardless");
+        assert_eq!(host.state.borrow().get(STATE_REASON).map(String::as_str), Some("verified"));
+        assert_eq!(f.engine.audit_queue.borrow().len(), usize::from(expect_line), "queued for shipping");
+    }
 }
 
 #[test]

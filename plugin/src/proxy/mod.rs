@@ -187,13 +187,11 @@ impl Host for ProxyHost<'_> {
     }
 
     fn log(&self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        let _ = hostcalls::log(level, message);
+        let _ = hostcalls::log(log_level(level), message);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        hostcalls::get_log_level().map_or(true, |current| current as u32 <= log_level(level) as u32)
     }
 
     fn add(&self, metric: Metric, n: u64) {
@@ -233,6 +231,15 @@ impl Host for ProxyHost<'_> {
             Err(Status::CasMismatch) => SharedWrite::CasMismatch,
             Err(_) => SharedWrite::Failed,
         }
+    }
+}
+
+fn log_level(level: Level) -> LogLevel {
+    match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
     }
 }
 
