@@ -318,6 +318,7 @@ def main():
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--only", help="comma-separated configuration keys (default: all)")
     ap.add_argument("--baseline-wasm", type=Path, help="adds f0: configuration f with this module (before/after)")
+    ap.add_argument("--no-loop", action="store_true", help="skip re-measuring exchange and revocation latency")
     a = ap.parse_args()
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only.split(",")]
     if a.baseline_wasm:
@@ -352,6 +353,19 @@ def main():
         rps = {k: v[workers]["rps"] for k, v in med.items()}
         ratios[workers] = {n: rps[x] / rps[y] for n, (x, y) in wanted.items() if x in rps and y in rps}
     report["medians"], report["ratios"] = rows, ratios
+    phases = report["phases"]
+    if "1" in phases and "2" in phases and "f" in phases["1"]["memory_allocated"]:
+        # Envoy runs one VM per worker plus one on the main thread: one more worker, one more VM.
+        report["memory_per_vm_bytes"] = (phases["2"]["memory_allocated"]["f"]["idle"]
+                                         - phases["1"]["memory_allocated"]["f"]["idle"])
+    if "a" in phases.get("1", {}).get("ready_s", {}) and "f" in phases["1"]["ready_s"]:
+        report["plugin_start_s"] = round(phases["1"]["ready_s"]["f"] - phases["1"]["ready_s"]["a"], 2)
+    if not a.no_loop:
+        # Exchange latency and revocation propagation, with the real sidecar (scripts/loop_e2e.py).
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "loop_e2e.py")], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit("loop_e2e.py failed:\n" + done.stdout[-2000:])
+        report["sidecar"] = json.loads((ROOT / ".run" / "loop" / "measurements.json").read_text())
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / report["date"]
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -373,7 +387,21 @@ def main():
         if not all(name in r for r in ratios.values()):
             continue
         lines.append(f"| {name} | " + " | ".join(f"{ratios[k][name]:.2f}" for k in ratios) + f" | {target} |")
-    lines += ["", f"![req/s per configuration]({stem.with_suffix('.svg').name})", ""]
+    lines += ["", f"![req/s per configuration]({stem.with_suffix('.svg').name})", "", "Other costs:", ""]
+    if "memory_per_vm_bytes" in report:
+        lines.append(f"- memory per worker VM (Envoy `/memory` allocated, idle, 2 workers minus 1): "
+                     f"{report['memory_per_vm_bytes'] / 1e6:.1f} MB")
+    if "plugin_start_s" in report:
+        lines.append(f"- plugin start (Envoy start to listening, f minus a, 1 worker): {report['plugin_start_s']:.2f} s")
+    if "sidecar" in report:
+        m = report["sidecar"]
+        lines.append(f"- exchange through Envoy: cold p50 {m['exchange_cold_through_envoy']['p50_ms']} ms / p99 "
+                     f"{m['exchange_cold_through_envoy']['p99_ms']} ms; cached p50 "
+                     f"{m['exchange_cached_through_envoy']['p50_ms']} ms / p99 {m['exchange_cached_through_envoy']['p99_ms']} ms")
+        lines.append(f"- revocation to first 401 (1 s poll): p50 {m['revoke_to_first_401']['p50_ms']} ms, "
+                     f"p99 {m['revoke_to_first_401']['p99_ms']} ms (n={m['revoke_to_first_401']['n']})")
+        lines.append(f"- sidecar token issuance: {m['issuance_tokens_per_s']:,.0f} tokens/s")
+    lines.append("")
     stem.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"\nwrote {stem}.md, .json, .svg")

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 JITGATE_APT_PACKAGES="curl" scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
 cargo build --release -p jitgate-token --bin jitgate-token
+cargo build --release -p jitgate-sidecar   # the loop measurements (exchange, revocation)
 if [[ " $* " != *" --quick "* ]]; then
   cargo bench -p jitgate-benches
 fi
