@@ -228,6 +228,11 @@ fn an_identity_token_is_exchanged_once_and_the_jit_token_injected() {
     assert_eq!(p.metric("jitgate.exchange.cached"), Some(1));
     assert_eq!(p.send(0, with_subject("id.token.bob")).status(), 200);
     assert_eq!(fake.calls_to("/v1/token").len(), 2, "another subject token: another exchange");
+    let both = with_subject("id.token.alice").header("authorization", &format!("Bearer {issued}"));
+    let o = p.send(0, both);
+    assert_eq!(o.status(), 200, "a JIT token wins over the subject token");
+    assert_eq!(o.forwarded_header("x-jit-subject-token"), None, "the identity token never goes upstream");
+    assert_eq!(fake.calls_to("/v1/token").len(), 2, "and nothing was exchanged");
 
     // Cached only until refresh_before_s before exp.
     p.advance(571_000);

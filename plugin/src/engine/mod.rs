@@ -866,11 +866,12 @@ impl Engine {
             if self.config.strip_token && d.token.is_some() {
                 remove.push(Cow::Borrowed("authorization"));
             }
+            // The identity token never goes upstream, whether or not it was exchanged.
+            if let (Some(h), false) = (self.subject_header(), req.subject == SingleHeader::Absent) {
+                remove.push(Cow::Owned(h.to_owned()));
+            }
             let mut reply = None;
             if let Some(token) = &d.exchanged {
-                if let Some(h) = self.subject_header() {
-                    remove.push(Cow::Owned(h.to_owned()));
-                }
                 if !self.config.strip_token {
                     set.push(("authorization", format!("Bearer {token}")));
                 }
