@@ -152,15 +152,7 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { field: format!("sidecar.{field}"), message: message.into() }
 }
 
-fn in_range(field: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ConfigError> {
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(err(field, format!("must be {lo} to {hi}")))
-    }
-}
-
-fn usize_in_range(field: &str, v: usize, lo: usize, hi: usize) -> Result<usize, ConfigError> {
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, v: T, lo: T, hi: T) -> Result<T, ConfigError> {
     if (lo..=hi).contains(&v) {
         Ok(v)
     } else {
@@ -180,8 +172,7 @@ impl RawSidecar {
     pub(super) fn compile(self) -> Result<Sidecar, ConfigError> {
         check_name("cluster", &self.cluster)?;
         check_name("authority", &self.authority)?;
-        let timeout_ms = u32::try_from(in_range("timeout_ms", u64::from(self.timeout_ms), 10, 30_000)?)
-            .map_err(|_| err("timeout_ms", "out of range"))?;
+        let timeout_ms = in_range("timeout_ms", self.timeout_ms, 10, 30_000)?;
         let jwks_refresh_s = match self.jwks {
             Some(j) => Some(in_range("jwks.refresh_s", j.refresh_s, 1, 86_400)?),
             None => None,
@@ -214,7 +205,7 @@ impl RawSidecar {
                 Some(Exchange {
                     subject_header: h,
                     return_token: x.return_token,
-                    cache_entries: usize_in_range("exchange.cache_entries", x.cache_entries, 0, 65_536)?,
+                    cache_entries: in_range("exchange.cache_entries", x.cache_entries, 0, 65_536)?,
                     refresh_before_s: in_range("exchange.refresh_before_s", x.refresh_before_s, 0, 3600)?,
                 })
             }
@@ -222,8 +213,8 @@ impl RawSidecar {
         };
         let audit = match self.audit {
             Some(a) => Some(AuditShipping {
-                batch_events: usize_in_range("audit.batch_events", a.batch_events, 1, 1000)?,
-                buffer_events: usize_in_range("audit.buffer_events", a.buffer_events, 1, 1_000_000)?,
+                batch_events: in_range("audit.batch_events", a.batch_events, 1, 1000)?,
+                buffer_events: in_range("audit.buffer_events", a.buffer_events, 1, 1_000_000)?,
                 flush_ms: in_range("audit.flush_ms", a.flush_ms, 100, 60_000)?,
             }),
             None => None,

@@ -329,6 +329,24 @@ fn config_errors_name_the_field() {
             "rules[0].public",
         ),
         (json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "max_ttl_s": 5000}]}), "rules[0].max_ttl_s"),
+        (json!({"sidecar": {"cluster": "a b"}}), "sidecar.cluster"),
+        (json!({"sidecar": {"cluster": "c", "timeout_ms": 5}}), "sidecar.timeout_ms"),
+        (json!({"sidecar": {"cluster": "c", "jwks": {"refresh_s": 0}}}), "sidecar.jwks.refresh_s"),
+        (json!({"sidecar": {"cluster": "c", "jwks": {}}}), "jwks"),
+        (
+            json!({"sidecar": {"cluster": "c", "revocations": {"poll_ms": 5000, "fail_closed_after_s": 5}}}),
+            "sidecar.revocations.fail_closed_after_s",
+        ),
+        (
+            json!({"sidecar": {"cluster": "c", "exchange": {"subject_header": "authorization"}}}),
+            "sidecar.exchange.subject_header",
+        ),
+        (json!({"sidecar": {"cluster": "c", "audit": {"batch_events": 5000}}}), "sidecar.audit.batch_events"),
+        (json!({"sidecar": {"cluster": "c", "polling": true}}), "sidecar.polling"),
+        (
+            json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "replay": "single_use", "replay_scope": "cluster"}]}),
+            "rules[0].replay_scope",
+        ),
         (
             json!({"rules": [{"name": "a", "path": {"exact": "/x"}}, {"name": "a", "path": {"exact": "/y"}}]}),
             "rules[1].name",
