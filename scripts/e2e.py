@@ -13,19 +13,14 @@ import re
 import subprocess
 import sys
 import threading
-import traceback
 from pathlib import Path
 
-from jitgate_env import ROOT, WASM, Keys, Stack, claims, cli, plugin_config, run_dir
+from jitgate_env import RESULTS, ROOT, WASM, Keys, Stack, check, claims, cli, plugin_config, run_checks, run_dir
 
 HARNESS = ROOT / "target" / "debug" / "jitgate-harness"
 SCENARIOS = sorted((ROOT / "host-tests" / "scenarios").glob("*.yaml"))
-results = []  # (label, ok)
 
 
-def check(label, ok, observed=""):
-    results.append((label, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {label:<60} {observed}", flush=True)
 
 
 def render(path: Path) -> dict:
@@ -47,7 +42,7 @@ def run_scenario(path: Path):
         print(run.stderr, end="", file=sys.stderr)
         summary = re.search(r"(\d+) passed, (\d+) failed \((\d+) requests sent to envoy\)", run.stdout)
         passed, failed = (int(summary[1]), int(summary[2])) if summary else (0, 1)
-        results.extend([(f"{spec['name']} case", True)] * passed + [(f"{spec['name']} case", False)] * failed)
+        RESULTS.extend([(f"{spec['name']} case", True)] * passed + [(f"{spec['name']} case", False)] * failed)
         if run.returncode not in (0, 1) or not summary:
             check(f"{spec['name']}: harness ran", False, f"exit {run.returncode}")
         if not spec["start_fails"]:
@@ -156,12 +151,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        results.append(("driver", False))
-    passed = sum(ok for _, ok in results)
-    failed = len(results) - passed
-    print(f"e2e: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_checks("e2e", main)

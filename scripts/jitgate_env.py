@@ -289,3 +289,25 @@ class Sidecar:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject,
                 "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": scope, **extra}
         return self.call("POST", "/v1/token", form=form)
+
+
+# Checks of the end-to-end scripts: each prints PASS/FAIL per check and `<name>: N passed, N failed`.
+RESULTS: list = []  # (label, ok)
+
+
+def check(label, ok, observed="", width=66):
+    RESULTS.append((label, bool(ok)))
+    print(f"{'PASS' if ok else 'FAIL'}  {label:<{width}} {observed}", flush=True)
+
+
+def run_checks(name: str, main):
+    """Runs `main`, counts a crash as a failed check, prints the tally and exits 1 on any failure."""
+    import traceback
+    try:
+        main()
+    except Exception:
+        traceback.print_exc()
+        RESULTS.append(("driver", False))
+    passed = sum(ok for _, ok in RESULTS)
+    print(f"{name}: {passed} passed, {len(RESULTS) - passed} failed")
+    sys.exit(1 if passed != len(RESULTS) else 0)

@@ -12,25 +12,18 @@ import base64
 import http.client
 import json
 import shutil
-import statistics
 import subprocess
-import sys
 import threading
 import time
-import traceback
 import urllib.parse
 
-from jitgate_env import SIDECAR_BIN, Sidecar, Stack, run_dir
+from jitgate_env import SIDECAR_BIN, Sidecar, Stack, check, run_checks, run_dir
 
-results = []
 measured = {}
 POLL_MS = 1000
 FAIL_CLOSED_AFTER_S = 5
 
 
-def check(label, ok, observed=""):
-    results.append((label, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {label:<66} {observed}", flush=True)
 
 
 def pct(values, p):
@@ -365,11 +358,4 @@ def measure_issuance(sc, alice, seconds=5):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        results.append(("driver", False))
-    passed = sum(ok for _, ok in results)
-    print(f"loop: {passed} passed, {len(results) - passed} failed")
-    sys.exit(1 if len(results) != passed else 0)
+    run_checks("loop", main)

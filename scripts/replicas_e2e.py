@@ -5,19 +5,13 @@ are shared. Prints `replicas: N passed, N failed`.
 """
 import shutil
 import subprocess
-import sys
 import time
-import traceback
 
-from jitgate_env import Sidecar, Stack, cli, free_port, run_dir, wait_port
+from jitgate_env import Sidecar, Stack, check, cli, free_port, run_checks, run_dir, wait_port
 
-results = []
 HOST = "api.example"  # both proxies serve one name, so a DPoP proof's htu is valid at either
 
 
-def check(label, ok, observed=""):
-    results.append((label, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {label:<70} {observed}", flush=True)
 
 
 def plugin_config():
@@ -130,11 +124,4 @@ def run(work, a, b, e1, e2):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        results.append(("driver", False))
-    passed = sum(ok for _, ok in results)
-    print(f"replicas: {passed} passed, {len(results) - passed} failed")
-    sys.exit(1 if len(results) != passed else 0)
+    run_checks("replicas", main)
