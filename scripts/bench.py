@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from jitgate_env import ENVOY, ROOT, WASM, Keys, claims, cli, free_port, run_dir, wait_port
+from jitgate_env import ENVOY, ROOT, WASM, Keys, claims, cli, free_ports, run_dir, wait_port
 
 TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
 RESULTS = ROOT / "benches" / "results"
@@ -156,7 +156,8 @@ class Proxy:
     """One Envoy with one configuration's filter chain in front of a direct response."""
 
     def __init__(self, d, key, filters, workers):
-        self.key, self.listen, self.admin = key, free_port(), free_port()
+        self.key = key
+        self.listen, self.admin = free_ports(2)
         text = (ROOT / "envoy" / "bench.yaml").read_text()
         for k, v in {"ADMIN_PORT": self.admin, "LISTEN_PORT": self.listen,
                      "HTTP_FILTERS": json.dumps(filters + [ROUTER])}.items():

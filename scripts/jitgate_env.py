@@ -82,9 +82,20 @@ def run_dir(name: str) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all are held open until all are chosen (one at a time, the OS may
+    hand out the same port twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0):
@@ -124,7 +135,8 @@ class Stack:
                  ports: tuple | None = None, remote_code: bool = False, sidecar_port: int | None = None,
                  envoy_log: str = "envoy.log"):
         self.dir = run_dir(name)
-        self.listen, self.upstream_port, self.admin = ports or (free_port(), free_port(), free_port())
+        spare = free_ports(5)
+        self.listen, self.upstream_port, self.admin = ports or spare[:3]
         self.access_log = self.dir / "access.log"
         self.envoy_log = self.dir / envoy_log
         self.procs: list[subprocess.Popen] = []
@@ -133,7 +145,7 @@ class Stack:
         # Remote code is fetched asynchronously: a plugin that then fails to start leaves Envoy up
         # and failing closed (503), as under a control plane. Local code fails Envoy's start-up.
         self.remote_code = remote_code
-        self.wasm_port = free_port()
+        self.wasm_port = spare[3]
         if remote_code:
             sha = hashlib.sha256(WASM.read_bytes()).hexdigest()
             code = {"remote": {"http_uri": {"uri": f"http://127.0.0.1:{self.wasm_port}/{WASM.name}",
@@ -143,7 +155,7 @@ class Stack:
         rendered = string.Template((ROOT / "envoy" / template).read_text()).substitute(
             CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port, WASM=json.dumps(str(WASM)),
             ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
-            ACCESS_LOG=json.dumps(str(self.access_log)), SIDECAR_PORT=sidecar_port or free_port(),
+            ACCESS_LOG=json.dumps(str(self.access_log)), SIDECAR_PORT=sidecar_port or spare[4],
             PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)))
         self.config = self.dir / "envoy.yaml"
         self.config.write_text(rendered)
