@@ -972,7 +972,9 @@ impl Engine {
                 let batch = queue.take(a.batch_events, MAX_BATCH_BYTES);
                 sch.flushes_in_flight += 1;
                 sch.flush_due = now_ms.saturating_add(a.flush_ms);
-                calls.push((Task::Audit(batch.clone()), sidecar::audit_call(&batch)));
+                // The body is built first so the batch itself moves into the task (kept for a retry).
+                let call = sidecar::audit_call(&batch);
+                calls.push((Task::Audit(batch), call));
             }
         }
         calls
