@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,37 @@ request = function()
 end
 """ % PATH
 
+# The ledger fill: each thread sends its share of the single-use tokens exactly once, then only
+# credential-less requests (401s that record nothing) until bench.py sees every token counted.
+FILL_LUA = """
+local n = 0
+setup = function(thread)
+  thread:set("offset", n)
+  n = n + 1
+end
+local reqs, sent, probed = {}, 0, false
+local spare = wrk.format("GET", "%s")
+init = function(args)
+  local step, k = tonumber(args[2]), 0
+  for line in io.lines(args[1]) do
+    if k %% step == offset then
+      local name, value = string.match(line, "^([^:]+): (.*)$")
+      reqs[#reqs + 1] = wrk.format("GET", "%s", {[name] = value})
+    end
+    k = k + 1
+  end
+end
+request = function()
+  -- wrk calls the first thread's request() once to check it: that call must not use a token
+  if offset == 0 and not probed then
+    probed = true
+    return spare
+  end
+  sent = sent + 1
+  return reqs[sent] or spare
+end
+""" % (PATH, PATH)
+
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
@@ -98,13 +130,18 @@ def rbac_scope():
                                                             "principals": [scope]}}}}}
 
 
-def jitgate_config(jwks=None, secrets=None, replay="none"):
+# Sized for a DPoP proof per request at several thousand requests per second.
+BENCH_LEDGER = {"buckets": 1024, "entries_per_bucket": 128, "epoch_s": 10}
+# The largest grid (262,144 entries per epoch slot), for the fill.
+FILL_LEDGER = {"buckets": 1024, "entries_per_bucket": 256, "epoch_s": 60}
+FILL_BATCHES = 8
+
+
+def jitgate_config(jwks=None, secrets=None, replay="none", ledger=BENCH_LEDGER):
     rule = {"name": "orders", "path": {"prefix": "/orders"}, "scopes": [SCOPE], "replay": replay}
     if replay == "dpop":
         rule["dpop_max_age_s"] = 10
-    cfg = {"issuer": ISSUER, "audience": AUDIENCE, "max_ttl_s": 3600, "rules": [rule],
-           # sized for a DPoP proof per request at several thousand requests per second
-           "replay_ledger": {"buckets": 1024, "entries_per_bucket": 128, "epoch_s": 10}}
+    cfg = {"issuer": ISSUER, "audience": AUDIENCE, "max_ttl_s": 3600, "rules": [rule], "replay_ledger": ledger}
     if jwks:
         cfg["jwks"] = jwks
     if secrets:
@@ -144,6 +181,16 @@ class Workloads:
     def fresh_hs(self):
         return self.write("fresh-hs256", [f"authorization: Bearer {t}" for t in self._mint(self.hs_key, self.count)])
 
+    def single_use_hs(self, entries):
+        """`entries` single-use tokens, in batches whose expiries fall in distinct ledger epochs (an
+        epoch slot holds 262,144 entries at most)."""
+        lines = []
+        for b in range(FILL_BATCHES):
+            n = entries // FILL_BATCHES + (b < entries % FILL_BATCHES)
+            c = claims(scope=SCOPE, ttl=1200 + b * FILL_LEDGER["epoch_s"], jti=f"fill{b}")
+            lines += cli("mint", "--key", str(self.hs_key), "--claims", json.dumps(c), "--count", str(n)).splitlines()
+        return self.write("single-use-hs256", [f"authorization: Bearer {t}" for t in lines])
+
     def dpop(self, port):
         """A DPoP-bound token and a fresh proof per request (proofs expire: made just before use)."""
         token = self._mint(self.es.private, 1, cnf={"jkt": self.jkt})[0]
@@ -177,9 +224,20 @@ class Proxy:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # utime + stime
 
+    def admin_get(self, path):
+        return subprocess.run(["curl", "-s", f"http://127.0.0.1:{self.admin}{path}"], capture_output=True,
+                              text=True, check=True).stdout
+
     def memory_allocated(self):
-        out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{self.admin}/memory"], capture_output=True, text=True)
-        return int(json.loads(out.stdout)["allocated"])
+        return int(json.loads(self.admin_get("/memory"))["allocated"])
+
+    def rss(self):
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)[1]) * 1024
+
+    def counter(self, name):
+        found = re.search(rf"^(?:\S+\.)?{re.escape(name)}: (\d+)$", self.admin_get(f"/stats?filter={name}$"), re.M)
+        return int(found[1]) if found else 0
 
     def stop(self):
         self.proc.terminate()
@@ -282,6 +340,47 @@ def run_phase(d, w, lua, workers, rounds, seconds, quick, configs, baseline):
             p.stop()
 
 
+def ledger_fill(d, w, workers, tokens, entries):
+    """Memory before and after `entries` single-use tokens are each used once through one Envoy,
+    and proof that the full ledger still refuses a replay and accepts a new token."""
+    p = Proxy(d, "fill", [wasm_filter(jitgate_config(secrets=w.hs_secret, replay="single_use",
+                                                        ledger=FILL_LEDGER))], workers)
+    try:
+        lua = d / "fill.lua"
+        lua.write_text(FILL_LUA)
+        idle = {"allocated": p.memory_allocated(), "rss": p.rss()}
+        t0 = time.monotonic()
+        load = subprocess.Popen(["wrk", f"-t{workers}", f"-c{8 * workers}", "-d3600s", "-s", str(lua),
+                                 f"http://127.0.0.1:{p.listen}", "--", str(tokens), str(workers)],
+                                stdout=subprocess.DEVNULL)
+        try:
+            used, last = 0, (0, time.monotonic())
+            while used < entries and time.monotonic() - last[1] < 30:
+                time.sleep(0.5)
+                used = p.counter("jitgate.allow") + p.counter("jitgate.replay.ledger_full")
+                if used != last[0]:
+                    last = (used, time.monotonic())
+        finally:
+            load.send_signal(signal.SIGINT)  # wrk sleeps for -d, or until interrupted
+            load.wait()
+        seconds = time.monotonic() - t0
+        filled = {"allocated": p.memory_allocated(), "rss": p.rss()}
+        counts = {m: p.counter(m) for m in ("jitgate.allow", "jitgate.replay.rejected", "jitgate.replay.ledger_full")}
+        first = tokens.open().readline().rstrip("\n")
+        again = status_of(p.listen, first)
+        fresh = w.write("fill-extra", [f"authorization: Bearer {w._mint(w.hs_key, 1)[0]}"]).read_text().strip()
+        new = status_of(p.listen, fresh)
+        if counts["jitgate.allow"] != entries or counts["jitgate.replay.ledger_full"] or again != "401" or new != "200":
+            raise SystemExit(f"ledger fill ({workers}w): {counts}, first token again {again}, a new token {new}; "
+                             f"see {p.log}")
+        print(f"  {workers}w ledger: {entries:,} single-use tokens used once in {seconds:.0f} s; allocated "
+              f"{idle['allocated'] / 1e6:.1f} -> {filled['allocated'] / 1e6:.1f} MB, RSS {idle['rss'] / 1e6:.1f} -> "
+              f"{filled['rss'] / 1e6:.1f} MB; the first token again: {again}, a new one: {new}", flush=True)
+        return {"entries": entries, "seconds": round(seconds, 1), "idle": idle, "filled": filled, "counters": counts}
+    finally:
+        p.stop()
+
+
 def median_of(samples, field):
     return statistics.median(s[field] for s in samples)
 
@@ -320,6 +419,8 @@ def main():
     ap.add_argument("--only", help="comma-separated configuration keys (default: all)")
     ap.add_argument("--baseline-wasm", type=Path, help="adds f0: configuration f with this module (before/after)")
     ap.add_argument("--no-loop", action="store_true", help="skip re-measuring exchange and revocation latency")
+    ap.add_argument("--ledger-entries", type=int, default=1_000_000,
+                    help="single-use tokens to fill the replay ledger with, per worker count (0: skip)")
     a = ap.parse_args()
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only.split(",")]
     if a.baseline_wasm:
@@ -336,9 +437,14 @@ def main():
         print(f"== {workers} worker(s), {rounds} round(s) of {seconds} s per configuration, interleaved", flush=True)
         samples, ready, memory = run_phase(d, w, lua, workers, rounds, seconds, a.quick, configs, a.baseline_wasm)
         report["phases"][str(workers)] = {"samples": samples, "ready_s": ready, "memory_allocated": memory}
+    entries = min(a.ledger_entries, 20_000) if a.quick else a.ledger_entries
+    if entries:
+        print(f"== replay ledger: {entries:,} single-use tokens, each used once", flush=True)
+        tokens = w.single_use_hs(entries)
+        report["ledger_fill"] = {str(n): ledger_fill(d, w, n, tokens, entries) for n in workers_list}
     if a.quick:
-        print(f"bench --quick: all {len(configs)} configurations answered every request correctly "
-              f"({SKIPPED['d']})")
+        print(f"bench --quick: all {len(configs)} configurations answered every request correctly, the ledger "
+              f"took {entries:,} single-use tokens and refused a replay ({SKIPPED['d']})")
         return
     rows = []
     for key, name in configs:
@@ -392,6 +498,13 @@ def main():
     if "memory_per_vm_bytes" in report:
         lines.append(f"- memory per worker VM (Envoy `/memory` allocated, idle, 2 workers minus 1): "
                      f"{report['memory_per_vm_bytes'] / 1e6:.1f} MB")
+    for workers, f in report.get("ledger_fill", {}).items():
+        grown = f["filled"]["allocated"] - f["idle"]["allocated"]
+        lines.append(f"- replay ledger, {workers} worker(s), {f['entries']:,} single-use tokens each used once "
+                     f"({f['seconds']:.0f} s): Envoy allocated {f['idle']['allocated'] / 1e6:.1f} → "
+                     f"{f['filled']['allocated'] / 1e6:.1f} MB ({grown / f['entries']:.1f} bytes per entry), RSS "
+                     f"{f['idle']['rss'] / 1e6:.1f} → {f['filled']['rss'] / 1e6:.1f} MB; a replay of the first "
+                     f"token was refused and a new token accepted")
     if "plugin_start_s" in report:
         lines.append(f"- plugin start (Envoy start to listening, f minus a, 1 worker): {report['plugin_start_s']:.2f} s")
     if "sidecar" in report:

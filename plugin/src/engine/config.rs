@@ -274,10 +274,6 @@ impl RawConfig {
         if !(10..=3600).contains(&l.epoch_s) {
             return Err(err("replay_ledger.epoch_s", "must be 10 to 3600"));
         }
-        // A single-use entry lives until exp + skew (exp <= now + skew + max_ttl); a DPoP proof's
-        // until iat + max_age + skew (iat <= now + skew).
-        let lifetime = self.max_ttl_s.max(MAX_DPOP_MAX_AGE_S) + 2 * self.clock_skew_s;
-        let geometry = Geometry::new(l.buckets, l.entries_per_bucket, l.epoch_s, lifetime);
         if self.token_cache_entries > MAX_CACHE_ENTRIES {
             return Err(err("token_cache_entries", format!("must be 0 to {MAX_CACHE_ENTRIES}")));
         }
@@ -339,6 +335,19 @@ impl RawConfig {
             }
             rules.push(rule);
         }
+        // The ring spans the longest-lived entry of the rules that use it, so a DPoP-only ledger
+        // does not pay for an hour-long max_ttl_s. A single-use entry lives until exp + skew
+        // (exp <= now + skew + ttl cap); a proof's until iat + max_age + skew (iat <= now + skew).
+        let ledger = rules
+            .iter()
+            .filter(|r| r.replay_scope == ReplayScope::Local)
+            .filter_map(|r| match r.replay {
+                Replay::SingleUse => Some(r.max_ttl_s.unwrap_or(self.max_ttl_s)),
+                Replay::Dpop => Some(r.dpop_max_age_s),
+                Replay::None => None,
+            })
+            .max()
+            .map(|longest| Geometry::new(l.buckets, l.entries_per_bucket, l.epoch_s, longest + 2 * self.clock_skew_s));
         Ok(Config {
             verifier,
             validation,
@@ -350,10 +359,7 @@ impl RawConfig {
             max_token_bytes: self.max_token_bytes,
             crypto: self.crypto,
             token_cache_entries: self.token_cache_entries,
-            ledger: rules
-                .iter()
-                .any(|r| r.replay != Replay::None && r.replay_scope == ReplayScope::Local)
-                .then_some(geometry),
+            ledger,
             rules,
         })
     }

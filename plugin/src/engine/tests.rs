@@ -371,6 +371,25 @@ fn config_errors_name_the_field() {
 }
 
 #[test]
+fn the_ledger_ring_spans_the_longest_lived_entry_of_the_rules_that_use_it() {
+    let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
+    let slots = |rules: Value| {
+        let extra = json!({"max_ttl_s": 3600, "clock_skew_s": 30, "replay_ledger": {"epoch_s": 10}, "rules": rules});
+        Config::parse(config_json(&key, extra).to_string().as_bytes()).unwrap().ledger.map(|g| g.slots)
+    };
+    let rule = |replay: &str, extra: Value| {
+        let mut r = json!({"name": replay, "path": {"prefix": "/"}, "replay": replay});
+        r.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        r
+    };
+    // ceil((lifetime + 2 * 30) / 10) + 2
+    assert_eq!(slots(json!([rule("single_use", json!({}))])), Some(368));
+    assert_eq!(slots(json!([rule("single_use", json!({"max_ttl_s": 300}))])), Some(38));
+    assert_eq!(slots(json!([rule("dpop", json!({"dpop_max_age_s": 10}))])), Some(9));
+    assert_eq!(slots(json!([rule("none", json!({}))])), None);
+}
+
+#[test]
 fn every_counter_is_declared_up_front() {
     let names: Vec<String> = metrics().map(|(_, n)| n).collect();
     assert!(names.contains(&"jitgate.allow".to_owned()));
