@@ -89,6 +89,12 @@ pub struct AccessClaims {
     pub jit: Option<JitClaim>,
 }
 
+impl AccessClaims {
+    pub fn times(&self) -> Times {
+        Times { iat: self.iat, exp: self.exp, nbf: self.nbf }
+    }
+}
+
 /// Correlates audit events for one token without revealing its `jti`: hex of the first 16 bytes
 /// of SHA-256(iss, 0, jti). The filter and the sidecar both log it.
 pub fn jti_hash(iss: &str, jti: &str) -> String {
@@ -150,7 +156,34 @@ pub fn typ_accepted(typ: Option<&str>, accepted: &[String]) -> bool {
     accepted.iter().any(|a| a.eq_ignore_ascii_case(bare))
 }
 
+/// The claims whose verdict depends on the clock or the route.
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub iat: u64,
+    pub exp: u64,
+    pub nbf: Option<u64>,
+}
+
 impl Validation {
+    /// The clock- and route-dependent checks: all a cached, already validated token needs again.
+    pub fn check_times(&self, t: Times, now: u64, max_ttl_s: Option<u64>) -> Result<()> {
+        let skew = self.clock_skew_s;
+        if now >= t.exp.saturating_add(skew) {
+            return Err(Error::Expired);
+        }
+        if t.iat > now.saturating_add(skew) {
+            return Err(Error::IssuedInFuture);
+        }
+        if t.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+            return Err(Error::NotYetValid);
+        }
+        let cap = max_ttl_s.map_or(self.max_ttl_s, |route| route.min(self.max_ttl_s));
+        if t.exp.saturating_sub(t.iat) > cap {
+            return Err(Error::TtlExceedsCap);
+        }
+        Ok(())
+    }
+
     /// Parses and validates a verified payload. `now` is Unix seconds from the host.
     /// `max_ttl_s` overrides the global cap when a route has a tighter one.
     pub fn validate(&self, payload: &[u8], now: u64, max_ttl_s: Option<u64>) -> Result<AccessClaims> {
@@ -178,26 +211,13 @@ impl Validation {
         let sub = required(raw.sub, "sub", MAX_SUB_BYTES)?;
         let jti = required(raw.jti, "jti", MAX_JTI_BYTES)?;
 
-        let skew = self.clock_skew_s;
         let exp = numeric_date(raw.exp.as_ref().ok_or(Error::MissingClaim("exp"))?, "exp")?;
         let iat = numeric_date(raw.iat.as_ref().ok_or(Error::MissingClaim("iat"))?, "iat")?;
         let nbf = raw.nbf.as_ref().map(|n| numeric_date(n, "nbf")).transpose()?;
         if exp <= iat {
             return Err(Error::InvalidClaim("exp"));
         }
-        if now >= exp.saturating_add(skew) {
-            return Err(Error::Expired);
-        }
-        if iat > now.saturating_add(skew) {
-            return Err(Error::IssuedInFuture);
-        }
-        if nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
-            return Err(Error::NotYetValid);
-        }
-        let cap = max_ttl_s.map_or(self.max_ttl_s, |route| route.min(self.max_ttl_s));
-        if exp.saturating_sub(iat) > cap {
-            return Err(Error::TtlExceedsCap);
-        }
+        self.check_times(Times { iat, exp, nbf }, now, max_ttl_s)?;
 
         let scope = raw.scope.unwrap_or_default();
         if !valid_scope(&scope) {

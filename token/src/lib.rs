@@ -73,6 +73,12 @@ impl Verifier {
         jws.verify_with(keys, host)
     }
 
+    /// A token that passed `check_claims` before, at `now` on a route capped at `route_max_ttl_s`:
+    /// only the clock and the route can change its verdict.
+    pub fn recheck(&self, token: &AccessToken, now: u64, route_max_ttl_s: Option<u64>) -> Result<()> {
+        self.validation.check_times(token.claims.times(), now, route_max_ttl_s)
+    }
+
     /// `typ` and claims of a signature-checked token at `now`.
     pub fn check_claims(&self, jws: &VerifiedJws, now: u64, route_max_ttl_s: Option<u64>) -> Result<AccessToken> {
         if !claims::typ_accepted(jws.header.typ.as_deref(), &self.validation.accepted_typ) {

@@ -1,20 +1,22 @@
-//! Bounded per-VM caches keyed by a SHA-256, with CLOCK eviction (one reference bit per slot:
-//! O(1) hits, no list to reorder). Two uses: verified tokens (DESIGN §3 step 3: SHA-256 of the
-//! token -> its verified JWS; a hit skips only the signature, claims, scope and replay are checked
-//! again) and exchanged tokens (DESIGN §5: hash of subject token and scopes -> the issued token).
+//! Bounded per-VM caches with CLOCK eviction (one reference bit per slot: O(1) hits, no list to
+//! reorder). Two uses: verified tokens (DESIGN §3 step 3: the token itself -> its validated
+//! claims; a hit skips the signature and the claim parsing, the clock, scope and replay are
+//! checked again) and exchanged tokens (DESIGN §5: hash of subject token and scopes -> the issued
+//! token).
 
-use jitgate_token::VerifiedJws;
+use jitgate_token::AccessToken;
 use sha2::{Digest, Sha256};
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::rc::Rc;
 
 pub type CacheKey = [u8; 32];
 
-pub fn key(token: &str) -> CacheKey {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Verified tokens.
-pub type TokenCache = Cache<VerifiedJws>;
+/// Verified tokens, keyed by the whole token: a hit is an exact match, so no hash collision can
+/// stand in for a signature (and hashing it is far cheaper than a SHA-256 on the hot path).
+/// A hit shares the validated claims rather than copying them.
+pub type TokenCache = Cache<Box<str>, Rc<AccessToken>>;
 
 /// The exchange cache key: one issued token per subject token and scope set.
 pub fn exchange_key(subject_token: &str, scopes: &[String]) -> CacheKey {
@@ -27,8 +29,8 @@ pub fn exchange_key(subject_token: &str, scopes: &[String]) -> CacheKey {
 }
 
 #[derive(Debug)]
-struct Slot<V> {
-    key: CacheKey,
+struct Slot<K, V> {
+    key: K,
     value: V,
     /// Unix seconds (a token's `exp`): the entry is never used at or after it.
     exp: u64,
@@ -36,20 +38,23 @@ struct Slot<V> {
 }
 
 #[derive(Debug)]
-pub struct Cache<V> {
-    slots: Vec<Slot<V>>,
-    index: HashMap<CacheKey, usize>,
+pub struct Cache<K, V> {
+    slots: Vec<Slot<K, V>>,
+    index: HashMap<K, usize>,
     hand: usize,
     capacity: usize,
 }
 
-impl<V> Cache<V> {
-    pub fn new(capacity: usize) -> Cache<V> {
+impl<K: Hash + Eq + Clone, V> Cache<K, V> {
+    pub fn new(capacity: usize) -> Cache<K, V> {
         Cache { slots: Vec::new(), index: HashMap::new(), hand: 0, capacity }
     }
 
     /// The cached value for `key`, unless it has expired (then it is dropped).
-    pub fn get(&mut self, key: &CacheKey, now_s: u64) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, now_s: u64) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         let i = *self.index.get(key)?;
         let slot = self.slots.get_mut(i)?;
         if now_s >= slot.exp {
@@ -62,7 +67,10 @@ impl<V> Cache<V> {
         Some(&slot.value)
     }
 
-    pub fn remove(&mut self, key: &CacheKey) {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(slot) = self.index.remove(key).and_then(|i| self.slots.get_mut(i)) {
             slot.referenced = false;
             slot.exp = 0;
@@ -76,12 +84,12 @@ impl<V> Cache<V> {
         self.hand = 0;
     }
 
-    pub fn insert(&mut self, key: CacheKey, value: V, exp: u64) {
+    pub fn insert(&mut self, key: K, value: V, exp: u64) {
         if self.capacity == 0 || self.index.contains_key(&key) {
             return;
         }
         if self.slots.len() < self.capacity {
-            self.index.insert(key, self.slots.len());
+            self.index.insert(key.clone(), self.slots.len());
             self.slots.push(Slot { key, value, exp, referenced: false });
             return;
         }
@@ -97,8 +105,8 @@ impl<V> Cache<V> {
             if self.index.get(&slot.key) == Some(&i) {
                 self.index.remove(&slot.key);
             }
+            self.index.insert(key.clone(), i);
             *slot = Slot { key, value, exp, referenced: false };
-            self.index.insert(key, i);
             return;
         }
     }
@@ -112,38 +120,46 @@ impl<V> Cache<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jitgate_token::{Alg, Header};
 
-    fn jws(n: u8) -> VerifiedJws {
-        VerifiedJws { header: Header { alg: Alg::ES256, kid: None, typ: None }, payload: vec![n] }
+    fn key(k: &str) -> Box<str> {
+        k.into()
     }
 
     #[test]
     fn entries_expire_at_exp_and_capacity_is_bounded() {
-        let mut c = TokenCache::new(2);
-        c.insert(key("a"), jws(1), 100);
-        assert_eq!(c.get(&key("a"), 99).map(|j| j.payload.clone()), Some(vec![1]));
-        assert!(c.get(&key("a"), 100).is_none(), "never used at exp");
-        assert!(c.get(&key("a"), 50).is_none(), "and gone after");
-        c.insert(key("b"), jws(2), 100);
-        c.insert(key("c"), jws(3), 100);
-        c.insert(key("d"), jws(4), 100);
+        let mut c = Cache::new(2);
+        c.insert(key("a"), 1, 100);
+        assert_eq!(c.get("a", 99), Some(&1));
+        assert!(c.get("a", 100).is_none(), "never used at exp");
+        assert!(c.get("a", 50).is_none(), "and gone after");
+        c.insert(key("b"), 2, 100);
+        c.insert(key("c"), 3, 100);
+        c.insert(key("d"), 4, 100);
         assert!(c.len() <= 2);
     }
 
     #[test]
+    fn only_the_exact_token_hits() {
+        let mut c = Cache::new(4);
+        c.insert(key("header.payload.sig"), 1, 100);
+        assert!(c.get("header.payload.sig ", 1).is_none());
+        assert!(c.get("header.payload.si", 1).is_none());
+        assert_eq!(c.get("header.payload.sig", 1), Some(&1));
+    }
+
+    #[test]
     fn clock_keeps_the_recently_used_entry() {
-        let mut c = TokenCache::new(2);
-        c.insert(key("a"), jws(1), 100);
-        c.insert(key("b"), jws(2), 100);
-        assert!(c.get(&key("a"), 1).is_some());
-        c.insert(key("c"), jws(3), 100);
-        assert!(c.get(&key("a"), 1).is_some(), "referenced: kept");
-        assert!(c.get(&key("b"), 1).is_none(), "unreferenced: evicted");
-        assert!(c.get(&key("c"), 1).is_some());
-        let mut off = TokenCache::new(0);
-        off.insert(key("a"), jws(1), 100);
-        assert!(off.get(&key("a"), 1).is_none(), "capacity 0 disables the cache");
+        let mut c = Cache::new(2);
+        c.insert(key("a"), 1, 100);
+        c.insert(key("b"), 2, 100);
+        assert!(c.get("a", 1).is_some());
+        c.insert(key("c"), 3, 100);
+        assert!(c.get("a", 1).is_some(), "referenced: kept");
+        assert!(c.get("b", 1).is_none(), "unreferenced: evicted");
+        assert!(c.get("c", 1).is_some());
+        let mut off = Cache::new(0);
+        off.insert(key("a"), 1, 100);
+        assert!(off.get("a", 1).is_none(), "capacity 0 disables the cache");
     }
 
     #[test]
@@ -151,11 +167,11 @@ mod tests {
         let mut c = Cache::new(4);
         c.insert(key("a"), 1, 100);
         c.insert(key("b"), 2, 100);
-        c.remove(&key("a"));
-        assert!(c.get(&key("a"), 1).is_none());
-        assert_eq!(c.get(&key("b"), 1), Some(&2));
+        c.remove("a");
+        assert!(c.get("a", 1).is_none());
+        assert_eq!(c.get("b", 1), Some(&2));
         c.clear();
-        assert!(c.get(&key("b"), 1).is_none());
+        assert!(c.get("b", 1).is_none());
         let scopes = ["a".to_owned(), "b".to_owned()];
         assert_ne!(exchange_key("t", &scopes), exchange_key("t", &["ab".to_owned()]), "scopes are delimited");
     }

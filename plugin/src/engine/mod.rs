@@ -25,9 +25,11 @@ use reason::Reason;
 use response::LocalResponse;
 use revocations::Revocations;
 use rules::{Replay, ReplayScope, Rule};
+use sha2::{Digest, Sha256};
 use sidecar::{Answer, Call, Exchanged};
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Headers jitgate sets upstream from a verified token; any client-sent copy is removed first.
 pub const CLAIM_HEADERS: [&str; 3] = ["x-jit-sub", "x-jit-scope", "x-jit-grant"];
@@ -342,7 +344,7 @@ impl<'a> Request<'a> {
 struct Decision<'c> {
     reason: Reason,
     rule: Option<&'c Rule>,
-    token: Option<AccessToken>,
+    token: Option<Rc<AccessToken>>,
     missing_scopes: String,
     /// A fresh server nonce to send with `use_dpop_nonce`.
     nonce: Option<String>,
@@ -424,7 +426,7 @@ pub struct Engine {
     verifier: RefCell<Option<Verifier>>,
     cache: RefCell<TokenCache>,
     /// Tokens the sidecar issued, by subject token and scope set.
-    exchanged: RefCell<Cache<String>>,
+    exchanged: RefCell<Cache<CacheKey, String>>,
     revocations: RefCell<Revocations>,
     audit_queue: RefCell<AuditQueue>,
     schedule: RefCell<Schedule>,
@@ -485,14 +487,14 @@ impl Engine {
     }
 
     /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
-    fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> Result<AccessToken, Reason> {
+    fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> Result<Rc<AccessToken>, Reason> {
         let guard = self.verifier.borrow();
         let verifier = guard.as_ref().ok_or(Reason::KeysUnavailable)?;
-        let key = cache::key(token);
         let mut cache = self.cache.borrow_mut();
-        let verified = if let Some(jws) = cache.get(&key, now_s) {
+        let verified = if let Some(cached) = cache.get(token, now_s) {
             host.count(Metric::CacheHit);
-            verifier.check_claims(jws, now_s, rule.max_ttl_s).map_err(Reason::Token)?
+            verifier.recheck(cached, now_s, rule.max_ttl_s).map_err(Reason::Token)?;
+            Rc::clone(cached)
         } else {
             let via_host = self.host_verifier(host);
             let checked = verifier.check_signature(token, via_host.as_ref().map(|v| v as &dyn HostVerifier));
@@ -503,9 +505,9 @@ impl Engine {
                 Reason::Token(e)
             })?;
             host.count(Metric::Crypto(path));
-            let verified = verifier.check_claims(&jws, now_s, rule.max_ttl_s).map_err(Reason::Token)?;
+            let verified = Rc::new(verifier.check_claims(&jws, now_s, rule.max_ttl_s).map_err(Reason::Token)?);
             if verified.claims.exp > now_s {
-                cache.insert(key, jws, verified.claims.exp);
+                cache.insert(token.into(), Rc::clone(&verified), verified.claims.exp);
             }
             verified
         };
@@ -1043,7 +1045,7 @@ impl Engine {
         });
         match keys {
             Ok(v) => {
-                let digest = cache::key(text(answer.body));
+                let digest: CacheKey = Sha256::digest(answer.body).into();
                 if *installed != Some(digest) {
                     // Tokens verified with a key that is gone must be checked again.
                     self.cache.borrow_mut().clear();

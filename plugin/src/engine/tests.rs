@@ -447,4 +447,12 @@ fn a_repeated_token_skips_only_the_signature() {
     let denied = f.engine.on_request_headers(&host, &headers("GET", "/admin/x", &[("authorization", &bearer)]));
     assert_eq!(respond(&denied).status, 403);
     assert_eq!(host.counters.borrow().get("jitgate.cache.hit"), Some(&3));
+    // A 400 s token is fine on /orders (global cap 900) and cached, but over /admin's 300 s cap.
+    let mut long = claims("orders:read admin:write");
+    long["exp"] = json!(NOW - 10 + 400);
+    let bearer = format!("Bearer {}", f.token(&long));
+    let ok = f.engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    assert!(matches!(ok, Action::Continue { .. }), "{ok:?}");
+    let capped = f.engine.on_request_headers(&host, &headers("GET", "/admin/x", &[("authorization", &bearer)]));
+    assert_eq!((respond(&capped).status, host.counters.borrow().get("jitgate.cache.hit")), (401, Some(&4)));
 }
