@@ -18,6 +18,9 @@ Lua script. All Envoys run at once and the configurations are timed interleaved 
 asserting only that every configuration answered every request correctly (and refused a forged
 token), never a timing.
 
+Then the replay ledger: one Envoy per worker count takes 1,000,000 single-use tokens (each sent
+once; --ledger-entries), with Envoy's memory before and after, and must still refuse a replay.
+
 Writes benches/results/<date>.md, .json and .svg (unless --quick).
 """
 import argparse

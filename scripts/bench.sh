@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark (scripts/bench.py): jitgate against Envoy's jwt_authn (+ RBAC) and no
 # filter, in real Envoy 1.40, one and two workers; writes benches/results/<date>.{md,json,svg}.
-# Without --quick, the criterion benches (harness, ledger) run first.
+# Without --quick, the criterion benches (harness, engine, ledger) run first.
 # --quick: the CI smoke, one short round asserting only that every configuration answered correctly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
