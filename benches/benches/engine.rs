@@ -81,6 +81,18 @@ fn decisions(c: &mut Criterion) {
     c.bench_function("engine: HS256 bearer, verified every time (h)", |b| {
         b.iter(|| black_box(hmac.on_request_headers(&QuietHost, black_box(&fresh))));
     });
+
+    // Envoy's configuration h: the cache is on and every token is new, so each request is a miss
+    // that inserts (and, once the cache is full, evicts).
+    let missing = engine(serde_json::json!({"hs256_secrets": [{"kid": "h1", "secret": secret}]}));
+    let pool: Vec<_> = (10..4106).map(|jti| request(&mint(&hs, "at+jwt", &claims(jti)).unwrap())).collect();
+    let mut i = 0;
+    c.bench_function("engine: HS256 bearer, a new token each time, cache on (h)", |b| {
+        b.iter(|| {
+            i = (i + 1) % pool.len();
+            black_box(missing.on_request_headers(&QuietHost, black_box(&pool[i])))
+        });
+    });
 }
 
 criterion_group!(benches, decisions);

@@ -15,8 +15,9 @@ pub type CacheKey = [u8; 32];
 
 /// Verified tokens, keyed by the whole token: a hit is an exact match, so no hash collision can
 /// stand in for a signature (and hashing it is far cheaper than a SHA-256 on the hot path).
-/// A hit shares the validated claims rather than copying them.
-pub type TokenCache = Cache<Box<str>, Rc<AccessToken>>;
+/// A hit shares the validated claims rather than copying them; the slot and the index share one
+/// copy of the token.
+pub type TokenCache = Cache<Rc<str>, Rc<AccessToken>>;
 
 /// The exchange cache key: one issued token per subject token and scope set.
 pub fn exchange_key(subject_token: &str, scopes: &[String]) -> CacheKey {
