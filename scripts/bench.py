@@ -166,8 +166,8 @@ class Workloads:
         self.client.write_text(cli("keygen", "--alg", "ES256"))
         self.jkt = cli("jkt", str(self.client))
 
-    def _mint(self, key, count, **extra):
-        c = claims(scope=SCOPE, ttl=3600, **extra)
+    def _mint(self, key, count, ttl=3600, **extra):
+        c = claims(scope=SCOPE, ttl=ttl, **extra)
         return cli("mint", "--key", str(key), "--claims", json.dumps(c), "--count", str(count)).splitlines()
 
     def write(self, name, lines):
@@ -175,24 +175,26 @@ class Workloads:
         f.write_text("\n".join(lines) + "\n")
         return f
 
+    def bearer(self, name, tokens):
+        return self.write(name, [f"authorization: Bearer {t}" for t in tokens])
+
     def fresh_es(self):
-        return self.write("fresh-es256", [f"authorization: Bearer {t}" for t in self._mint(self.es.private, self.count)])
+        return self.bearer("fresh-es256", self._mint(self.es.private, self.count))
 
     def repeated_es(self):
-        return self.write("repeated-es256", [f"authorization: Bearer {self._mint(self.es.private, 1)[0]}"])
+        return self.bearer("repeated-es256", self._mint(self.es.private, 1))
 
     def fresh_hs(self):
-        return self.write("fresh-hs256", [f"authorization: Bearer {t}" for t in self._mint(self.hs_key, self.count)])
+        return self.bearer("fresh-hs256", self._mint(self.hs_key, self.count))
 
     def single_use_hs(self, entries):
         """`entries` single-use tokens, in batches whose expiries fall in distinct ledger epochs (an
         epoch slot holds 262,144 entries at most)."""
-        lines = []
+        tokens = []
         for b in range(FILL_BATCHES):
             n = entries // FILL_BATCHES + (b < entries % FILL_BATCHES)
-            c = claims(scope=SCOPE, ttl=1200 + b * FILL_LEDGER["epoch_s"], jti=f"fill{b}")
-            lines += cli("mint", "--key", str(self.hs_key), "--claims", json.dumps(c), "--count", str(n)).splitlines()
-        return self.write("single-use-hs256", [f"authorization: Bearer {t}" for t in lines])
+            tokens += self._mint(self.hs_key, n, ttl=1200 + b * FILL_LEDGER["epoch_s"], jti=f"fill{b}")
+        return self.bearer("single-use-hs256", tokens)
 
     def dpop(self, port):
         """A DPoP-bound token and a fresh proof per request (proofs expire: made just before use)."""
@@ -371,8 +373,7 @@ def ledger_fill(d, w, workers, tokens, entries):
         counts = {m: p.counter(m) for m in ("jitgate.allow", "jitgate.replay.rejected", "jitgate.replay.ledger_full")}
         first = tokens.open().readline().rstrip("\n")
         again = status_of(p.listen, first)
-        fresh = w.write("fill-extra", [f"authorization: Bearer {w._mint(w.hs_key, 1)[0]}"]).read_text().strip()
-        new = status_of(p.listen, fresh)
+        new = status_of(p.listen, f"authorization: Bearer {w._mint(w.hs_key, 1)[0]}")
         if counts["jitgate.allow"] != entries or counts["jitgate.replay.ledger_full"] or again != "401" or new != "200":
             raise SystemExit(f"ledger fill ({workers}w): {counts}, first token again {again}, a new token {new}; "
                              f"see {p.log}")
