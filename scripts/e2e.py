@@ -21,8 +21,6 @@ HARNESS = ROOT / "target" / "debug" / "jitgate-harness"
 SCENARIOS = sorted((ROOT / "host-tests" / "scenarios").glob("*.yaml"))
 
 
-
-
 def render(path: Path) -> dict:
     out = subprocess.run([str(HARNESS), "render", str(path)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)

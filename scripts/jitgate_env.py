@@ -14,6 +14,7 @@ import string
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,7 +315,6 @@ def check(label, ok, observed="", width=66):
 
 def run_checks(name: str, main):
     """Runs `main`, counts a crash as a failed check, prints the tally and exits 1 on any failure."""
-    import traceback
     try:
         main()
     except Exception:

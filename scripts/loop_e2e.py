@@ -24,8 +24,6 @@ POLL_MS = 1000
 FAIL_CLOSED_AFTER_S = 5
 
 
-
-
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]

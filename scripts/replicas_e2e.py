@@ -12,8 +12,6 @@ from jitgate_env import Sidecar, Stack, check, cli, free_port, run_checks, run_d
 HOST = "api.example"  # both proxies serve one name, so a DPoP proof's htu is valid at either
 
 
-
-
 def plugin_config():
     return {
         "issuer": "https://jitgate.local", "audience": "demo-api",
