@@ -47,6 +47,10 @@ fn resolve_times(v: &mut Value, now: i64) {
     }
 }
 
+fn count_arg(args: &[String]) -> Result<usize, String> {
+    arg(args, "--count").map_or(Ok(1), |n| n.parse()).map_err(|_| "--count takes a number".to_owned())
+}
+
 fn now_arg(args: &[String]) -> Result<i64, String> {
     match arg(args, "--now") {
         Some(n) => n.parse().map_err(|_| "--now takes Unix seconds".to_owned()),
@@ -65,8 +69,7 @@ fn run(args: &[String]) -> Result<String, String> {
             let key = load_key(&arg(args, "--key").ok_or("--key is required")?)?;
             let token = arg(args, "--token").ok_or("--token is required (the proof's ath binds it)")?;
             let now = now_arg(args)?;
-            let count: usize =
-                arg(args, "--count").map_or(Ok(1), |n| n.parse()).map_err(|_| "--count takes a number")?;
+            let count = count_arg(args)?;
             let mut claims = json!({"htm": arg(args, "--htm").unwrap_or_else(|| "GET".into()),
                 "htu": arg(args, "--htu").ok_or("--htu is required")?, "iat": now,
                 "ath": b64_encode(&Sha256::digest(token.as_bytes()))});
@@ -116,8 +119,7 @@ fn run(args: &[String]) -> Result<String, String> {
                     header[k] = v;
                 }
             }
-            let count: usize =
-                arg(args, "--count").map_or(Ok(1), |n| n.parse()).map_err(|_| "--count takes a number")?;
+            let count = count_arg(args)?;
             if count == 1 {
                 return sign_compact(&key, &header, claims.to_string().as_bytes()).map_err(|e| e.to_string());
             }
