@@ -135,8 +135,8 @@ def rbac_scope():
 
 # Sized for a DPoP proof per request at several thousand requests per second.
 BENCH_LEDGER = {"buckets": 1024, "entries_per_bucket": 128, "epoch_s": 10}
-# The largest grid (262,144 entries per epoch slot), for the fill.
-FILL_LEDGER = {"buckets": 1024, "entries_per_bucket": 256, "epoch_s": 60}
+# The largest grid (262,144 entries per epoch slot), for the fill: up to 281 MB when full.
+FILL_LEDGER = {"buckets": 1024, "entries_per_bucket": 256, "epoch_s": 60, "max_bytes": 512 * 1024 * 1024}
 FILL_BATCHES = 8
 
 

@@ -40,6 +40,7 @@ def summary(name, values_ms):
 def plugin_config():
     return {
         "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
+        "strip_token": False,  # this upstream wants the (exchanged) JIT token itself
         "sidecar": {
             "cluster": "jitgate_sidecar", "timeout_ms": 1000,
             "jwks": {"refresh_s": 5},

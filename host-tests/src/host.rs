@@ -3,12 +3,17 @@
 use crate::abi::{self, LogLevel, MetricKind, Pairs, Status};
 use crate::foreign;
 use crate::worker::{LocalResponse, WorkerData};
-use crate::world::{CallRecord, HookPoint};
+use crate::world::{CallRecord, Fault, HookPoint};
 use wasmtime::{Caller, Extern, Linker};
 
 type C<'a> = Caller<'a, WorkerData>;
 /// Inner result: a status for the module. Outer: a trap (from calling the module's allocator).
 type HostResult = wasmtime::Result<Result<(), Status>>;
+
+/// A failure a test injected for this hostcall (`Plugin::fail_hostcall`).
+fn injected(c: &C<'_>, hostcall: &str) -> Option<Fault> {
+    c.data().world.fault(hostcall)
+}
 
 fn code(r: HostResult) -> wasmtime::Result<i32> {
     Ok(match r? {
@@ -138,21 +143,36 @@ fn property(d: &mut WorkerData, path: &[u8]) -> Option<Vec<u8>> {
 
 pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_log", |mut c: C<'_>, level: i32, ptr: i32, len: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_log") {
+            return Ok(s);
+        }
         code(Ok((|| {
             let level = LogLevel::from_abi(level).ok_or(Status::BadArgument)?;
             let msg = String::from_utf8_lossy(&read(&mut c, ptr, len)?).into_owned();
-            c.data().world.log(c.data().index, level, msg);
+            if level as u32 >= c.data().world.log_level.get() {
+                c.data().world.log(c.data().index, level, msg);
+            }
             Ok(())
         })()))
     })?;
     linker.func_wrap("env", "proxy_get_log_level", |mut c: C<'_>, ret: i32| {
-        code(Ok(write_u32(&mut c, ret, LogLevel::Trace as u32)))
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_get_log_level") {
+            return Ok(s);
+        }
+        let level = c.data().world.log_level.get();
+        code(Ok(write_u32(&mut c, ret, level)))
     })?;
     linker.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: C<'_>, ret: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_get_current_time_nanoseconds") {
+            return Ok(s);
+        }
         let now = c.data().world.now_ns.get();
         code(Ok(write(&mut c, ret as u32, &now.to_le_bytes())))
     })?;
     linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: C<'_>, period: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_set_tick_period_milliseconds") {
+            return Ok(s);
+        }
         let d = c.data_mut();
         d.tick_period_ms = period as u32;
         d.next_tick_ns = d.world.now_ns.get().saturating_add(u64::from(period as u32) * 1_000_000);
@@ -162,6 +182,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, kind: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_get_buffer_bytes") {
+                return Ok(s);
+            }
             let data = match buffer(c.data_mut(), kind) {
                 Ok(d) => d,
                 Err(s) => return Ok(s as i32),
@@ -192,6 +215,11 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_get_header_map_pairs", |mut c: C<'_>, map: i32, ptr_ptr: i32, size_ptr: i32| {
+        match injected(&c, "proxy_get_header_map_pairs") {
+            Some(Fault::Status(s)) => return Ok(s),
+            Some(Fault::Garbage) => return code(return_bytes(&mut c, b"\x05\0\0\0garbage", ptr_ptr, size_ptr)),
+            None => {}
+        }
         let bytes = match map_mut(c.data_mut(), map) {
             Ok(m) => abi::serialize_pairs(m),
             Err(s) => return Ok(s as i32),
@@ -209,6 +237,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, map: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_get_header_map_value") {
+                return Ok(s);
+            }
             let key = match read_str(&mut c, kp, kl) {
                 Ok(k) => k,
                 Err(s) => return Ok(s as i32),
@@ -229,6 +260,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_remove_header_map_value", |mut c: C<'_>, map: i32, kp: i32, kl: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_remove_header_map_value") {
+            return Ok(s);
+        }
         code(Ok((|| {
             let key = read_str(&mut c, kp, kl)?;
             map_mut(c.data_mut(), map)?.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
@@ -239,6 +273,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut c: C<'_>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_replace_header_map_value") {
+                return Ok(s);
+            }
             code(Ok((|| {
                 let key = read_str(&mut c, kp, kl)?.to_ascii_lowercase();
                 let value = read(&mut c, vp, vl)?;
@@ -262,6 +299,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_get_property", |mut c: C<'_>, pp: i32, pl: i32, ptr_ptr: i32, size_ptr: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_get_property") {
+            return Ok(s);
+        }
         let path = match read(&mut c, pp, pl) {
             Ok(p) => p,
             Err(s) => return Ok(s as i32),
@@ -272,6 +312,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         }
     })?;
     linker.func_wrap("env", "proxy_set_property", |mut c: C<'_>, pp: i32, pl: i32, vp: i32, vl: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_set_property") {
+            return Ok(s);
+        }
         code(Ok((|| {
             let key = format!("wasm.{}", String::from_utf8_lossy(&read(&mut c, pp, pl)?));
             let value = read(&mut c, vp, vl)?;
@@ -287,6 +330,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_get_shared_data") {
+                return Ok(s);
+            }
             let key = match read_str(&mut c, kp, kl) {
                 Ok(k) => k,
                 Err(s) => return Ok(s as i32),
@@ -308,6 +354,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_shared_data",
         |mut c: C<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_set_shared_data") {
+                return Ok(s);
+            }
             let (key, value) = match (read_str(&mut c, kp, kl), read(&mut c, vp, vl)) {
                 (Ok(k), Ok(v)) => (k, v),
                 (Err(s), _) | (_, Err(s)) => return Ok(s as i32),
@@ -354,6 +403,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_continue_stream", |mut c: C<'_>, stream: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_continue_stream") {
+            return Ok(s);
+        }
         let ok = match (c.data_mut().stream(), stream) {
             (Some(s), abi::STREAM_REQUEST | abi::STREAM_RESPONSE) => {
                 s.resumed = true;
@@ -371,6 +423,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_send_local_response",
         |mut c: C<'_>, status: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, _grpc: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_send_local_response") {
+                return Ok(s);
+            }
             code(Ok((|| {
                 let details = String::from_utf8_lossy(&read(&mut c, dp, dl)?).into_owned();
                 let body = read(&mut c, bp, bl)?;
@@ -396,6 +451,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
          tl: i32,
          timeout: i32,
          ret: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_http_call") {
+                return Ok(s);
+            }
             code(Ok((|| {
                 let upstream = read_str(&mut c, up, ul)?;
                 let headers = abi::deserialize_pairs(&read(&mut c, hp, hl)?).ok_or(Status::ParseFailure)?;
@@ -427,6 +485,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_set_effective_context", |mut c: C<'_>, ctx: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_set_effective_context") {
+            return Ok(s);
+        }
         let d = c.data_mut();
         let ctx = ctx as u32;
         code(Ok(if ctx == d.root_id || d.streams.contains_key(&ctx) {
@@ -441,6 +502,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         "env",
         "proxy_call_foreign_function",
         |mut c: C<'_>, np: i32, nl: i32, ap: i32, al: i32, ptr_ptr: i32, size_ptr: i32| {
+            if let Some(Fault::Status(s)) = injected(&c, "proxy_call_foreign_function") {
+                return Ok(s);
+            }
             let (name, args) = match (read_str(&mut c, np, nl), read(&mut c, ap, al)) {
                 (Ok(n), Ok(a)) => (n, a),
                 (Err(s), _) | (_, Err(s)) => return Ok(s as i32),
@@ -452,6 +516,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_define_metric", |mut c: C<'_>, kind: i32, np: i32, nl: i32, ret: i32| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_define_metric") {
+            return Ok(s);
+        }
         code(Ok((|| {
             let kind = MetricKind::from_abi(kind).ok_or(Status::BadArgument)?;
             let name = read_str(&mut c, np, nl)?;
@@ -460,6 +527,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         })()))
     })?;
     linker.func_wrap("env", "proxy_increment_metric", |c: C<'_>, id: i32, offset: i64| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_increment_metric") {
+            return Ok(s);
+        }
         let r = c.data().world.with_metric(id as u32, |m| match m.kind {
             MetricKind::Histogram => Err(Status::BadArgument),
             _ => {
@@ -470,6 +540,9 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         code(Ok(r.unwrap_or(Err(Status::NotFound))))
     })?;
     linker.func_wrap("env", "proxy_record_metric", |c: C<'_>, id: i32, value: i64| {
+        if let Some(Fault::Status(s)) = injected(&c, "proxy_record_metric") {
+            return Ok(s);
+        }
         let r = c.data().world.with_metric(id as u32, |m| {
             match m.kind {
                 MetricKind::Histogram => m.samples.push(value as u64),

@@ -16,4 +16,4 @@ pub mod worker;
 pub mod world;
 
 pub use plugin::{Harness, Outcome, Plugin, PluginOptions, Request};
-pub use world::{CallOutcome, CallRecord, HookPoint, Upstream};
+pub use world::{CallOutcome, CallRecord, Fault, HookPoint, Upstream};

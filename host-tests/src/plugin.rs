@@ -225,7 +225,17 @@ impl Plugin {
     /// `_initialize`, root context, `on_vm_start`, `on_configure`. A VM whose start-up fails
     /// leaves the plugin failed-closed: every request then gets Envoy's 503.
     pub fn start(pre: &InstancePre<WorkerData>, options: &PluginOptions) -> Result<Plugin> {
+        Plugin::start_with(pre, options, |_| {})
+    }
+
+    /// `start`, with `prepare` run on the world first (a log level, faults at start-up).
+    pub fn start_with(
+        pre: &InstancePre<WorkerData>,
+        options: &PluginOptions,
+        prepare: impl FnOnce(&World),
+    ) -> Result<Plugin> {
         let world = Rc::new(World::new(options.start_unix_ns, options.seed));
+        prepare(&world);
         let info = Rc::new(PluginInfo {
             plugin_name: options.plugin_name.clone(),
             root_id: options.root_id.clone(),
@@ -284,6 +294,11 @@ impl Plugin {
 
     pub fn metric(&self, name: &str) -> Option<i64> {
         self.0.world.metric_value(name)
+    }
+
+    /// Makes a hostcall (`proxy_log`, ...) fail on every worker from now on; `None` heals it.
+    pub fn fail_hostcall(&self, hostcall: &str, fault: Option<crate::world::Fault>) {
+        self.world().set_fault(hostcall, fault);
     }
 
     pub fn set_upstream(&self, cluster: &str, upstream: Upstream) {

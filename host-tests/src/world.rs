@@ -89,6 +89,15 @@ pub enum Upstream {
     Fail(CallOutcome),
 }
 
+/// A failure injected into one hostcall, to test how a module copes with a failing host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The hostcall returns this status (e.g. 10, InternalFailure) and does nothing.
+    Status(i32),
+    /// The hostcall succeeds but returns bytes that are not what the ABI promises.
+    Garbage,
+}
+
 /// Where a hook fires, relative to a worker's hostcalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookPoint {
@@ -129,6 +138,9 @@ pub struct World {
     hooks: RefCell<Vec<Hook>>,
     hook_counts: RefCell<HashMap<(usize, u8), u32>>,
     rng_state: Cell<u64>,
+    faults: RefCell<HashMap<String, Fault>>,
+    /// The proxy's log level (ABI numbering: 0 trace .. 5 critical); lower messages are dropped.
+    pub log_level: Cell<u32>,
 }
 
 impl World {
@@ -147,6 +159,8 @@ impl World {
             hooks: RefCell::default(),
             hook_counts: RefCell::default(),
             rng_state: Cell::new(seed | 1),
+            faults: RefCell::default(),
+            log_level: Cell::new(0),
         }
     }
 
@@ -258,6 +272,18 @@ impl World {
         if let Some(h) = hook {
             (h.action)();
         }
+    }
+
+    /// Makes `hostcall` fail this way from now on (`None` heals it).
+    pub fn set_fault(&self, hostcall: &str, fault: Option<Fault>) {
+        match fault {
+            Some(f) => self.faults.borrow_mut().insert(hostcall.to_owned(), f),
+            None => self.faults.borrow_mut().remove(hostcall),
+        };
+    }
+
+    pub fn fault(&self, hostcall: &str) -> Option<Fault> {
+        self.faults.borrow().get(hostcall).copied()
     }
 
     /// Deterministic pseudo-random bytes (xorshift64*): reproducible runs, not secrets.

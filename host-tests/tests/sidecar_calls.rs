@@ -189,7 +189,7 @@ fn revocations_are_polled_and_stale_data_fails_closed() {
 fn exchange_plugin(fake: &FakeSidecar, k1: &SigningKey) -> Plugin {
     let block =
         json!({"cluster": CLUSTER, "timeout_ms": 500, "exchange": {"return_token": true, "refresh_before_s": 30}});
-    start(block, json!({"jwks": {"keys": [k1.public_jwk()]}}), fake)
+    start(block, json!({"jwks": {"keys": [k1.public_jwk()]}, "strip_token": false}), fake)
 }
 
 fn with_subject(id_token: &str) -> Request {

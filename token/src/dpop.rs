@@ -195,7 +195,8 @@ impl Proof {
         if self.htm != e.method {
             return Err(DpopError::HtmMismatch);
         }
-        if normalize_htu(&self.htu).as_deref() != Some(e.htu) {
+        // RFC 9449 §4.2: htu carries no query or fragment; one that does was built wrongly.
+        if self.htu.contains(['?', '#']) || normalize_htu(&self.htu).as_deref() != Some(e.htu) {
             return Err(DpopError::HtuMismatch);
         }
         if self.iat > e.now.saturating_add(e.skew_s) {

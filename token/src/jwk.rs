@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 pub const MAX_KEYS: usize = 64;
 pub const MAX_KID_BYTES: usize = 256;
 const MIN_RSA_BITS: usize = 2048;
-const MAX_RSA_BITS: usize = 8192;
+/// The `rsa` crate verifies moduli up to 4096 bits; a larger key would pass configuration and
+/// then fail every verification, so it is refused here.
+const MAX_RSA_BITS: usize = 4096;
 
 /// A trusted verification key: optional `kid`, pinned algorithm, RFC 7638 thumbprint.
 #[derive(Debug, Clone)]
@@ -165,9 +167,11 @@ impl Jwk {
                 let n = b64_decode(member(&raw.n, "RSA n")?.as_bytes()).map_err(|_| Error::BadKey("RSA n"))?;
                 let e = b64_decode(member(&raw.e, "RSA e")?.as_bytes()).map_err(|_| Error::BadKey("RSA e"))?;
                 let (n, e) = (strip_leading_zeros(&n), strip_leading_zeros(&e));
-                let bits = n.len().saturating_mul(8);
+                // Exact bit length: 256 bytes with a small top byte is under 2048 bits.
+                let top_bits = n.first().map_or(0, |b| 8 - b.leading_zeros() as usize);
+                let bits = n.len().saturating_sub(1).saturating_mul(8).saturating_add(top_bits);
                 if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-                    return Err(Error::BadKey("RSA modulus must be 2048 to 8192 bits"));
+                    return Err(Error::BadKey("RSA modulus must be 2048 to 4096 bits"));
                 }
                 if roca_fingerprint(n) {
                     return Err(Error::BadKey("RSA modulus has the ROCA fingerprint (CVE-2017-15361)"));

@@ -65,11 +65,11 @@ fn each_request_binding_is_checked() {
     assert_eq!(check(&with(json!({"htu": "https://api.example/orders/2"}))), Err(DpopError::HtuMismatch));
     assert_eq!(check(&with(json!({"htu": "http://api.example/orders/1"}))), Err(DpopError::HtuMismatch), "scheme");
     assert_eq!(check(&with(json!({"htu": "https://api.example/Orders/1"}))), Err(DpopError::HtuMismatch), "path case");
-    assert_eq!(
-        check(&with(json!({"htu": "https://API.example:443/orders/./1?q=1#x"}))),
-        Ok(()),
-        "RFC 3986 equivalents"
-    );
+    assert_eq!(check(&with(json!({"htu": "https://API.example:443/orders/./1"}))), Ok(()), "RFC 3986 equivalents");
+    // RFC 9449 §4.2: htu is the URI *without* query and fragment; a proof carrying them is refused.
+    for htu in ["https://api.example/orders/1?q=1", "https://api.example/orders/1#x", "https://api.example/orders/1?"] {
+        assert_eq!(check(&with(json!({"htu": htu}))), Err(DpopError::HtuMismatch), "{htu}");
+    }
     assert_eq!(check(&with(json!({"iat": NOW - 66}))), Err(DpopError::Stale));
     assert_eq!(check(&with(json!({"iat": NOW - 65}))), Ok(()), "max_age + skew");
     assert_eq!(check(&with(json!({"iat": NOW + 6}))), Err(DpopError::Future));

@@ -199,3 +199,27 @@ fn thumbprint_matches_rfc7638_example() {
     let k = jitgate_token::Jwk::from_json(jwk.to_string().as_bytes()).unwrap();
     assert_eq!(b64_encode(&k.thumbprint), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
 }
+
+/// An RSA public JWK whose modulus is `bytes` long with its top byte `top` (odd, so it is a
+/// plausible modulus; no factorization is needed to parse a public key).
+fn rsa_jwk(bytes: usize, top: u8) -> Value {
+    let mut n = vec![0x5Au8; bytes];
+    n[0] = top;
+    n[bytes - 1] = 0x01 | 0x5A;
+    json!({"kty": "RSA", "alg": "RS256", "e": "AQAB", "n": b64_encode(&n)})
+}
+
+#[test]
+fn rsa_moduli_are_2048_to_4096_bits_exactly() {
+    let parse = |v: Value| jitgate_token::Jwk::from_json(v.to_string().as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(parse(rsa_jwk(256, 0x80)), Ok(()), "2048 bits");
+    assert_eq!(parse(rsa_jwk(512, 0x80)), Ok(()), "4096 bits");
+    // The crypto crate verifies at most 4096 bits: a larger key must be refused here, by name,
+    // not accepted by the configuration and then fail every verification.
+    let too_big = parse(rsa_jwk(513, 0x80)).unwrap_err();
+    assert!(too_big.contains("2048 to 4096 bits"), "{too_big}");
+    assert!(parse(rsa_jwk(1024, 0x80)).unwrap_err().contains("2048 to 4096 bits"), "8192 bits");
+    // 256 bytes whose top byte is small is a 2041-bit modulus: under the minimum.
+    let short = parse(rsa_jwk(256, 0x01)).unwrap_err();
+    assert!(short.contains("2048 to 4096 bits"), "{short}");
+}

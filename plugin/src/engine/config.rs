@@ -32,7 +32,9 @@ struct RawConfig {
     max_token_bytes: usize,
     #[serde(default = "yes")]
     require_jit_claim: bool,
-    #[serde(default)]
+    /// Remove the token before forwarding (as Envoy's jwt_authn does): an upstream that logs
+    /// headers must not collect bearer tokens.
+    #[serde(default = "yes")]
     strip_token: bool,
     #[serde(default)]
     default: DefaultAction,
@@ -60,6 +62,10 @@ struct RawLedger {
     entries_per_bucket: usize,
     #[serde(default = "default_epoch_s")]
     epoch_s: u64,
+    /// Most shared memory the ledger may take when full: a geometry that could need more is
+    /// refused at start, so a typo cannot commit the proxy to gigabytes.
+    #[serde(default = "default_ledger_max_bytes")]
+    max_bytes: u64,
 }
 
 impl Default for RawLedger {
@@ -68,9 +74,16 @@ impl Default for RawLedger {
             buckets: default_buckets(),
             entries_per_bucket: default_entries_per_bucket(),
             epoch_s: default_epoch_s(),
+            max_bytes: default_ledger_max_bytes(),
         }
     }
 }
+
+fn default_ledger_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+/// The largest `replay_ledger.max_bytes` accepted.
+const MAX_LEDGER_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 fn default_buckets() -> u32 {
     64
@@ -274,6 +287,9 @@ impl RawConfig {
         if !(10..=3600).contains(&l.epoch_s) {
             return Err(err("replay_ledger.epoch_s", "must be 10 to 3600"));
         }
+        if !(1024 * 1024..=MAX_LEDGER_BYTES).contains(&l.max_bytes) {
+            return Err(err("replay_ledger.max_bytes", format!("must be 1 MiB to {MAX_LEDGER_BYTES} bytes")));
+        }
         if self.token_cache_entries > MAX_CACHE_ENTRIES {
             return Err(err("token_cache_entries", format!("must be 0 to {MAX_CACHE_ENTRIES}")));
         }
@@ -348,6 +364,19 @@ impl RawConfig {
             })
             .max()
             .map(|longest| Geometry::new(l.buckets, l.entries_per_bucket, l.epoch_s, longest + 2 * self.clock_skew_s));
+        if let Some((entries, bytes)) = ledger.map(|g| g.capacity()) {
+            if bytes > l.max_bytes {
+                return Err(err(
+                    "replay_ledger",
+                    format!(
+                        "this geometry holds {entries} entries in up to {bytes} bytes of shared memory, over \
+                         max_bytes ({}); lower buckets or entries_per_bucket, raise epoch_s, shorten the TTL \
+                         caps of single_use rules, or raise max_bytes",
+                        l.max_bytes
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             verifier,
             validation,

@@ -64,6 +64,8 @@ pub trait Host {
     fn count(&self, metric: Metric) {
         self.add(metric, 1);
     }
+    /// Records a value in a histogram (`MetricKind::Histogram` in `metrics()`).
+    fn record(&self, _metric: Metric, _value: u64) {}
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Calls the host's `verify_signature` foreign function with a serialized
@@ -146,14 +148,28 @@ pub enum Metric {
     RevocationPoll(bool),
     /// `jitgate.jwks.fetch_ok` / `fetch_error`.
     JwksFetch(bool),
-    /// `jitgate.audit.shipped` / `jitgate.audit.dropped`: events the sidecar accepted or that
-    /// were lost (buffer full).
+    /// `jitgate.audit.shipped` / `jitgate.audit.dropped`: events the sidecar accepted, or that
+    /// no one will see (buffer full, or the proxy's log level drops the line and nothing ships it).
     AuditShipped,
     AuditDropped,
+    /// `jitgate.decision_latency_us` (histogram): time from the request's headers to the decision.
+    DecisionLatencyUs,
 }
 
-/// Every counter the engine may increment with its name, to be defined once at start-up.
-pub fn metrics() -> impl Iterator<Item = (Metric, String)> {
+/// How the proxy should define a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+/// Every metric the engine may update, with its name and kind, to be defined once at start-up.
+pub fn metrics() -> impl Iterator<Item = (Metric, String, MetricKind)> {
+    let histograms = [(Metric::DecisionLatencyUs, "jitgate.decision_latency_us".to_owned(), MetricKind::Histogram)];
+    counters().map(|(m, n)| (m, n, MetricKind::Counter)).chain(histograms)
+}
+
+fn counters() -> impl Iterator<Item = (Metric, String)> {
     let deny = reason::deny_codes().map(|c| (Metric::Deny(c), format!("{METRIC_DENY_PREFIX}{c}")));
     let other = [
         (Metric::Allow, METRIC_ALLOW.to_owned()),
@@ -904,7 +920,10 @@ impl Engine {
 
         let ship = self.config.sidecar.as_ref().is_some_and(|s| s.audit.is_some());
         if !ship && !host.log_enabled(Level::Info) {
-            // Nobody would read the line: skip building it (a third of a cached request's time).
+            // Nobody would read the line: skip building it (a third of a cached request's time),
+            // but never silently: the decision counts as an audit event lost.
+            host.count(Metric::AuditDropped);
+            host.record(Metric::DecisionLatencyUs, host.now_nanos().saturating_sub(start) / 1000);
             return;
         }
         let claims = d.token.as_ref().map(|t| &t.claims);
@@ -936,6 +955,7 @@ impl Engine {
             break_glass: jit.is_some_and(|j| j.break_glass),
             latency_us: host.now_nanos().saturating_sub(start) / 1000,
         };
+        host.record(Metric::DecisionLatencyUs, event.latency_us);
         let line = event.to_line();
         host.log(Level::Info, &line);
         if ship && !self.audit_queue.borrow_mut().push(line) {

@@ -90,18 +90,22 @@ pub fn host_only(authority: &str) -> &str {
 }
 
 /// Whether a path is in the normal form Envoy produces with `normalize_path` and
-/// `merge_slashes`. Anything else could be read differently by the upstream than by the rules
-/// (`/public/..%2fadmin`), so it is refused rather than guessed at.
+/// `merge_slashes`, and free of anything an upstream could resolve differently than the rules do.
+/// Refused rather than guessed at (the set of Spring's `StrictHttpFirewall`):
+/// - dot segments, `//`, `\`, and their encodings `%2e`, `%2f`, `%5c`, `%00`;
+/// - `;` and `%3b`: Tomcat and Spring drop `;params` from a segment, so `/public/..;/admin`
+///   reaches them as `/admin` while matching the rule for `/public`;
+/// - `%25`: an upstream that decodes twice turns `%252e%252e` into `..`.
 pub fn is_normalized(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
+    if !path.starts_with('/') || path.contains("//") || path.contains(['\\', ';']) {
         return false;
     }
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return false;
     }
     let lower_has = |needle: &[u8]| path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle));
-    let encoded_separator = [b"%2e", b"%2f", b"%5c", b"%00"].iter().any(|n| lower_has(*n));
-    !encoded_separator && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    let smuggled = [b"%2e", b"%2f", b"%5c", b"%00", b"%3b", b"%25"].iter().any(|n| lower_has(*n));
+    !smuggled && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
 }
 
 #[cfg(test)]
@@ -160,7 +164,11 @@ mod tests {
         for ok in ["/", "/a/b", "/a.b/c", "/a%20b", "/..a/b."] {
             assert!(is_normalized(ok), "{ok}");
         }
-        for bad in ["a", "//a", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a%2Eb", "/a\\b", "/%5C", "/a%00"] {
+        for bad in [
+            "a", "//a", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a%2Eb", "/a\\b", "/%5C", "/a%00",
+            "/public/..;/admin", "/public/.;/admin", "/a;x=1/b", "/a;", "/public/..%3b/admin", "/a%3Bb",
+            "/a%252e%252e/b", "/a%25",
+        ] {
             assert!(!is_normalized(bad), "{bad}");
         }
     }

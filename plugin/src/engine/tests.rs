@@ -22,6 +22,7 @@ struct RecordingHost {
     host_says_valid: std::cell::Cell<bool>,
     /// The proxy's log level is above info (Envoy's `--log-level warn`).
     quiet: std::cell::Cell<bool>,
+    latencies: RefCell<Vec<u64>>,
 }
 
 impl Host for RecordingHost {
@@ -35,8 +36,12 @@ impl Host for RecordingHost {
         !(self.quiet.get() && level == Level::Info)
     }
     fn add(&self, metric: Metric, n: u64) {
-        let name = metrics().find(|(m, _)| *m == metric).map(|(_, n)| n).expect("undeclared metric");
+        let name = metrics().find(|(m, ..)| *m == metric).map(|(_, n, _)| n).expect("undeclared metric");
         *self.counters.borrow_mut().entry(name).or_default() += n;
+    }
+    fn record(&self, metric: Metric, value: u64) {
+        assert_eq!(metric, Metric::DecisionLatencyUs);
+        self.latencies.borrow_mut().push(value);
     }
     fn set_filter_state(&self, key: &str, value: &str) {
         self.state.borrow_mut().insert(key.to_owned(), value.to_owned());
@@ -136,7 +141,7 @@ fn valid_token_is_forwarded_with_claim_headers_and_audited() {
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, host) = f.run("GET", "/orders/7?x=1", &[("authorization", &bearer), ("x-jit-sub", "root")]);
     let Action::Continue { remove, set, .. } = action else { panic!("denied: {action:?}") };
-    assert_eq!(remove, vec!["x-jit-sub"], "client-sent claim header must be removed");
+    assert_eq!(remove, vec!["x-jit-sub", "authorization"], "client-sent claim header and the token are removed");
     assert!(set.contains(&("x-jit-sub", "alice".to_owned())));
     assert!(set.contains(&("x-jit-scope", "orders:read".to_owned())));
     assert!(set.contains(&("x-jit-grant", "g-42".to_owned())));
@@ -169,6 +174,9 @@ fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
         assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1), "metrics regardless");
         assert_eq!(host.state.borrow().get(STATE_REASON).map(String::as_str), Some("verified"));
         assert_eq!(f.engine.audit_queue.borrow().len(), usize::from(expect_line), "queued for shipping");
+        let dropped = host.counters.borrow().get("jitgate.audit.dropped").copied();
+        assert_eq!(dropped, (!expect_line).then_some(1), "a decision nobody logs or ships is counted as dropped");
+        assert_eq!(host.latencies.borrow().len(), 1, "the decision latency is recorded either way");
     }
 }
 
@@ -283,7 +291,7 @@ fn route_ttl_cap_applies() {
 
 #[test]
 fn public_default_and_strip_token() {
-    let f = fixture(json!({"default": "allow", "strip_token": true}));
+    let f = fixture(json!({"default": "allow"}));
     let (action, host) = f.run("GET", "/healthz", &[("x-jit-grant", "forged")]);
     assert_eq!(action, Action::Continue { remove: vec!["x-jit-grant".into()], set: vec![], reply: None });
     assert_eq!(host.audit()["reason"], "public");
@@ -293,7 +301,12 @@ fn public_default_and_strip_token() {
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, _) = f.run("GET", "/orders", &[("authorization", &bearer)]);
     let Action::Continue { remove, .. } = action else { panic!() };
-    assert_eq!(remove, vec!["authorization"]);
+    assert_eq!(remove, vec!["authorization"], "strip_token is on by default");
+    let forwarding = fixture(json!({"strip_token": false}));
+    let bearer = format!("Bearer {}", forwarding.token(&claims("orders:read")));
+    let (action, _) = forwarding.run("GET", "/orders", &[("authorization", &bearer)]);
+    let Action::Continue { remove, .. } = action else { panic!() };
+    assert!(remove.is_empty(), "strip_token: false forwards the token");
 }
 
 #[test]
@@ -354,6 +367,14 @@ fn config_errors_name_the_field() {
         (json!({"rules": [{"name": "a", "path": {"exact": "/x"}, "colour": "red"}]}), "rules[0].colour"),
         (json!({"unknown_knob": 1}), "unknown_knob"),
         (json!({"default": "maybe"}), "default"),
+        (json!({"replay_ledger": {"max_bytes": 10}}), "replay_ledger.max_bytes"),
+        // A single-use rule under a 24 h TTL cap with 10 s epochs: 8,708 slots of 1024 x 256
+        // entries would be 38.9 GB of shared memory when full.
+        (
+            json!({"max_ttl_s": 86400, "replay_ledger": {"buckets": 1024, "entries_per_bucket": 256, "epoch_s": 10},
+                   "rules": [{"name": "a", "path": {"exact": "/x"}, "replay": "single_use"}]}),
+            "replay_ledger",
+        ),
     ];
     for (patch, field) in cases {
         let mut c = base.clone();
@@ -390,8 +411,8 @@ fn the_ledger_ring_spans_the_longest_lived_entry_of_the_rules_that_use_it() {
 }
 
 #[test]
-fn every_counter_is_declared_up_front() {
-    let names: Vec<String> = metrics().map(|(_, n)| n).collect();
+fn every_metric_is_declared_up_front() {
+    let names: Vec<String> = metrics().map(|(_, n, _)| n).collect();
     assert!(names.contains(&"jitgate.allow".to_owned()));
     assert!(names.contains(&"jitgate.deny.expired".to_owned()));
     assert!(names.contains(&"jitgate.crypto.host".to_owned()) && names.contains(&"jitgate.cache.hit".to_owned()));
@@ -399,7 +420,9 @@ fn every_counter_is_declared_up_front() {
     {
         assert!(names.contains(&n.to_owned()), "{n}");
     }
-    assert_eq!(names.len(), 15 + reason::deny_codes().count());
+    assert_eq!(names.len(), 16 + reason::deny_codes().count());
+    let histogram = metrics().find(|(m, ..)| *m == Metric::DecisionLatencyUs).map(|(_, n, k)| (n, k));
+    assert_eq!(histogram, Some(("jitgate.decision_latency_us".to_owned(), MetricKind::Histogram)));
 }
 
 #[test]

@@ -1,23 +1,19 @@
-//! The proxy-wasm adapter: configuration loading, metric definition, and applying the engine's
-//! decisions. It calls `hostcalls` directly because the SDK's trait helpers panic on host errors.
+//! The proxy-wasm adapter: contexts, configuration loading, metric definition, and applying the
+//! engine's decisions. It speaks the ABI through `abi` (no SDK): a host error is a 503 for the
+//! request it concerns, or lost telemetry, never a trap.
+
+mod abi;
 
 use crate::engine::config::Config;
 use crate::engine::ledger::{SharedRead, SharedWrite};
 use crate::engine::sidecar::{Answer, Call, MAX_ANSWER_BYTES};
-use crate::engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, Task};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as Next, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use crate::engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, MetricKind, Task};
+use crate::wire::{parse_pairs, serialize_pairs};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-}}
-
-/// State shared by every HTTP context of one VM: built once per configuration.
+/// State shared by every HTTP context of one plugin: built once per configuration.
 struct Shared {
     engine: Engine,
     metric_ids: HashMap<Metric, u32>,
@@ -30,13 +26,172 @@ struct Root {
     in_flight: HashMap<u32, Task>,
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some(shared), Some(task)) = (self.shared.clone(), self.in_flight.remove(&token)) else { return };
-        let body = call_response_body(body_size);
-        let host = ProxyHost { metric_ids: &shared.metric_ids };
-        shared.engine.on_task_answer(&host, task, Answer { status: call_response_status(), body: &body }, now_ms());
+struct Http {
+    id: u32,
+    root_id: u32,
+    /// The request is paused on this sidecar call.
+    waiting: Option<(u32, Continuation)>,
+    /// An exchanged token to return in `x-jit-token`.
+    reply: Option<String>,
+}
+
+/// Every context of this VM, and which context made each outstanding HTTP call.
+#[derive(Default)]
+struct Contexts {
+    roots: HashMap<u32, Rc<RefCell<Root>>>,
+    streams: HashMap<u32, Rc<RefCell<Http>>>,
+    callouts: HashMap<u32, u32>,
+}
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::default();
+}
+
+/// Runs `f` on the context table; `None` only if it is already borrowed (a re-entrant call).
+fn contexts<R>(f: impl FnOnce(&mut Contexts) -> R) -> Option<R> {
+    CONTEXTS.with(|c| c.try_borrow_mut().ok().map(|mut c| f(&mut c)))
+}
+
+fn root(id: u32) -> Option<Rc<RefCell<Root>>> {
+    contexts(|c| c.roots.get(&id).cloned()).flatten()
+}
+
+fn stream(id: u32) -> Option<Rc<RefCell<Http>>> {
+    contexts(|c| c.streams.get(&id).cloned()).flatten()
+}
+
+fn shared_of(root_id: u32) -> Option<Rc<Shared>> {
+    root(root_id)?.try_borrow().ok()?.shared.clone()
+}
+
+fn critical(message: &str) {
+    let _ = abi::log(abi::LOG_CRITICAL, message);
+}
+
+pub(crate) fn on_context_create(context_id: u32, root_context_id: u32) {
+    contexts(|c| {
+        if root_context_id == 0 {
+            c.roots.insert(context_id, Rc::default());
+        } else {
+            let http = Http { id: context_id, root_id: root_context_id, waiting: None, reply: None };
+            c.streams.insert(context_id, Rc::new(RefCell::new(http)));
+        }
+    });
+}
+
+pub(crate) fn on_delete(context_id: u32) {
+    contexts(|c| {
+        c.roots.remove(&context_id);
+        c.streams.remove(&context_id);
+        c.callouts.retain(|_, owner| *owner != context_id);
+    });
+}
+
+pub(crate) fn on_configure(context_id: u32) -> bool {
+    let Some(root) = root(context_id) else { return false };
+    let Ok(mut root) = root.try_borrow_mut() else { return false };
+    root.shared = None;
+    match configure() {
+        Ok(shared) => {
+            root.shared = Some(Rc::new(shared));
+            true
+        }
+        Err(e) => {
+            // One line, naming the field; the plugin refuses to start and Envoy fails closed.
+            critical(&format!("jitgate: {e}"));
+            false
+        }
     }
+}
+
+fn configure() -> Result<Shared, String> {
+    let bytes = abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
+        .map_err(|s| format!("cannot read the plugin configuration (host status {})", s.0))?
+        .unwrap_or_default();
+    let config = Config::parse(&bytes).map_err(|e| e.to_string())?;
+    let mut metric_ids = HashMap::new();
+    for (metric, name, kind) in metrics() {
+        let kind = match kind {
+            MetricKind::Counter => abi::METRIC_COUNTER,
+            MetricKind::Histogram => abi::METRIC_HISTOGRAM,
+        };
+        let id = abi::define_metric(kind, &name).map_err(|_| format!("cannot define metric {name}"))?;
+        metric_ids.insert(metric, id);
+    }
+    let rules = config.rules.len();
+    let engine = Engine::start(config, &ProxyHost { metric_ids: &metric_ids })?;
+    if let Some(ms) = engine.tick_period_ms() {
+        abi::set_tick_period_ms(u32::try_from(ms).unwrap_or(u32::MAX))
+            .map_err(|_| "cannot set the tick period for sidecar polling".to_owned())?;
+    }
+    let crypto = if engine.host_crypto { "host verify_signature" } else { "wasm" };
+    let _ = abi::log(abi::LOG_INFO, &format!("jitgate: configured with {rules} rules, signatures: {crypto}"));
+    Ok(Shared { engine, metric_ids })
+}
+
+pub(crate) fn on_tick(context_id: u32) {
+    let Some(root) = root(context_id) else { return };
+    let Ok(mut root) = root.try_borrow_mut() else { return };
+    let Some(shared) = root.shared.clone() else { return };
+    dispatch_due(context_id, &mut root, &shared);
+}
+
+/// Sends the background calls that are due; one that cannot be sent is answered "no answer".
+fn dispatch_due(root_id: u32, root: &mut Root, shared: &Shared) {
+    let now = now_ms();
+    let host = ProxyHost { metric_ids: &shared.metric_ids };
+    for (task, call) in shared.engine.due_calls(now) {
+        match dispatch(&shared.engine, &call) {
+            Some(token) => {
+                root.in_flight.insert(token, task);
+                contexts(|c| c.callouts.insert(token, root_id));
+            }
+            None => shared.engine.on_task_answer(&host, task, Answer { status: None, body: &[] }, now),
+        }
+    }
+}
+
+pub(crate) fn on_http_call_response(token: u32, body_size: usize) {
+    let Some(owner) = contexts(|c| c.callouts.remove(&token)).flatten() else { return };
+    if abi::set_effective_context(owner).is_err() {
+        // Any header or reply now could land on another stream: leave this one to its timeout.
+        critical("jitgate: the host refused to switch to the context of a sidecar answer");
+        return;
+    }
+    let body = call_response_body(body_size);
+    let answer = Answer { status: call_response_status(), body: &body };
+    if let Some(http) = stream(owner) {
+        if let Ok(mut http) = http.try_borrow_mut() {
+            http.on_call_answer(token, answer);
+        }
+    } else if let Some(root) = root(owner) {
+        let Ok(mut root) = root.try_borrow_mut() else { return };
+        let (Some(shared), Some(task)) = (root.shared.clone(), root.in_flight.remove(&token)) else { return };
+        let host = ProxyHost { metric_ids: &shared.metric_ids };
+        shared.engine.on_task_answer(&host, task, answer, now_ms());
+    }
+}
+
+pub(crate) fn on_request_headers(context_id: u32) -> u32 {
+    let Some(http) = stream(context_id) else { return unavailable() };
+    let Ok(mut http) = http.try_borrow_mut() else { return unavailable() };
+    let Some(shared) = shared_of(http.root_id) else { return unavailable() };
+    // Without a clock nothing can be judged; a clock of 0 would fail every token anyway.
+    if abi::now_nanos().is_err() {
+        return unavailable();
+    }
+    let Some(headers) = request_headers() else { return unavailable() };
+    let host = ProxyHost { metric_ids: &shared.metric_ids };
+    let action = shared.engine.on_request_headers(&host, &headers);
+    http.apply(&shared, action)
+}
+
+pub(crate) fn on_response_headers(context_id: u32) -> u32 {
+    let reply = stream(context_id).and_then(|h| h.try_borrow_mut().ok().and_then(|mut h| h.reply.take()));
+    if let Some(token) = reply {
+        let _ = abi::replace_header(abi::MAP_RESPONSE_HEADERS, "x-jit-token", &token);
+    }
+    abi::CONTINUE
 }
 
 /// Sends `call` to the sidecar cluster; the token names the answer.
@@ -46,245 +201,72 @@ fn dispatch(engine: &Engine, call: &Call) -> Option<u32> {
     if let Some(ct) = call.content_type {
         headers.push(("content-type", ct));
     }
-    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
-    let timeout = Duration::from_millis(u64::from(sidecar.timeout_ms));
-    hostcalls::dispatch_http_call(&sidecar.cluster, headers, body, vec![], timeout).ok()
+    abi::http_call(&sidecar.cluster, &serialize_pairs(&headers), &call.body, sidecar.timeout_ms).ok()
 }
 
 fn call_response_status() -> Option<u16> {
-    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()?;
+    let status = abi::header_value(abi::MAP_CALL_RESPONSE_HEADERS, ":status").ok().flatten()?;
     std::str::from_utf8(&status).ok()?.parse().ok()
 }
 
 /// At most one byte over the limit is read, so an oversized answer is seen as such.
 fn call_response_body(size: usize) -> Vec<u8> {
     let len = size.min(MAX_ANSWER_BYTES + 1);
-    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len).ok().flatten().unwrap_or_default()
+    abi::buffer(abi::BUFFER_CALL_RESPONSE_BODY, 0, len).ok().flatten().unwrap_or_default()
+}
+
+/// The request headers; `None` if the host fails or sends a malformed map.
+fn request_headers() -> Option<Vec<(String, Vec<u8>)>> {
+    parse_pairs(&abi::header_pairs(abi::MAP_REQUEST_HEADERS).ok()?)
 }
 
 fn now_ms() -> u64 {
-    ProxyHost::clock_nanos() / 1_000_000
+    abi::now_nanos().unwrap_or(0) / 1_000_000
 }
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes =
-            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        let config = match Config::parse(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                // One line, naming the field; the plugin refuses to start and Envoy fails closed.
-                let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: {e}"));
-                self.shared = None;
-                return false;
-            }
-        };
-        let mut metric_ids = HashMap::new();
-        for (metric, name) in metrics() {
-            match hostcalls::define_metric(MetricType::Counter, &name) {
-                Ok(id) => {
-                    metric_ids.insert(metric, id);
-                }
-                Err(_) => {
-                    let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: cannot define metric {name}"));
-                    return false;
-                }
-            }
-        }
-        let rules = config.rules.len();
-        let engine = match Engine::start(config, &ProxyHost { metric_ids: &metric_ids }) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Critical, &format!("jitgate: {e}"));
-                self.shared = None;
-                return false;
-            }
-        };
-        let crypto = if engine.host_crypto { "host verify_signature" } else { "wasm" };
-        if let Some(ms) = engine.tick_period_ms() {
-            if hostcalls::set_tick_period(Duration::from_millis(ms)).is_err() {
-                let _ = hostcalls::log(LogLevel::Critical, "jitgate: cannot set the tick period for sidecar polling");
-                return false;
-            }
-        }
-        self.shared = Some(Rc::new(Shared { engine, metric_ids }));
-        let _ =
-            hostcalls::log(LogLevel::Info, &format!("jitgate: configured with {rules} rules, signatures: {crypto}"));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else { return };
-        let now = now_ms();
-        let host = ProxyHost { metric_ids: &shared.metric_ids };
-        for (task, call) in shared.engine.due_calls(now) {
-            match dispatch(&shared.engine, &call) {
-                Some(token) => {
-                    self.in_flight.insert(token, task);
-                }
-                None => shared.engine.on_task_answer(&host, task, Answer { status: None, body: &[] }, now),
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { shared: self.shared.clone(), waiting: None, reply: None }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-struct Http {
-    shared: Option<Rc<Shared>>,
-    /// The request is paused on this sidecar call.
-    waiting: Option<(u32, Continuation)>,
-    /// An exchanged token to return in `x-jit-token`.
-    reply: Option<String>,
-}
-
-impl Context for Http {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some(shared) = self.shared.clone() else { return };
-        let Some((expected, continuation)) = self.waiting.take() else { return };
-        if expected != token {
-            unavailable();
-            return;
-        }
-        let body = call_response_body(body_size);
-        let answer = Answer { status: call_response_status(), body: &body };
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            unavailable();
-            return;
-        };
-        let host = ProxyHost { metric_ids: &shared.metric_ids };
-        let action = shared.engine.resume(&host, &headers, continuation, answer);
-        if self.apply(&shared, action) == Next::Continue {
-            let _ = hostcalls::resume_http_request();
-        }
-    }
-}
-
-/// Host services for the engine, over raw hostcalls. Failures are ignored where they can only
-/// lose telemetry; anything that could let a request through wrongly is handled by the caller.
-struct ProxyHost<'a> {
-    metric_ids: &'a HashMap<Metric, u32>,
-}
-
-impl ProxyHost<'_> {
-    fn clock_nanos() -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    }
-}
-
-impl Host for ProxyHost<'_> {
-    fn now_nanos(&self) -> u64 {
-        ProxyHost::clock_nanos()
-    }
-
-    fn log(&self, level: Level, message: &str) {
-        let _ = hostcalls::log(log_level(level), message);
-    }
-
-    fn log_enabled(&self, level: Level) -> bool {
-        hostcalls::get_log_level().map_or(true, |current| current as u32 <= log_level(level) as u32)
-    }
-
-    fn add(&self, metric: Metric, n: u64) {
-        if let Some(id) = self.metric_ids.get(&metric) {
-            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-        }
-    }
-
-    fn set_filter_state(&self, key: &str, value: &str) {
-        let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
-    }
-
-    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
-        hostcalls::call_foreign_function("verify_signature", Some(args)).ok().flatten()
-    }
-
-    fn shared_get(&self, key: &str) -> SharedRead {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => SharedRead::Found(value, cas),
-            Ok((None, None)) => SharedRead::Missing,
-            // A value without a CAS (or the reverse) is not something the ledger wrote.
-            Ok(_) | Err(_) => SharedRead::Failed,
-        }
-    }
-
-    fn random(&self, buf: &mut [u8]) -> bool {
-        getrandom::getrandom(buf).is_ok()
-    }
-
-    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
-            Ok(()) => SharedWrite::Ok,
-            Err(Status::CasMismatch) => SharedWrite::CasMismatch,
-            Err(_) => SharedWrite::Failed,
-        }
-    }
-}
-
-fn log_level(level: Level) -> LogLevel {
-    match level {
-        Level::Debug => LogLevel::Debug,
-        Level::Info => LogLevel::Info,
-        Level::Warn => LogLevel::Warn,
-        Level::Error => LogLevel::Error,
-    }
-}
-
-/// Answers 503 with `Retry-After`: the filter cannot decide, so nothing passes.
-fn unavailable() -> Next {
+/// Answers 503 with `Retry-After`: the filter cannot decide, so nothing passes. If even the
+/// local reply fails, the stream is closed: it must not reach the upstream.
+fn unavailable() -> u32 {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
-    let headers = vec![("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
-    let _ = hostcalls::send_http_response(503, headers, Some(body));
-    Next::Pause
+    let headers = [("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
+    if abi::send_local_response(503, &serialize_pairs(&headers), body).is_err() {
+        let _ = abi::close_request();
+    }
+    abi::PAUSE
 }
 
 impl Http {
-    /// Applies the engine's action: `Continue` means the request may go on upstream.
-    fn apply(&mut self, shared: &Shared, action: Action) -> Next {
+    /// Applies the engine's action: `CONTINUE` means the request may go on upstream.
+    fn apply(&mut self, shared: &Shared, action: Action) -> u32 {
         match action {
             Action::Continue { remove, set, reply } => {
-                let removed =
-                    remove.iter().all(|h| hostcalls::remove_map_value(MapType::HttpRequestHeaders, h).is_ok());
-                let set_ok =
-                    set.iter().all(|(k, v)| hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok());
+                let map = abi::MAP_REQUEST_HEADERS;
+                let removed = remove.iter().all(|h| abi::remove_header(map, h).is_ok());
+                let set_ok = set.iter().all(|(k, v)| abi::replace_header(map, k, v).is_ok());
                 // A spoofed claim header that could not be removed must not reach the upstream.
                 if removed && set_ok {
                     self.reply = reply;
-                    Next::Continue
+                    abi::CONTINUE
                 } else {
                     unavailable()
                 }
             }
             Action::Respond(r) => {
                 let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                if hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())).is_err() {
+                if abi::send_local_response(r.status, &serialize_pairs(&headers), r.body.as_bytes()).is_err() {
                     return unavailable();
                 }
-                Next::Pause
+                abi::PAUSE
             }
             Action::Call(call, continuation) => match dispatch(&shared.engine, &call) {
                 Some(token) => {
                     self.waiting = Some((token, continuation));
-                    Next::Pause
+                    contexts(|c| c.callouts.insert(token, self.id));
+                    abi::PAUSE
                 }
                 None => {
                     // Could not even send it (unknown cluster, ...): the answer is "no answer".
-                    let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-                        return unavailable();
-                    };
+                    let Some(headers) = request_headers() else { return unavailable() };
                     let host = ProxyHost { metric_ids: &shared.metric_ids };
                     let action =
                         shared.engine.resume(&host, &headers, continuation, Answer { status: None, body: &[] });
@@ -293,25 +275,95 @@ impl Http {
             },
         }
     }
+
+    fn on_call_answer(&mut self, token: u32, answer: Answer<'_>) {
+        let Some(shared) = shared_of(self.root_id) else { return };
+        let resumed = match self.waiting.take() {
+            Some((expected, continuation)) if expected == token => match request_headers() {
+                Some(headers) => {
+                    let host = ProxyHost { metric_ids: &shared.metric_ids };
+                    let action = shared.engine.resume(&host, &headers, continuation, answer);
+                    self.apply(&shared, action)
+                }
+                None => unavailable(),
+            },
+            _ => unavailable(),
+        };
+        if resumed == abi::CONTINUE && abi::continue_request().is_err() {
+            unavailable();
+        }
+    }
 }
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Next {
-        let Some(shared) = self.shared.clone() else {
-            return unavailable();
-        };
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            return unavailable();
-        };
-        let host = ProxyHost { metric_ids: &shared.metric_ids };
-        let action = shared.engine.on_request_headers(&host, &headers);
-        self.apply(&shared, action)
+/// Host services for the engine. Failures are ignored where they can only lose telemetry;
+/// anything that could let a request through wrongly is handled by the caller.
+struct ProxyHost<'a> {
+    metric_ids: &'a HashMap<Metric, u32>,
+}
+
+impl Host for ProxyHost<'_> {
+    fn now_nanos(&self) -> u64 {
+        abi::now_nanos().unwrap_or(0)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Next {
-        if let Some(token) = self.reply.take() {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-jit-token", Some(&token));
+    fn log(&self, level: Level, message: &str) {
+        let _ = abi::log(log_level(level), message);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        abi::log_level().map_or(true, |current| current <= log_level(level))
+    }
+
+    fn add(&self, metric: Metric, n: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = abi::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
-        Next::Continue
+    }
+
+    fn record(&self, metric: Metric, value: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = abi::record_metric(*id, value);
+        }
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) {
+        let _ = abi::set_property(key.as_bytes(), value.as_bytes());
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::property(path.join("\0").as_bytes()).ok().flatten()
+    }
+
+    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+        abi::call_foreign_function("verify_signature", args).ok().flatten()
+    }
+
+    fn shared_get(&self, key: &str) -> SharedRead {
+        match abi::shared_data(key) {
+            Ok(Some((value, cas))) => SharedRead::Found(value, cas),
+            Ok(None) => SharedRead::Missing,
+            Err(_) => SharedRead::Failed,
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        match abi::set_shared_data(key, value, cas) {
+            Ok(()) => SharedWrite::Ok,
+            Err(abi::Status::CAS_MISMATCH) => SharedWrite::CasMismatch,
+            Err(_) => SharedWrite::Failed,
+        }
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+}
+
+fn log_level(level: Level) -> u32 {
+    match level {
+        Level::Debug => abi::LOG_DEBUG,
+        Level::Info => abi::LOG_INFO,
+        Level::Warn => abi::LOG_WARN,
+        Level::Error => abi::LOG_ERROR,
     }
 }
