@@ -28,6 +28,116 @@ struct RawConfig {
     #[serde(default = "default_skew")]
     clock_skew: Seconds,
     identity: IdentityConfig,
+    /// Who may call the filter-facing endpoints (absent: nobody may).
+    #[serde(default)]
+    callers: Option<RawCallers>,
+    /// TLS on the listener (absent: plain HTTP).
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    replay: ReplayConfig,
+    #[serde(default)]
+    revocations: RevocationConfig,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallers {
+    /// Shared secrets filters sign their calls with: one, or two while rotating.
+    #[serde(default)]
+    secrets: Vec<RawSecret>,
+    /// A bearer token Prometheus may scrape `/metrics` with.
+    #[serde(default)]
+    metrics_token_file: Option<PathBuf>,
+    /// Client-certificate identities (URI or DNS SANs) that count as callers (needs `tls`).
+    #[serde(default)]
+    mtls_identities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    id: String,
+    file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// Client certificates are verified against these CAs when presented (mTLS callers).
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+}
+
+/// Bounds on what one client can take from the sidecar.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A request (headers, body, answer) that takes longer gets a 503.
+    pub request_timeout: Seconds,
+    /// Open connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests in progress at once per group; beyond it a request is refused at once with 503,
+    /// so a flood on one group never starves another (the revocation feed above all).
+    pub filters: usize,
+    pub exchange: usize,
+    pub api: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { request_timeout: Seconds(10), max_connections: 1024, filters: 256, exchange: 16, api: 32 }
+    }
+}
+
+/// The cluster replay ledger of the embedded store.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// Live keys at most; a full ledger answers 503 `ledger_full`, never forgets a live key.
+    pub capacity: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig { capacity: 1_000_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Revocations a subject may make of its own tokens, grants or self per minute (429 beyond).
+    pub self_per_minute: u32,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig { self_per_minute: 10 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    /// Events kept in the Redis stream (`XADD MAXLEN ~`); the audit file is the record.
+    stream_max: u64,
+    /// Every `anchor_every` events the chain head is appended here (and logged), so a
+    /// truncated tail is caught by `audit verify --anchors`.
+    anchor_file: Option<PathBuf>,
+    anchor_every: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { stream_max: 100_000, anchor_file: None, anchor_every: 1000 }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -86,6 +196,71 @@ pub struct Config {
     pub clock_skew_s: u64,
     pub identity: IdentityConfig,
     pub policy: Policy,
+    pub callers: Callers,
+    pub tls: Option<Tls>,
+    pub limits: Limits,
+    pub replay: ReplayConfig,
+    pub revocations: RevocationConfig,
+    pub audit: AuditConfig,
+}
+
+/// Who may call the filter-facing endpoints, with the secrets read from their files.
+#[derive(Clone, Default)]
+pub struct Callers {
+    pub secrets: Vec<(String, Vec<u8>)>,
+    pub metrics_token: Option<Vec<u8>>,
+    pub mtls_identities: Vec<String>,
+}
+
+impl std::fmt::Debug for Callers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.secrets.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("Callers")
+            .field("secret_ids", &ids)
+            .field("metrics_token", &self.metrics_token.is_some())
+            .field("mtls_identities", &self.mtls_identities)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub stream_max: u64,
+    pub anchor_file: Option<PathBuf>,
+    pub anchor_every: u64,
+}
+
+/// Smallest caller secret, in bytes once decoded (HMAC-SHA256 keys of at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+const MAX_SECRET_FILE_BYTES: usize = 4096;
+
+/// Reads a secret file: base64url (unpadded, one line), at least 32 bytes once decoded.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(at(path))?;
+    if text.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!("{}: larger than {MAX_SECRET_FILE_BYTES} bytes", path.display()));
+    }
+    let secret = jitgate_token::encoding::b64_decode(text.trim().as_bytes())
+        .map_err(|_| format!("{}: not unpadded base64url", path.display()))?;
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!("{}: a secret needs at least {MIN_SECRET_BYTES} bytes", path.display()));
+    }
+    Ok(secret)
+}
+
+/// Whether a JWKS URL may be fetched: https, or http to this machine (tests, a local agent).
+pub fn jwks_url_allowed(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else { return false };
+    let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
+    let no_userinfo = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
+    no_userinfo && (uri.scheme_str() == Some("https") || (uri.scheme_str() == Some("http") && loopback))
 }
 
 impl Config {
@@ -116,10 +291,18 @@ impl Config {
         for i in &mut identity.issuers {
             match (&i.jwks_file, &i.jwks_url) {
                 (Some(f), None) => i.jwks_file = Some(base.join(f)),
-                (None, Some(u)) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 2048 => {}
+                (None, Some(u)) if jwks_url_allowed(u) && u.len() <= 2048 => {}
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "{}: identity issuer `{}`: jwks_url must be https (plain http only to 127.0.0.1, ::1 \
+                         or localhost)",
+                        path.display(),
+                        i.issuer
+                    ))
+                }
                 _ => {
                     return Err(format!(
-                        "{}: identity issuer `{}`: give exactly one of jwks_file and jwks_url (http or https)",
+                        "{}: identity issuer `{}`: give exactly one of jwks_file and jwks_url",
                         path.display(),
                         i.issuer
                     ))
@@ -133,8 +316,71 @@ impl Config {
                 ));
             }
         }
+        let field = |name: &str, what: &str| format!("{}: {name}: {what}", path.display());
+        let callers = match raw.callers {
+            None => Callers::default(),
+            Some(c) => {
+                if c.secrets.len() > 2 {
+                    return Err(field("callers.secrets", "at most two (the current one and the next)"));
+                }
+                let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
+                for s in c.secrets {
+                    let id_ok = !s.id.is_empty()
+                        && s.id.len() <= 64
+                        && s.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !id_ok || secrets.iter().any(|(id, _)| *id == s.id) {
+                        return Err(field("callers.secrets", "ids are unique, 1-64 of [A-Za-z0-9._-]"));
+                    }
+                    secrets.push((s.id, read_secret(&base.join(s.file))?));
+                }
+                let metrics_token = c.metrics_token_file.map(|f| read_secret(&base.join(f))).transpose()?;
+                if !c.mtls_identities.is_empty() && raw.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
+                    return Err(field("callers.mtls_identities", "needs tls.client_ca_file"));
+                }
+                if c.mtls_identities.iter().any(|i| i.is_empty() || i.len() > 512) {
+                    return Err(field("callers.mtls_identities", "each is 1-512 bytes"));
+                }
+                Callers { secrets, metrics_token, mtls_identities: c.mtls_identities }
+            }
+        };
+        let tls = raw.tls.map(|t| Tls {
+            cert_file: base.join(t.cert_file),
+            key_file: base.join(t.key_file),
+            client_ca_file: t.client_ca_file.map(|f| base.join(f)),
+        });
+        let l = raw.limits;
+        let limits_ok = (1..=3600).contains(&l.request_timeout.0)
+            && (1..=65_536).contains(&l.max_connections)
+            && [l.filters, l.exchange, l.api].iter().all(|n| (1..=10_000).contains(n));
+        if !limits_ok {
+            return Err(field(
+                "limits",
+                "request_timeout 1s-1h, max_connections 1-65536, filters/exchange/api 1-10000",
+            ));
+        }
+        if !(1..=100_000_000).contains(&raw.replay.capacity) {
+            return Err(field("replay.capacity", "must be 1 to 100000000"));
+        }
+        if !(1..=10_000).contains(&raw.revocations.self_per_minute) {
+            return Err(field("revocations.self_per_minute", "must be 1 to 10000"));
+        }
+        let a = raw.audit;
+        if !(1_000..=100_000_000).contains(&a.stream_max) || !(1..=1_000_000).contains(&a.anchor_every) {
+            return Err(field("audit", "stream_max 1000-100000000, anchor_every 1-1000000"));
+        }
+        let audit = AuditConfig {
+            stream_max: a.stream_max,
+            anchor_file: a.anchor_file.map(|f| base.join(f)),
+            anchor_every: a.anchor_every,
+        };
         let data_dir = base.join(raw.data_dir);
         Ok(Config {
+            callers,
+            tls,
+            limits: l,
+            replay: raw.replay,
+            revocations: raw.revocations,
+            audit,
             listen: raw.listen,
             keys_dir: raw.keys_dir.map_or_else(|| data_dir.clone(), |k| base.join(k)),
             store: StoreKind::parse(raw.store.as_deref().unwrap_or("embedded")).map_err(at(path))?,

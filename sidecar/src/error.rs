@@ -11,11 +11,13 @@ pub struct ApiError {
     pub error: &'static str,
     pub description: String,
     pub extra: Map<String, Value>,
+    /// `WWW-Authenticate` scheme to challenge with (401).
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> ApiError {
-        ApiError { status, error, description: description.into(), extra: Map::new() }
+        ApiError { status, error, description: description.into(), extra: Map::new(), challenge: None }
     }
     pub fn bad_request(error: &'static str, description: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, error, description)
@@ -33,6 +35,14 @@ impl ApiError {
     pub fn unavailable(description: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", description)
     }
+    /// Over a rate limit: retry after the window.
+    pub fn too_many(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", description)
+    }
+    pub fn with_challenge(mut self, scheme: &'static str) -> ApiError {
+        self.challenge = Some(scheme);
+        self
+    }
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extra.insert(key.to_owned(), value.into());
         self
@@ -49,6 +59,12 @@ impl IntoResponse for ApiError {
         r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        if let Some(scheme) = self.challenge {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(scheme));
         }
         r
     }

@@ -31,3 +31,27 @@ impl DurableAppend {
         &self.path
     }
 }
+
+/// Truncates an incomplete last record (no final newline: a crash in the middle of an append)
+/// and says what was cut; a complete file is left alone.
+pub fn recover_torn_tail(path: &Path) -> Result<Option<String>, String> {
+    let Ok(text) = std::fs::read(path) else { return Ok(None) };
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i.saturating_add(1));
+    let f = OpenOptions::new().write(true).open(path).map_err(at(path))?;
+    f.set_len(keep as u64).map_err(at(path))?;
+    f.sync_all().map_err(at(path))?;
+    Ok(Some(format!(
+        "{}: incomplete last record ({} bytes, from a crash in the middle of a write) truncated",
+        path.display(),
+        text.len().saturating_sub(keep)
+    )))
+}
+
+/// Makes a rename in `path`'s directory durable.
+pub fn sync_dir(path: &Path) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}

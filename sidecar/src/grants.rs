@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Subject;
 use crate::policy::Approval;
-use crate::store::{Grant, GrantStatus, Revocation, RevocationKind};
+use crate::store::{Grant, GrantStatus, Revocation, RevocationKey, RevocationKind, WriteError};
 use crate::{random_hex, App};
 use axum::http::StatusCode;
 use jitgate_token::claims::jti_hash;
@@ -84,6 +84,7 @@ pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant
     let now = app.clock.now();
     let mut grant = Grant {
         id: format!("g-{}", random_hex(8)),
+        iss: who.iss.clone(),
         sub: who.sub.clone(),
         scopes,
         duration_s: body.duration.0,
@@ -96,12 +97,14 @@ pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant
         approved_at: None,
         expires_at: None,
         denied_by: None,
+        decided_at: None,
+        version: 0,
     };
     if required == 0 {
         approve_now(&mut grant, now);
     }
-    app.store()?.put_grant(grant.clone()).map_err(ApiError::unavailable)?;
-    app.audit(json!({"event": "grant.requested", "grant": grant.id, "sub": grant.sub, "scopes": grant.scopes,
+    let grant = app.store()?.put_grant(grant).map_err(written)?;
+    app.audit(json!({"event": "grant.requested", "grant": grant.id, "iss": grant.iss, "sub": grant.sub, "scopes": grant.scopes,
         "duration_s": grant.duration_s, "justification": grant.justification, "break_glass": grant.break_glass,
         "status": grant.status}))?;
     if grant.status == GrantStatus::Approved {
@@ -113,12 +116,20 @@ pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant
 fn approve_now(grant: &mut Grant, now: u64) {
     grant.status = GrantStatus::Approved;
     grant.approved_at = Some(now);
+    grant.decided_at = Some(now);
     grant.expires_at = Some(now.saturating_add(grant.duration_s));
 }
 
+fn written(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", "changed concurrently; retry"),
+        WriteError::Failed(e) => ApiError::unavailable(e),
+    }
+}
+
 fn audit_approved(app: &App, g: &Grant, by: &str) -> ApiResult<u64> {
-    app.audit(json!({"event": "grant.approved", "grant": g.id, "sub": g.sub, "scopes": g.scopes, "approver": by,
-        "expires_at": g.expires_at, "break_glass": g.break_glass}))
+    app.audit(json!({"event": "grant.approved", "grant": g.id, "iss": g.iss, "sub": g.sub, "scopes": g.scopes,
+        "approver": by, "expires_at": g.expires_at, "break_glass": g.break_glass}))
 }
 
 /// Whether `who` approves `grant`: it has scopes that need approval, and `who` is an approver for
@@ -137,13 +148,25 @@ pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
     needs_approval
 }
 
-/// An approver's decision on a pending request.
+/// An approver's decision on a pending request. With several replicas it is written only over
+/// the version it was made from: if another replica decided first, this one is made again on
+/// the new state (and then finds the request no longer pending).
 pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
+    for _ in 0..8 {
+        match decide_once(app, who, id, approve) {
+            Err(e) if e.error == "conflict" => continue,
+            done => return done,
+        }
+    }
+    Err(ApiError::unavailable("the request keeps changing; retry"))
+}
+
+fn decide_once(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
     let mut store = app.store()?;
     let Some(mut grant) = store.state.grants.get(id).cloned() else {
         return Err(ApiError::not_found(format!("no request `{id}`")));
     };
-    if grant.sub == who.sub {
+    if who.is(&grant.owner()) {
         return Err(ApiError::forbidden("nobody approves or denies their own request"));
     }
     if !may_approve(app, who, &grant) {
@@ -156,28 +179,29 @@ pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Gr
             format!("request `{id}` is {:?}", grant.status),
         ));
     }
-    if grant.approvers.contains(&who.sub) {
+    if grant.approvers.iter().any(|a| who.is(a)) {
         return Err(ApiError::new(StatusCode::CONFLICT, "already_approved", "one approval per approver"));
     }
     let now = app.clock.now();
     if approve {
-        grant.approvers.push(who.sub.clone());
+        grant.approvers.push(who.id());
         if u32::try_from(grant.approvers.len()).unwrap_or(u32::MAX) >= grant.required_approvals {
             approve_now(&mut grant, now);
         }
     } else {
         grant.status = GrantStatus::Denied;
-        grant.denied_by = Some(who.sub.clone());
+        grant.denied_by = Some(who.id());
+        grant.decided_at = Some(now);
     }
-    store.put_grant(grant.clone()).map_err(ApiError::unavailable)?;
+    let grant = store.put_grant(grant).map_err(written)?;
     drop(store);
     match grant.status {
         GrantStatus::Approved => audit_approved(app, &grant, &who.sub)?,
-        GrantStatus::Denied => app.audit(json!({"event": "grant.denied", "grant": grant.id, "sub": grant.sub,
-            "scopes": grant.scopes, "approver": who.sub}))?,
+        GrantStatus::Denied => app.audit(json!({"event": "grant.denied", "grant": grant.id, "iss": grant.iss,
+            "sub": grant.sub, "scopes": grant.scopes, "approver": who.sub, "approver_iss": who.iss}))?,
         GrantStatus::Pending => app.audit(json!({"event": "grant.approval_recorded", "grant": grant.id,
-            "sub": grant.sub, "approver": who.sub, "approvals": grant.approvers.len(),
-            "required": grant.required_approvals}))?,
+            "iss": grant.iss, "sub": grant.sub, "approver": who.sub, "approver_iss": who.iss,
+            "approvals": grant.approvers.len(), "required": grant.required_approvals}))?,
     };
     Ok(grant)
 }
@@ -256,21 +280,21 @@ pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
         .verify(subject_token, now)
         .map_err(|reason| ApiError::bad_request("invalid_request", format!("subject_token rejected: {reason}")))?;
     let refuse = |e: ApiError| -> ApiResult<Value> {
-        app.audit(json!({"event": "token.exchange_refused", "sub": who.sub, "reason": e.error,
+        app.audit(json!({"event": "token.exchange_refused", "iss": who.iss, "sub": who.sub, "reason": e.error,
             "scopes_requested": form.scope, "resource": form.resource}))?;
         Err(e)
     };
 
     let store = app.store()?;
     let state = &store.state;
+    let subject_revoked_at = state
+        .revocation(&RevocationKey { kind: RevocationKind::Sub, iss: Some(who.iss.clone()), value: who.sub.clone() })
+        .map(|r| r.at);
     let usable = |g: &&Grant| {
-        g.sub == who.sub
+        who.is(&g.owner())
             && g.is_active(now)
             && !state.is_revoked(RevocationKind::Grant, &g.id)
-            && !state
-                .revocations
-                .iter()
-                .any(|r| r.kind == RevocationKind::Sub && r.value == who.sub && r.at >= g.approved_at.unwrap_or(0))
+            && subject_revoked_at.is_none_or(|at| at < g.approved_at.unwrap_or(0))
     };
     let wanted = match form.scope.as_deref() {
         Some(s) => Some(scopes_of(s)?),
@@ -281,7 +305,7 @@ pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
     let pending = state
         .grants
         .values()
-        .filter(|g| g.sub == who.sub && g.status == GrantStatus::Pending && covers(g))
+        .filter(|g| who.is(&g.owner()) && g.status == GrantStatus::Pending && covers(g))
         .max_by_key(|g| g.created_at)
         .map(|g| g.id.clone());
     drop(store);
@@ -304,10 +328,15 @@ pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
         return refuse(ApiError::bad_request("invalid_scope", "the grant has expired"));
     }
     let jti = random_hex(16);
-    let approver = if grant.approvers.is_empty() { "policy:auto".to_owned() } else { grant.approvers.join(",") };
+    let approver = if grant.approvers.is_empty() {
+        "policy:auto".to_owned()
+    } else {
+        grant.approvers.iter().map(|a| a.sub.as_str()).collect::<Vec<_>>().join(",")
+    };
     let mut claims = json!({"iss": app.config.issuer, "aud": audience, "sub": who.sub, "iat": now, "exp": exp,
         "jti": jti, "scope": scopes.join(" "),
-        "jit": {"grant": grant.id, "reason": grant.justification, "approver": approver, "break_glass": grant.break_glass}});
+        "jit": {"grant": grant.id, "reason": grant.justification, "approver": approver, "break_glass": grant.break_glass,
+            "idp": who.iss}});
     if let (Some(jkt), Some(obj)) = (jkt, claims.as_object_mut()) {
         obj.insert("cnf".to_owned(), json!({ "jkt": jkt }));
     }
@@ -316,7 +345,7 @@ pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
         let key = keys.ring.active().ok_or_else(|| ApiError::unavailable("no active signing key"))?;
         mint(key, "at+jwt", &claims).map_err(|e| ApiError::unavailable(e.to_string()))?
     };
-    app.audit(json!({"event": "token.exchange", "sub": who.sub, "grant": grant.id, "jti_hash": jti_hash(&app.config.issuer, &jti),
+    app.audit(json!({"event": "token.exchange", "iss": who.iss, "sub": who.sub, "grant": grant.id, "jti_hash": jti_hash(&app.config.issuer, &jti),
         "scopes_granted": scopes.join(" "), "token_exp": exp, "break_glass": grant.break_glass, "dpop_bound": jkt.is_some(),
         "audience": audience, "resource": form.resource}))?;
     Ok(json!({"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -331,15 +360,28 @@ pub struct RevokeRequest {
     pub jti: Option<String>,
     pub grant: Option<String>,
     pub sub: Option<String>,
+    /// The identity issuer of `sub` (default: the caller's own).
+    pub iss: Option<String>,
     #[serde(default)]
     pub reason: String,
 }
 
-/// Revokes and returns the new feed entries.
-pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Revocation>> {
+/// What a revocation call did: new feed entries, and how many it named were already revoked.
+#[derive(Debug)]
+pub struct Revoked {
+    pub added: Vec<Revocation>,
+    pub unchanged: usize,
+}
+
+/// Revokes what `req` names. A revocation already in the feed (same kind and value, lasting as
+/// long) adds nothing; a subject revoking its own tokens, grants or self is rate-limited.
+pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoked> {
     let named = [req.token.is_some(), req.jti.is_some(), req.grant.is_some(), req.sub.is_some()];
     if named.iter().filter(|x| **x).count() != 1 {
         return Err(ApiError::bad_request("invalid_request", "name exactly one of token, jti, grant, sub"));
+    }
+    if req.iss.is_some() && req.sub.is_none() {
+        return Err(ApiError::bad_request("invalid_request", "iss goes with sub"));
     }
     if req.reason.len() > MAX_JUSTIFICATION_BYTES {
         return Err(ApiError::bad_request("invalid_request", "reason longer than 1024 bytes"));
@@ -348,21 +390,26 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Re
     let admin = app.config.policy.is_admin(&who.groups);
     let max_ttl = app.config.max_token_ttl_s();
     let mut store = app.store()?;
+    let owns = |id: &str| store.state.grants.get(id).is_some_and(|g| who.is(&g.owner()));
     let grant_allowed =
-        |id: &str| store.state.grants.get(id).is_some_and(|g| admin || g.sub == who.sub || may_approve(app, who, g));
-    let mut targets: Vec<(RevocationKind, String, u64)> = Vec::new();
+        |id: &str| store.state.grants.get(id).is_some_and(|g| admin || who.is(&g.owner()) || may_approve(app, who, g));
+    // (kind, iss, value, until), and whether only the caller's own rights allowed it.
+    let mut targets: Vec<(RevocationKind, Option<String>, String, u64)> = Vec::new();
+    let mut self_service = false;
     if let Some(token) = &req.token {
         // RFC 7009 §2.2: an invalid or foreign token is not an error; nothing is revoked.
-        let Some((sub, jti, exp, grant)) = own_token_claims(app, token) else { return Ok(Vec::new()) };
-        if !(admin || sub == who.sub || grant.as_deref().is_some_and(grant_allowed)) {
+        let Some(t) = own_token_claims(app, token) else { return Ok(Revoked { added: Vec::new(), unchanged: 0 }) };
+        let own = t.sub == who.sub && t.idp.as_deref() == Some(who.iss.as_str());
+        if !(admin || own || t.grant.as_deref().is_some_and(grant_allowed)) {
             return Err(ApiError::forbidden("not your token, and you do not approve its grant"));
         }
-        targets.push((RevocationKind::Jti, jti, exp.saturating_add(app.config.clock_skew_s)));
+        self_service = !admin && own;
+        targets.push((RevocationKind::Jti, None, t.jti, t.exp.saturating_add(app.config.clock_skew_s)));
     } else if let Some(jti) = &req.jti {
         if !admin {
             return Err(ApiError::forbidden("revoking by jti is for admins; send the token instead"));
         }
-        targets.push((RevocationKind::Jti, jti.clone(), now.saturating_add(max_ttl)));
+        targets.push((RevocationKind::Jti, None, jti.clone(), now.saturating_add(max_ttl)));
     } else if let Some(id) = &req.grant {
         if !store.state.grants.contains_key(id) {
             return Err(ApiError::not_found(format!("no grant `{id}`")));
@@ -370,44 +417,78 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Vec<Re
         if !grant_allowed(id) {
             return Err(ApiError::forbidden("not your grant, and you do not approve it"));
         }
+        self_service = !admin && owns(id);
         let until = store.state.grants.get(id).and_then(|g| g.expires_at).unwrap_or(now).max(now);
-        targets.push((RevocationKind::Grant, id.clone(), until.saturating_add(max_ttl)));
+        targets.push((RevocationKind::Grant, None, id.clone(), until.saturating_add(max_ttl)));
     } else if let Some(sub) = &req.sub {
-        if !(admin || *sub == who.sub) {
+        let iss = req.iss.clone().unwrap_or_else(|| who.iss.clone());
+        let own = *sub == who.sub && iss == who.iss;
+        if !(admin || own) {
             return Err(ApiError::forbidden("revoking a subject is for admins or the subject itself"));
         }
-        targets.push((RevocationKind::Sub, sub.clone(), now.saturating_add(max_ttl)));
+        self_service = !admin;
+        targets.push((RevocationKind::Sub, Some(iss), sub.clone(), now.saturating_add(max_ttl)));
+    }
+    if self_service && !app.allow_self_revocation(&who.id(), now)? {
+        return Err(ApiError::too_many(format!(
+            "at most {} revocations of your own per minute",
+            app.config.revocations.self_per_minute
+        )));
     }
     let mut added = Vec::new();
-    for (kind, value, until) in targets {
-        if value.is_empty() || value.len() > 512 {
+    let mut unchanged = 0;
+    for (kind, iss, value, until) in targets {
+        if value.is_empty() || value.len() > 512 || iss.as_ref().is_some_and(|i| i.is_empty() || i.len() > 512) {
             return Err(ApiError::bad_request("invalid_request", "the revoked value must be 1-512 bytes"));
         }
-        let r = Revocation { seq: store.state.next_revocation_seq(), kind, value, at: now, until };
+        // A subject revocation covers tokens issued up to its time, so a later one covers more.
+        let key = RevocationKey { kind, iss: iss.clone(), value: value.clone() };
+        let covered = store
+            .state
+            .revocation(&key)
+            .is_some_and(|r| r.until >= until && (kind != RevocationKind::Sub || r.at >= now));
+        if covered {
+            unchanged += 1;
+            continue;
+        }
+        let r = Revocation { seq: store.state.next_revocation_seq(), kind, value, iss, at: now, until };
         added.push(store.add_revocation(r).map_err(ApiError::unavailable)?);
     }
     drop(store);
+    app.update_gauges();
     for r in &added {
         let value =
             if r.kind == RevocationKind::Jti { jti_hash(&app.config.issuer, &r.value) } else { r.value.clone() };
-        app.audit(json!({"event": "token.revoked", "kind": r.kind, "value": value, "seq": r.seq, "by": who.sub,
-            "reason": req.reason}))?;
+        app.audit(json!({"event": "token.revoked", "kind": r.kind, "value": value, "iss": r.iss, "seq": r.seq,
+            "by": who.sub, "by_iss": who.iss, "reason": req.reason}))?;
     }
-    Ok(added)
+    Ok(Revoked { added, unchanged })
 }
 
-/// `(sub, jti, exp, grant)` of a token this sidecar signed (signature checked, time not).
-fn own_token_claims(app: &App, token: &str) -> Option<(String, String, u64, Option<String>)> {
+/// The claims of a token this sidecar signed that revocation needs (signature checked, time not).
+struct OwnToken {
+    sub: String,
+    jti: String,
+    exp: u64,
+    grant: Option<String>,
+    /// `jit.idp`: the identity issuer of `sub`.
+    idp: Option<String>,
+}
+
+fn own_token_claims(app: &App, token: &str) -> Option<OwnToken> {
     let set = app.keys().ok()?.ring.key_set(app.clock.now(), app.config.max_token_ttl_s()).ok()?;
     let jws = jitgate_token::jws::verify(token, &set, jitgate_token::DEFAULT_MAX_TOKEN_BYTES).ok()?;
     let claims: Value = serde_json::from_slice(&jws.payload).ok()?;
     if claims.get("iss")?.as_str()? != app.config.issuer {
         return None;
     }
-    Some((
-        claims.get("sub")?.as_str()?.to_owned(),
-        claims.get("jti")?.as_str()?.to_owned(),
-        claims.get("exp")?.as_u64()?,
-        claims.get("jit").and_then(|j| j.get("grant")).and_then(Value::as_str).map(str::to_owned),
-    ))
+    let jit = claims.get("jit");
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    Some(OwnToken {
+        sub: claims.get("sub")?.as_str()?.to_owned(),
+        jti: claims.get("jti")?.as_str()?.to_owned(),
+        exp: claims.get("exp")?.as_u64()?,
+        grant: text(jit.and_then(|j| j.get("grant"))),
+        idp: text(jit.and_then(|j| j.get("idp"))),
+    })
 }

@@ -4,6 +4,7 @@
 use crate::config::IdentityConfig;
 use crate::files::at;
 use crate::keys::write_private;
+use crate::store::SubjectId;
 use jitgate_token::mint::{mint, SigningKey};
 use jitgate_token::{Alg, KeySet, Validation, Verifier};
 use serde::Deserialize;
@@ -18,11 +19,22 @@ pub const DEV_AUDIENCE: &str = "jitgate-sidecar";
 pub const MAX_SUBJECT_TOKEN_BYTES: usize = 8 * 1024;
 const MAX_GROUPS: usize = 64;
 
-/// Who presented a subject token.
+/// Who presented a subject token: `(iss, sub)` names a person, `sub` alone does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
+    pub iss: String,
     pub sub: String,
     pub groups: Vec<String>,
+}
+
+impl Subject {
+    pub fn id(&self) -> SubjectId {
+        SubjectId { iss: self.iss.clone(), sub: self.sub.clone() }
+    }
+
+    pub fn is(&self, other: &SubjectId) -> bool {
+        self.iss == other.iss && self.sub == other.sub
+    }
 }
 
 /// Largest identity-provider JWKS accepted.
@@ -37,10 +49,18 @@ struct Trusted {
 
 #[derive(Debug)]
 struct Remote {
+    issuer: String,
     url: String,
     refresh_s: u64,
     validation: Validation,
     next_fetch: AtomicU64,
+}
+
+/// Keys of an identity JWKS that were skipped as unusable, for the log and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub issuer: String,
+    pub reasons: Vec<&'static str>,
 }
 
 #[derive(Debug)]
@@ -48,18 +68,30 @@ pub struct Identity {
     trusted: Vec<Trusted>,
 }
 
-/// GET a JWKS over http(s), bounded in time and size.
-fn fetch_jwks(url: &str) -> Result<KeySet, String> {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(5))).build().into();
+/// GET a JWKS over https (or http to this machine), bounded in time and size; redirects are
+/// not followed (a redirect to plain http would undo the scheme check).
+fn fetch_jwks(url: &str) -> Result<(KeySet, Vec<&'static str>), String> {
+    if !crate::config::jwks_url_allowed(url) {
+        return Err(format!("{url}: not https"));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .max_redirects(0)
+        .build()
+        .into();
     let mut response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
     let body =
         response.body_mut().with_config().limit(MAX_JWKS_BYTES).read_to_vec().map_err(|e| format!("{url}: {e}"))?;
-    let keys = KeySet::from_jwks(&body).map_err(|e| format!("{url}: {e}"))?;
+    usable_keys(&body).map_err(|e| format!("{url}: {e}"))
+}
+
+/// The usable keys of an identity JWKS and why the others were skipped; none usable is an error.
+fn usable_keys(jwks: &[u8]) -> Result<(KeySet, Vec<&'static str>), String> {
+    let (keys, skipped) = KeySet::from_jwks_skipping_unusable(jwks).map_err(|e| e.to_string())?;
     if keys.is_empty() {
-        return Err(format!("{url}: no keys"));
+        return Err(format!("no usable keys (skipped: {})", skipped.join("; ")));
     }
-    Ok(keys)
+    Ok((keys, skipped))
 }
 
 fn verifier(keys: KeySet, v: Validation) -> Result<Verifier, String> {
@@ -104,7 +136,9 @@ struct Groups {
 }
 
 impl Identity {
-    pub fn load(config: &IdentityConfig, data_dir: &Path, skew_s: u64) -> Result<Identity, String> {
+    /// Loads the trusted issuers; also returns the keys skipped in JWKS files.
+    pub fn load(config: &IdentityConfig, data_dir: &Path, skew_s: u64) -> Result<(Identity, Vec<Skipped>), String> {
+        let mut skipped_keys = Vec::new();
         let mut trusted = Vec::new();
         let local = |v: Verifier| Trusted { verifier: RwLock::new(Some(v)), remote: None };
         if config.dev_issuer {
@@ -117,10 +151,15 @@ impl Identity {
             match (&i.jwks_file, &i.jwks_url) {
                 (Some(file), _) => {
                     let text = std::fs::read(file).map_err(at(file))?;
-                    trusted.push(local(verifier(KeySet::from_jwks(&text).map_err(at(file))?, v)?));
+                    let (keys, skipped) = usable_keys(&text).map_err(at(file))?;
+                    if !skipped.is_empty() {
+                        skipped_keys.push(Skipped { issuer: i.issuer.clone(), reasons: skipped });
+                    }
+                    trusted.push(local(verifier(keys, v)?));
                 }
                 (None, Some(url)) => {
                     let remote = Remote {
+                        issuer: i.issuer.clone(),
                         url: url.clone(),
                         refresh_s: i.jwks_refresh.0,
                         validation: v,
@@ -131,20 +170,26 @@ impl Identity {
                 (None, None) => return Err(format!("identity issuer `{}` has no keys", i.issuer)),
             }
         }
-        Ok(Identity { trusted })
+        Ok((Identity { trusted }, skipped_keys))
     }
 
     /// Fetches the JWKS of URL issuers that are due at `now`; a failure keeps the last good keys
-    /// (and is retried within a minute). Returns the errors, for the log.
-    pub fn refresh(&self, now: u64) -> Vec<String> {
+    /// (and is retried within a minute). Returns the errors and the skipped keys, for the log.
+    pub fn refresh(&self, now: u64) -> (Vec<String>, Vec<Skipped>) {
         let mut errors = Vec::new();
+        let mut skipped_keys = Vec::new();
         for t in &self.trusted {
             let Some(r) = &t.remote else { continue };
             if now < r.next_fetch.load(Ordering::Relaxed) {
                 continue;
             }
-            match fetch_jwks(&r.url).and_then(|keys| verifier(keys, r.validation.clone())) {
-                Ok(v) => {
+            let fetched =
+                fetch_jwks(&r.url).and_then(|(keys, skipped)| Ok((verifier(keys, r.validation.clone())?, skipped)));
+            match fetched {
+                Ok((v, skipped)) => {
+                    if !skipped.is_empty() {
+                        skipped_keys.push(Skipped { issuer: r.issuer.clone(), reasons: skipped });
+                    }
                     *t.verifier.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
                     r.next_fetch.store(now.saturating_add(r.refresh_s), Ordering::Relaxed);
                 }
@@ -154,7 +199,7 @@ impl Identity {
                 }
             }
         }
-        errors
+        (errors, skipped_keys)
     }
 
     /// Whether some issuer's keys come from a URL (and need `refresh` calls).
@@ -176,7 +221,7 @@ impl Identity {
                     if groups.len() > MAX_GROUPS || groups.iter().any(|g| g.len() > 128) {
                         return Err("too_many_groups");
                     }
-                    return Ok(Subject { sub: token.claims.sub, groups });
+                    return Ok(Subject { iss: token.claims.iss, sub: token.claims.sub, groups });
                 }
                 // Another issuer's token fails here on key or issuer: try the next verifier.
                 Err(

@@ -109,6 +109,17 @@ fn new_key(now: u64) -> Result<SigningKey, String> {
     SigningKey::generate(Alg::ES256, Some(&random_kid(now))).map_err(|e| e.to_string())
 }
 
+/// A 32-byte secret kept base64url in a 0600 file, created on first use (the DPoP nonce key the
+/// filters of one deployment share; replicas share it through `keys_dir`).
+pub fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, String> {
+    if !path.exists() {
+        let mut secret = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+        write_private(path, jitgate_token::encoding::b64_encode(&secret).as_bytes())?;
+    }
+    crate::config::read_secret(path)
+}
+
 /// Writes a secret file readable by its owner only, atomically (temp file, then rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;

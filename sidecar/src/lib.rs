@@ -1,31 +1,39 @@
 //! jitgate-sidecar: decides who may hold which JIT token, for how long, on whose approval
-//! (DESIGN §5-§7). `App` is the shared state; `api::router` serves it over HTTP.
+//! (DESIGN §5-§7). `App` is the shared state; `api::router` serves it over HTTP, `server` runs it.
 
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod grants;
 pub mod identity;
+pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod policy;
 pub mod redis_store;
+pub mod replay;
+pub mod server;
 pub mod store;
 
-use audit::AuditLog;
+use audit::{Anchoring, AuditLog};
+use auth::CallerAuth;
 use config::{Config, StoreKind};
 use error::ApiError;
 use identity::Identity;
 use keys::KeyRing;
+use metrics::Metrics;
 use redis_store::Redis;
+use replay::ReplayLedger;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-use store::Store;
+use store::{Store, SubjectId};
 
 /// Wall-clock seconds; tests pin it (0 = follow the system clock).
 #[derive(Debug, Default)]
@@ -43,12 +51,30 @@ impl Clock {
     }
 }
 
-/// The signing keys and the key file's modification time when they were read.
+/// The signing keys and the key file's version when they were read.
 #[derive(Debug)]
 pub struct Keys {
     pub ring: KeyRing,
     version: Option<FileVersion>,
 }
+
+/// Where `POST /v1/replay` remembers keys.
+#[derive(Debug)]
+enum ReplayStore {
+    Embedded(ReplayLedger),
+    /// Its own connection: a replay check never waits behind the journal.
+    Redis(Box<Mutex<Redis>>),
+}
+
+/// Self-revocations per subject in the current minute: bounded, so a flood of subjects cannot
+/// grow it without end.
+#[derive(Debug, Default)]
+struct RevocationRate {
+    window: u64,
+    counts: HashMap<SubjectId, u32>,
+}
+
+const MAX_RATE_SUBJECTS: usize = 100_000;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -56,17 +82,23 @@ pub struct App {
     pub config: Config,
     pub identity: Identity,
     pub clock: Clock,
+    pub metrics: Metrics,
+    pub callers: CallerAuth,
     keys_path: PathBuf,
     keys: Mutex<Keys>,
     store: Mutex<Store>,
     audit: Mutex<AuditLog>,
     /// With the Redis store: the audit stream every replica appends to (its own connection).
     audit_stream: Option<Mutex<Redis>>,
-    counters: Mutex<BTreeMap<String, u64>>,
+    replay: ReplayStore,
+    revocation_rate: Mutex<RevocationRate>,
+    /// The DPoP server nonce key the filters of this deployment share.
+    pub nonce_key: Vec<u8>,
 }
 
 /// Locks a mutex; a poisoned one still holds consistent data here (every writer journals first).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Called only on blocking threads: never hold one across an `.await`.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -81,24 +113,47 @@ fn file_version(path: &std::path::Path) -> Option<FileVersion> {
 }
 
 impl App {
-    /// Opens the data directory: keys (created on first start), store journal, audit chain.
+    /// Opens the data directory: keys (created on first start), store journal, audit chain,
+    /// replay ledger. Damage a crash can leave (a torn last record) is repaired and reported.
     pub fn open(config: Config) -> Result<App, String> {
         std::fs::create_dir_all(&config.data_dir).map_err(files::at(&config.data_dir))?;
         let clock = Clock::default();
+        let now = clock.now();
+        let metrics = Metrics::default();
         std::fs::create_dir_all(&config.keys_dir).map_err(files::at(&config.keys_dir))?;
         let keys_path = config.keys_dir.join("signing-keys.json");
-        let ring = KeyRing::load_or_create(&keys_path, clock.now())?;
-        let identity = Identity::load(&config.identity, &config.keys_dir, config.clock_skew_s)?;
-        for e in identity.refresh(clock.now()) {
+        let ring = KeyRing::load_or_create(&keys_path, now)?;
+        let nonce_key = keys::load_or_create_secret(&config.keys_dir.join("dpop-nonce-key"))?;
+        let (identity, skipped) = Identity::load(&config.identity, &config.keys_dir, config.clock_skew_s)?;
+        let (errors, more_skipped) = identity.refresh(now);
+        for e in errors {
             eprintln!(
                 "jitgate-sidecar: identity JWKS fetch failed (tokens of that issuer are refused until it works): {e}"
             );
         }
-        let (store, audit_stream) = match &config.store {
-            StoreKind::Embedded => (Store::open(&config.data_dir.join("store.jsonl"))?, None),
-            StoreKind::Redis(url) => (Store::open_redis(url)?, Some(Mutex::new(Redis::open(url)?))),
+        for s in skipped.iter().chain(&more_skipped) {
+            note_skipped(&metrics, s);
+        }
+        let mut repaired = Vec::new();
+        let (store, audit_stream, replay) = match &config.store {
+            StoreKind::Embedded => {
+                let (store, torn) = Store::open(&config.data_dir.join("store.jsonl"), now)?;
+                let (ledger, torn_replay) =
+                    ReplayLedger::open(&config.data_dir.join("replay.bin"), config.replay.capacity, now)?;
+                repaired.extend(torn.into_iter().chain(torn_replay));
+                (store, None, ReplayStore::Embedded(ledger))
+            }
+            StoreKind::Redis(url) => (
+                Store::open_redis(url)?,
+                Some(Mutex::new(Redis::open(url)?)),
+                ReplayStore::Redis(Box::new(Mutex::new(Redis::open(url)?))),
+            ),
         };
-        let audit = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
+        let (mut audit, torn) = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
+        repaired.extend(torn);
+        if let Some(path) = &config.audit.anchor_file {
+            audit.anchor_to(Anchoring { file: files::DurableAppend::open(path)?, every: config.audit.anchor_every });
+        }
         let app = App {
             keys: Mutex::new(Keys { ring, version: file_version(&keys_path) }),
             keys_path,
@@ -107,10 +162,20 @@ impl App {
             store: Mutex::new(store),
             audit: Mutex::new(audit),
             audit_stream,
-            counters: Mutex::new(BTreeMap::new()),
+            replay,
+            revocation_rate: Mutex::default(),
+            callers: CallerAuth::new(config.callers.clone(), config.clock_skew_s),
+            nonce_key,
+            metrics,
             config,
         };
+        for what in repaired {
+            eprintln!("jitgate-sidecar: {what}");
+            app.metrics.torn_records_truncated.inc();
+            app.audit(serde_json::json!({"event": "store.repaired", "detail": what})).map_err(|e| e.description)?;
+        }
         app.note_key_rotation()?;
+        app.update_gauges();
         Ok(app)
     }
 
@@ -152,67 +217,197 @@ impl App {
         Ok(store)
     }
 
-    /// Appends lifecycle events (adding `ts`) to the audit chain and counts them.
+    /// Appends a lifecycle event (adding `ts`) to the audit chain and counts it.
     pub fn audit(&self, mut event: Value) -> Result<u64, ApiError> {
         if let Some(obj) = event.as_object_mut() {
             obj.entry("ts").or_insert_with(|| Value::from(self.clock.now()));
         }
-        self.audit_batch(std::slice::from_ref(&event))
+        let kind = lifecycle_kind(event.get("event").and_then(Value::as_str).unwrap_or(""));
+        let seq = self.append_audit(&[event.to_string()])?;
+        self.metrics.audit_event(kind);
+        Ok(seq)
     }
 
-    /// Appends events as they are (filters' batches carry their own `ts`).
-    pub fn audit_batch(&self, events: &[Value]) -> Result<u64, ApiError> {
-        let seq = lock(&self.audit).append(events).map_err(ApiError::unavailable)?;
-        if let Some(stream) = &self.audit_stream {
-            lock(stream).publish_audit(events).map_err(ApiError::unavailable)?;
-        }
-        let mut counters = lock(&self.counters);
+    /// Appends a filter's batch of decisions, each recorded with the caller that shipped it.
+    pub fn audit_access(&self, events: &[ingest::AccessEvent], caller: &auth::Caller) -> Result<u64, ApiError> {
+        let name = caller.name();
+        let lines: Vec<String> = events
+            .iter()
+            .map(|event| serde_json::to_string(&ingest::Stored { event, caller: &name }).unwrap_or_default())
+            .collect();
+        let seq = self.append_audit(&lines)?;
         for e in events {
-            let name = e.get("event").and_then(Value::as_str).unwrap_or("unknown");
-            let n = counters.entry(format!("jitgate_sidecar_audit_events_total{{event=\"{name}\"}}")).or_insert(0);
-            *n = n.saturating_add(1);
+            self.metrics.audit_event(e.event.name());
+        }
+        Ok(seq)
+    }
+
+    fn append_audit(&self, lines: &[String]) -> Result<u64, ApiError> {
+        let seq = lock(&self.audit).append(lines, self.clock.now()).map_err(ApiError::unavailable)?;
+        if let Some(stream) = &self.audit_stream {
+            lock(stream).publish_audit(lines, self.config.audit.stream_max).map_err(ApiError::unavailable)?;
         }
         Ok(seq)
     }
 
     pub fn audit_path(&self) -> PathBuf {
-        lock(&self.audit).path().to_owned()
+        self.config.data_dir.join("audit.jsonl")
     }
 
-    /// Audit events matching `keep`, at most `limit`: with Redis from the stream all replicas
-    /// share, else from this sidecar's chain file.
-    pub fn audit_events(&self, limit: usize, keep: impl Fn(&Value) -> bool) -> Result<Vec<Value>, String> {
+    /// The audit chain's head: events so far and the last hash.
+    pub fn audit_head(&self) -> (u64, String) {
+        let audit = lock(&self.audit);
+        let (seq, hash) = audit.head();
+        (seq, hash.to_owned())
+    }
+
+    /// A page of audit events matching `keep`, newest first: with Redis from the stream all
+    /// replicas share (cursor: a stream id), else from this sidecar's chain (cursor: a seq).
+    pub fn audit_page(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<(Vec<Value>, Option<String>), String> {
         match &self.audit_stream {
-            Some(stream) => Ok(lock(stream).audit_events()?.into_iter().filter(|e| keep(e)).take(limit).collect()),
-            None => audit::query(&self.audit_path(), limit, keep),
+            Some(stream) => {
+                let mut out = Vec::new();
+                let mut cursor = before.map(str::to_owned);
+                // Filtered pages are filled from several stream reads, at most a bounded number.
+                for _ in 0..64 {
+                    let (texts, next) = lock(stream).audit_page(cursor.as_deref(), limit.saturating_mul(4).max(64))?;
+                    for t in texts {
+                        if let Ok(e) = serde_json::from_str::<Value>(&t) {
+                            if keep(&e) && out.len() < limit {
+                                out.push(e);
+                            }
+                        }
+                    }
+                    cursor = next;
+                    if out.len() >= limit || cursor.is_none() {
+                        break;
+                    }
+                }
+                Ok((out, cursor))
+            }
+            None => {
+                let before = before.map(|b| b.parse::<u64>().map_err(|_| "before: a seq".to_owned())).transpose()?;
+                let (events, next) = audit::query_newest(&self.audit_path(), before, limit, keep)?;
+                Ok((events, next.map(|n| n.to_string())))
+            }
         }
     }
 
-    pub fn count(&self, name: String) {
-        let mut counters = lock(&self.counters);
-        let n = counters.entry(name).or_insert(0);
+    /// The cluster replay check; `Ok(None)` when the ledger is full.
+    pub async fn take_once(
+        self: &std::sync::Arc<Self>,
+        key: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<Option<bool>, ApiError> {
+        match &self.replay {
+            ReplayStore::Embedded(ledger) => {
+                let verdict = ledger.check(replay::key_of(key), until, now).await.map_err(ApiError::unavailable)?;
+                self.metrics.replay_keys.set(i64::try_from(ledger.live()).unwrap_or(i64::MAX));
+                Ok(match verdict {
+                    replay::Verdict::Fresh => Some(true),
+                    replay::Verdict::Seen => Some(false),
+                    replay::Verdict::Full => {
+                        self.metrics.replay_full.inc();
+                        None
+                    }
+                })
+            }
+            ReplayStore::Redis(_) => {
+                let (app, key) = (self.clone(), key.to_owned());
+                let ttl_ms = until.saturating_sub(now).saturating_mul(1000);
+                blocking(move || {
+                    let ReplayStore::Redis(redis) = &app.replay else { return Err(ApiError::unavailable("no ledger")) };
+                    lock(redis).take_once(&key, ttl_ms).map(Some).map_err(ApiError::unavailable)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Counts a self-revocation by `who` at `now`; false when over the per-minute limit.
+    pub fn allow_self_revocation(&self, who: &SubjectId, now: u64) -> Result<bool, ApiError> {
+        let mut rate = lock(&self.revocation_rate);
+        let window = now / 60;
+        if rate.window != window {
+            *rate = RevocationRate { window, counts: HashMap::new() };
+        }
+        if !rate.counts.contains_key(who) && rate.counts.len() >= MAX_RATE_SUBJECTS {
+            return Err(ApiError::unavailable("too many subjects revoking at once"));
+        }
+        let n = rate.counts.entry(who.clone()).or_insert(0);
         *n = n.saturating_add(1);
+        let allowed = *n <= self.config.revocations.self_per_minute;
+        if !allowed {
+            self.metrics.rate_limited.inc();
+        }
+        Ok(allowed)
     }
 
-    /// Prometheus text exposition of the counters.
-    pub fn metrics_text(&self) -> String {
-        let counters = lock(&self.counters);
-        let mut out = String::from("# TYPE jitgate_sidecar_audit_events_total counter\n");
-        out.push_str("# TYPE jitgate_sidecar_http_responses_total counter\n");
-        for (name, value) in counters.iter() {
-            out.push_str(&format!("{name} {value}\n"));
-        }
-        let store = lock(&self.store);
-        out.push_str(&format!(
-            "# TYPE jitgate_sidecar_grants gauge\njitgate_sidecar_grants {}\n",
-            store.state.grants.len()
-        ));
-        out.push_str(&format!(
-            "# TYPE jitgate_sidecar_revocations gauge\njitgate_sidecar_revocations {}\n",
-            store.state.revocations.len()
-        ));
-        out
+    /// Compacts the journal when most of it no longer matters (a background thread calls this).
+    pub fn compact(&self) -> Result<bool, String> {
+        let now = self.clock.now();
+        let done = self.store().map_err(|e| e.description)?.compact(now)?;
+        self.update_gauges();
+        Ok(done)
     }
+
+    pub fn update_gauges(&self) {
+        let store = lock(&self.store);
+        self.metrics.grants.set(i64::try_from(store.state.grants.len()).unwrap_or(i64::MAX));
+        self.metrics.revocations.set(i64::try_from(store.state.revocations.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Identity-provider keys from URLs: refreshed off the request path, the last good set kept.
+    pub fn refresh_identity(&self) {
+        let (errors, skipped) = self.identity.refresh(self.clock.now());
+        for e in errors {
+            eprintln!("jitgate-sidecar: identity JWKS fetch failed, keeping the last good keys: {e}");
+        }
+        for s in &skipped {
+            note_skipped(&self.metrics, s);
+        }
+    }
+}
+
+fn note_skipped(metrics: &Metrics, s: &identity::Skipped) {
+    for reason in &s.reasons {
+        eprintln!("jitgate-sidecar: identity issuer {}: a JWKS key was skipped: {reason}", s.issuer);
+        metrics.identity_key_skipped(&s.issuer);
+    }
+}
+
+/// The metric label of a lifecycle event this code writes.
+fn lifecycle_kind(name: &str) -> &'static str {
+    const KINDS: [&str; 14] = [
+        "grant.requested",
+        "grant.approval_recorded",
+        "grant.approved",
+        "grant.denied",
+        "token.exchange",
+        "token.exchange_refused",
+        "token.revoked",
+        "key.created",
+        "key.rotated",
+        "store.repaired",
+        "feed.acknowledged",
+        "access.allow",
+        "access.deny",
+        "grant.cancelled",
+    ];
+    KINDS.iter().find(|k| **k == name).copied().unwrap_or("other")
+}
+
+/// Runs blocking work (locks, fsync, Redis I/O) off the async runtime's threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| Err(ApiError::unavailable("the request failed")))
 }
 
 /// Random bytes as lowercase hex: ids and `jti`s.

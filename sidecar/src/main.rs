@@ -1,7 +1,7 @@
 //! `jitgate-sidecar`: serve the API, mint development identity tokens, rotate keys, verify audit files.
 
 use jitgate_sidecar::config::Config;
-use jitgate_sidecar::{api, audit, identity, keys, App};
+use jitgate_sidecar::{audit, identity, keys, App};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +10,8 @@ const USAGE: &str = "usage:
   jitgate-sidecar serve --config FILE [--store embedded|redis://HOST:PORT]
   jitgate-sidecar identity mint --config FILE --sub NAME [--groups a,b] [--ttl 1h]
   jitgate-sidecar keys rotate --config FILE
-  jitgate-sidecar audit verify FILE";
+  jitgate-sidecar caller-secret          # a new caller secret (base64url) for callers.secrets
+  jitgate-sidecar audit verify FILE [--anchors ANCHOR_FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,7 +20,13 @@ fn main() -> ExitCode {
         ["serve", rest @ ..] => serve(rest),
         ["identity", "mint", rest @ ..] => identity_mint(rest),
         ["keys", "rotate", rest @ ..] => rotate(rest),
-        ["audit", "verify", file] => verify(file),
+        ["caller-secret"] => {
+            let mut secret = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+            println!("{}", jitgate_token::encoding::b64_encode(&secret));
+            Ok(())
+        }
+        ["audit", "verify", file, rest @ ..] => verify(file, rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -61,17 +68,26 @@ fn serve(rest: &[&str]) -> Result<(), String> {
         config.store = jitgate_sidecar::config::StoreKind::parse(store)?;
     }
     let listen = config.listen;
+    let tls = config.tls.as_ref().map(jitgate_sidecar::server::tls_config).transpose()?;
     let app = Arc::new(App::open(config)?);
+    if !app.callers.configured() {
+        eprintln!("jitgate-sidecar: no callers configured: the filter endpoints answer 401 to everyone");
+    }
     if app.identity.has_remote() {
-        // Identity-provider keys from URLs: refreshed off the request path, the last good set kept.
         let refresher = app.clone();
         std::thread::spawn(move || loop {
-            for e in refresher.identity.refresh(refresher.clock.now()) {
-                eprintln!("jitgate-sidecar: identity JWKS fetch failed, keeping the last good keys: {e}");
-            }
+            refresher.refresh_identity();
             std::thread::sleep(std::time::Duration::from_secs(5));
         });
     }
+    // Compaction: the journal drops revocations that can no longer matter.
+    let compactor = app.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        if let Err(e) = compactor.compact() {
+            eprintln!("jitgate-sidecar: compaction failed (retried in a minute): {e}");
+        }
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,13 +95,25 @@ fn serve(rest: &[&str]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("{listen}: {e}"))?;
-        eprintln!("jitgate-sidecar: listening on {listen}");
-        axum::serve(listener, api::router(app))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| e.to_string())
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("jitgate-sidecar: listening on {scheme}://{listen}");
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminated => {}
+            }
+        };
+        jitgate_sidecar::server::serve(app, listener, tls, shutdown).await;
+        Ok(())
     })
 }
 
@@ -113,11 +141,18 @@ fn rotate(rest: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn verify(file: &str) -> Result<(), String> {
-    let report = audit::verify(&PathBuf::from(file))?;
+fn verify(file: &str, rest: &[&str]) -> Result<(), String> {
+    let f = flags(rest, &["anchors"])?;
+    let anchors = match f.get("anchors") {
+        Some(path) => audit::read_anchors(&PathBuf::from(path))?,
+        None => Vec::new(),
+    };
+    let report = audit::verify_anchored(&PathBuf::from(file), &anchors)?;
     match report.problem {
         None => {
-            println!("{file}: {} events, chain intact, head {}", report.lines, report.head);
+            let checked =
+                if anchors.is_empty() { String::new() } else { format!(", {} published heads match", anchors.len()) };
+            println!("{file}: {} events, chain intact, head {}{checked}", report.lines, report.head);
             Ok(())
         }
         Some(p) => Err(format!("{file}: {p} (the {} events before it verify)", report.lines)),

@@ -106,13 +106,38 @@ pub struct SubjectRule {
     pub scopes: Vec<String>,
 }
 
+/// A justification pattern. It must match the whole justification: `INC-[0-9]+` accepts
+/// `INC-42`, not `see INC-42 maybe`; write `INC-[0-9]+ .*` to allow words after the ticket.
+#[derive(Debug, Clone)]
+pub struct Justification {
+    pattern: String,
+    anchored: Regex,
+}
+
+impl Justification {
+    pub fn new(pattern: &str) -> Result<Justification, regex::Error> {
+        // Checked on its own first, so `a)|(b` cannot escape the anchoring group.
+        Regex::new(pattern)?;
+        Ok(Justification { pattern: pattern.to_owned(), anchored: Regex::new(&format!("^(?:{pattern})$"))? })
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.anchored.is_match(text)
+    }
+
+    /// The pattern as written in the policy.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
 /// One scope's rules.
 #[derive(Debug, Clone)]
 pub struct ScopePolicy {
     pub max_ttl_s: u64,
     pub max_grant_s: u64,
     pub approval: Approval,
-    pub justification: Option<Regex>,
+    pub justification: Option<Justification>,
     pub break_glass: bool,
 }
 
@@ -166,7 +191,9 @@ impl Policy {
             }
             let justification = match s.justification {
                 Some(p) if p.len() > MAX_PATTERN_BYTES => return Err(err("justification pattern too long")),
-                Some(p) => Some(Regex::new(&p).map_err(|e| err(&format!("justification is not a regex: {e}")))?),
+                Some(p) => {
+                    Some(Justification::new(&p).map_err(|e| err(&format!("justification is not a regex: {e}")))?)
+                }
                 None => None,
             };
             scopes.insert(
@@ -215,7 +242,7 @@ scopes:
     max_ttl: 5m
     max_grant: 1h
     approval: {approvers: [sre-leads], count: 1}
-    justification: '^(INC|CHG)-[0-9]+'
+    justification: '(INC|CHG)-[0-9]+( .+)?'
 subjects:
   - groups: [sre]
     scopes: [orders:read, orders:write]
@@ -228,7 +255,9 @@ admins: [secops]
         let w = &p.scopes["orders:write"];
         assert_eq!((w.max_ttl_s, w.max_grant_s), (300, 3600));
         assert_eq!(w.approval, Approval::Approvers { groups: vec!["sre-leads".into()], count: 1 });
-        assert!(w.justification.as_ref().unwrap().is_match("INC-42 disk"));
+        let j = w.justification.as_ref().unwrap();
+        assert!(j.is_match("INC-42 disk") && j.is_match("CHG-7"));
+        assert!(!j.is_match("see INC-42") && !j.is_match("INC-42x"), "the whole justification must match");
         assert_eq!(p.scopes["orders:read"].approval, Approval::Auto);
         assert!(p.may_request(&["sre".into()], "orders:write"));
         assert!(!p.may_request(&["dev".into()], "orders:write"));
@@ -239,7 +268,7 @@ admins: [secops]
         let unknown = GOOD.replace("max_grant: 8h}", "max_grant: 8h, colour: red}");
         let e = Policy::parse(&unknown).unwrap_err();
         assert!(e.contains("line 3") && e.contains("colour"), "{e}");
-        let bad_regex = GOOD.replace("'^(INC|CHG)-[0-9]+'", "'(unclosed'");
+        let bad_regex = GOOD.replace("'(INC|CHG)-[0-9]+( .+)?'", "'(unclosed'");
         let e = Policy::parse(&bad_regex).unwrap_err();
         assert!(e.starts_with("policy line 4: scope `orders:write`") && e.contains("regex"), "{e}");
         let undefined = GOOD.replace("scopes: [orders:read, orders:write]", "scopes: [orders:read, billing:admin]");
@@ -248,6 +277,18 @@ admins: [secops]
         let bad_duration = GOOD.replace("max_ttl: 15m", "max_ttl: 15 minutes");
         let e = Policy::parse(&bad_duration).unwrap_err();
         assert!(e.contains("line 3") && e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn an_unanchored_pattern_still_matches_the_whole_justification() {
+        let j = Justification::new("INC-[0-9]+").unwrap();
+        assert!(j.is_match("INC-4711"));
+        for smuggled in ["because reasons INC-1", "INC-1\nanything", "xINC-1", "INC-1 and more"] {
+            assert!(!j.is_match(smuggled), "{smuggled:?}");
+        }
+        let alternation = Justification::new("INC-[0-9]+|CHG-[0-9]+").unwrap();
+        assert!(!alternation.is_match("CHG-1 trailing"), "anchoring covers every alternative");
+        assert!(Justification::new("a)|(b").is_err(), "a pattern cannot break out of the anchors");
     }
 
     #[test]

@@ -22,14 +22,45 @@ struct Sidecar {
     app: Arc<App>,
 }
 
+/// The filters' caller secret in these tests (and the next one, for a rotation).
+const CALLER_SECRET: [u8; 32] = [42; 32];
+const NEXT_SECRET: [u8; 32] = [43; 32];
+const METRICS_TOKEN: [u8; 32] = [44; 32];
+
 fn write_config(dir: &Path) {
+    write_config_with(dir, "");
+}
+
+/// The test configuration, with `extra` YAML appended.
+fn write_config_with(dir: &Path, extra: &str) {
+    use jitgate_token::encoding::b64_encode;
     std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(dir.join("caller-secret"), b64_encode(&CALLER_SECRET)).unwrap();
+    std::fs::write(dir.join("next-secret"), b64_encode(&NEXT_SECRET)).unwrap();
+    std::fs::write(dir.join("metrics-token"), b64_encode(&METRICS_TOKEN)).unwrap();
     std::fs::write(
         dir.join("sidecar.yaml"),
-        "data_dir: data\npolicy_file: policy.yaml\nissuer: https://jitgate.local\naudiences: [demo-api]\n\
-         identity: {dev_issuer: true}\n",
+        format!(
+            "data_dir: data\npolicy_file: policy.yaml\nissuer: https://jitgate.local\naudiences: [demo-api]\n\
+             identity: {{dev_issuer: true}}\n\
+             callers: {{secrets: [{{id: filters, file: caller-secret}}], metrics_token_file: metrics-token}}\n{extra}"
+        ),
     )
     .unwrap();
+}
+
+/// A call signed as the filters sign theirs.
+fn signed(id: &str, secret: &[u8], method: &str, uri: &str, body: &[u8], ts: u64) -> String {
+    let nonce: [u8; 16] = rand_nonce();
+    jitgate_token::caller_auth::authorization(id, secret, ts, &nonce, method, uri, body).unwrap()
+}
+
+fn rand_nonce() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    n
 }
 
 fn open(dir: &Path) -> Arc<App> {
@@ -66,9 +97,22 @@ impl Sidecar {
         content_type: &str,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
+        let auth = auth.map(|t| format!("Bearer {t}"));
+        self.raw(method, uri, auth.as_deref(), content_type, body).await
+    }
+
+    /// A request with this exact `Authorization` value (or none).
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        authorization: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri).header("content-type", content_type);
-        if let Some(t) = auth {
-            req = req.header("authorization", format!("Bearer {t}"));
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
         }
         let resp = api::router(self.app.clone()).oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
         let status = resp.status();
@@ -80,6 +124,13 @@ impl Sidecar {
     async fn json(&self, method: &str, uri: &str, auth: Option<&str>, body: Value) -> (StatusCode, Value) {
         let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
         self.call(method, uri, auth, "application/json", bytes).await
+    }
+
+    /// A call as a filter makes it: signed with the caller secret.
+    async fn filter(&self, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+        let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let auth = signed("filters", &CALLER_SECRET, method, uri, &bytes, self.app.clock.now());
+        self.raw(method, uri, Some(&auth), "application/json", bytes).await
     }
 
     async fn ask(&self, who: &str, body: Value) -> (StatusCode, Value) {
@@ -113,7 +164,7 @@ impl Sidecar {
     }
 
     fn audit_events(&self) -> Vec<Value> {
-        jitgate_sidecar::audit::query(&self.app.audit_path(), usize::MAX, |_| true).unwrap()
+        jitgate_sidecar::audit::events(&self.app.audit_path()).unwrap()
     }
 }
 
@@ -153,10 +204,10 @@ async fn request_approve_exchange_revoke() {
     // bob revokes the grant: it is in the feed, and no new token is issued from it.
     let (status, _) = s.json("POST", "/v1/revoke", Some(&bob), json!({"grant": id, "reason": "done"})).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    let (_, feed) = s.filter("GET", "/v1/revocations?since=0", Value::Null).await;
     assert_eq!(feed["revocations"][0]["kind"], "grant");
     assert_eq!(feed["revocations"][0]["value"], id.as_str());
-    let (_, later) = s.json("GET", &format!("/v1/revocations?since={}", feed["seq"]), None, Value::Null).await;
+    let (_, later) = s.filter("GET", &format!("/v1/revocations?since={}", feed["seq"]), Value::Null).await;
     assert_eq!(later["revocations"].as_array().unwrap().len(), 0);
     let (status, e) = s.exchange(&alice, &[("scope", "orders:write")]).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
@@ -281,12 +332,12 @@ async fn bad_input_gets_a_json_4xx() {
         ("POST", "/v1/token", None, "application/x-www-form-urlencoded",
          b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=x.y.z&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt".to_vec(),
          StatusCode::BAD_REQUEST),
-        ("GET", "/v1/revocations?since=minus-one", None, "application/json", Vec::new(), StatusCode::BAD_REQUEST),
+        ("GET", "/v1/revocations?since=0", None, "application/json", Vec::new(), StatusCode::UNAUTHORIZED),
         ("POST", "/v1/revoke", Some(&alice), "application/json", br#"{"jti":"a","sub":"b"}"#.to_vec(), StatusCode::BAD_REQUEST),
-        ("POST", "/v1/audit", None, "application/json", br#"[{"event":"grant.approved"}]"#.to_vec(), StatusCode::BAD_REQUEST),
-        ("POST", "/v1/audit", None, "application/json", b"[]".to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/audit", None, "application/json", br#"[{"event":"grant.approved"}]"#.to_vec(), StatusCode::UNAUTHORIZED),
         ("GET", "/v1/audit", Some(&alice), "application/json", Vec::new(), StatusCode::FORBIDDEN),
-        ("POST", "/v1/replay", None, "application/json", br#"{"key":"zz","until":1}"#.to_vec(), StatusCode::BAD_REQUEST),
+        ("POST", "/v1/replay", None, "application/json", br#"{"key":"ab","until":1}"#.to_vec(), StatusCode::UNAUTHORIZED),
+        ("GET", "/metrics", None, "application/json", Vec::new(), StatusCode::UNAUTHORIZED),
         ("GET", "/nowhere", None, "application/json", Vec::new(), StatusCode::NOT_FOUND),
         ("DELETE", "/v1/token", None, "application/json", Vec::new(), StatusCode::METHOD_NOT_ALLOWED),
     ];
@@ -295,15 +346,32 @@ async fn bad_input_gets_a_json_4xx() {
         assert_eq!(status, want, "{method} {uri}: {e}");
         assert!(e["error"].is_string() && e["error_description"].is_string(), "{method} {uri}: {e}");
     }
+    // Signed by a filter, but still bad.
+    for (method, uri, body) in [
+        ("GET", "/v1/revocations?since=minus-one", Value::Null),
+        ("POST", "/v1/audit", json!([])),
+        ("POST", "/v1/audit", json!([{"event": "grant.approved"}])),
+        ("POST", "/v1/replay", json!({"key": "zz", "until": 1})),
+    ] {
+        let (status, e) = s.filter(method, uri, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {e}");
+    }
+}
+
+/// An access event as the filter writes it.
+fn access_event(i: usize) -> Value {
+    json!({"ts": "2027-01-15T08:00:00.000Z", "event": "access.allow", "request_id": format!("r{i}"), "reason": "verified",
+        "status": 200, "rule": "orders", "sub": "alice", "jti_hash": "0123456789abcdef0123456789abcdef", "grant": "g-1",
+        "scopes_required": ["orders:read"], "scopes_granted": "orders:read", "method": "GET", "authority": "api",
+        "path": "/orders/1", "client": "127.0.0.1:5555", "token_exp": NOW + 300, "replay": "none", "break_glass": false,
+        "latency_us": 10})
 }
 
 #[tokio::test]
 async fn filters_ship_audit_batches_and_admins_query_them() {
     let s = Sidecar::new();
-    let batch: Vec<Value> = (0..3)
-        .map(|i| json!({"ts": "2027-01-15T08:00:00.000Z", "event": "access.allow", "request_id": format!("r{i}"), "sub": "alice", "grant": "g-1"}))
-        .collect();
-    let (status, r) = s.json("POST", "/v1/audit", None, Value::Array(batch)).await;
+    let batch: Vec<Value> = (0..3).map(access_event).collect();
+    let (status, r) = s.filter("POST", "/v1/audit", Value::Array(batch)).await;
     assert_eq!((status, r["accepted"].as_u64()), (StatusCode::OK, Some(3)));
     let admin = s.id_token("sam", &["secops"]);
     let (status, found) =
@@ -319,11 +387,15 @@ async fn filters_ship_audit_batches_and_admins_query_them() {
 async fn cluster_replay_keys_pass_once() {
     let s = Sidecar::new();
     let body = json!({"key": "ab12", "until": NOW + 60});
-    assert_eq!(s.json("POST", "/v1/replay", None, body.clone()).await.1["fresh"], true);
-    assert_eq!(s.json("POST", "/v1/replay", None, body.clone()).await.1["fresh"], false);
+    assert_eq!(s.filter("POST", "/v1/replay", body.clone()).await.1["fresh"], true);
+    assert_eq!(s.filter("POST", "/v1/replay", body.clone()).await.1["fresh"], false);
     s.app.clock.pin(NOW + 61);
     let later = json!({"key": "ab12", "until": NOW + 120});
-    assert_eq!(s.json("POST", "/v1/replay", None, later).await.1["fresh"], true, "expired keys are forgotten");
+    assert_eq!(s.filter("POST", "/v1/replay", later).await.1["fresh"], true, "expired keys are forgotten");
+    // A single-use token of 24 h (the longest TTL cap) plus the clock skew is still in range.
+    let day = json!({"key": "cd34", "until": NOW + 61 + 86_400 + 30});
+    let (status, r) = s.filter("POST", "/v1/replay", day).await;
+    assert_eq!((status, r["fresh"].as_bool()), (StatusCode::OK, Some(true)), "{r}");
 }
 
 #[tokio::test]
@@ -341,10 +413,10 @@ async fn a_restart_loses_no_grant_revocation_or_audit_event() {
     let s = s.reopen();
     let (status, g) = s.json("GET", &format!("/v1/requests/{id}"), Some(&alice), Value::Null).await;
     assert_eq!(
-        (status, g["status"].as_str(), g["approvers"][0].as_str()),
+        (status, g["status"].as_str(), g["approvers"][0]["sub"].as_str()),
         (StatusCode::OK, Some("approved"), Some("bob"))
     );
-    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    let (_, feed) = s.filter("GET", "/v1/revocations?since=0", Value::Null).await;
     assert_eq!(feed["revocations"][0]["value"], "alice");
     assert_eq!(s.audit_events().len(), events_before, "no key event repeated, none lost");
     assert_eq!(jitgate_sidecar::audit::verify(&s.app.audit_path()).unwrap().problem, None);
@@ -364,7 +436,7 @@ async fn revoking_a_token_puts_its_jti_in_the_feed() {
     let jti = s.verifier().await.verify(token, NOW, None).unwrap().claims.jti;
     let (status, _) = s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, feed) = s.json("GET", "/v1/revocations?since=0", None, Value::Null).await;
+    let (_, feed) = s.filter("GET", "/v1/revocations?since=0", Value::Null).await;
     assert_eq!(
         (feed["revocations"][0]["kind"].as_str(), feed["revocations"][0]["value"].as_str()),
         (Some("jti"), Some(jti.as_str()))
@@ -451,12 +523,12 @@ async fn identity_keys_fetched_from_a_url_are_refreshed_and_the_last_good_set_ke
     assert_eq!(ask(id(&k1, "a1")).await, StatusCode::CREATED, "fetched at start");
 
     *answer.lock().unwrap() = (500, String::new());
-    let errors = s.app.identity.refresh(now + 61);
+    let (errors, _) = s.app.identity.refresh(now + 61);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(ask(id(&k1, "a2")).await, StatusCode::CREATED, "a failed refresh keeps the last good keys");
 
     *answer.lock().unwrap() = (200, jwks(&k2));
-    assert!(s.app.identity.refresh(now + 61 + 60).is_empty());
+    assert!(s.app.identity.refresh(now + 61 + 60).0.is_empty());
     assert_eq!(ask(id(&k2, "a3")).await, StatusCode::CREATED, "rotated key picked up");
     assert_eq!(ask(id(&k1, "a4")).await, StatusCode::UNAUTHORIZED, "the dropped key no longer verifies");
 }

@@ -11,6 +11,7 @@ const MAX_SCOPES: usize = 64;
 const MAX_AUDIENCES: usize = 32;
 const MAX_GRANT_BYTES: usize = 128;
 const MAX_REASON_BYTES: usize = 1024;
+const MAX_IDP_BYTES: usize = 512;
 const MAX_CLIENT_ID_BYTES: usize = 256;
 
 /// What a token must satisfy, besides its signature.
@@ -52,6 +53,9 @@ pub struct JitClaim {
     pub break_glass: bool,
     #[serde(default)]
     pub uses: Option<u32>,
+    /// The identity issuer of `sub` (a subject is `(idp, sub)`): subject revocations match both.
+    #[serde(default)]
+    pub idp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -232,10 +236,12 @@ impl Validation {
         if let Some(jit) = &raw.jit {
             let reason_ok = jit.reason.as_ref().is_none_or(|r| r.len() <= MAX_REASON_BYTES);
             let approver_ok = jit.approver.as_ref().is_none_or(|a| !a.is_empty() && a.len() <= MAX_SUB_BYTES);
+            let idp_ok = jit.idp.as_ref().is_none_or(|i| !i.is_empty() && i.len() <= MAX_IDP_BYTES);
             if jit.grant.is_empty()
                 || jit.grant.len() > MAX_GRANT_BYTES
                 || !reason_ok
                 || !approver_ok
+                || !idp_ok
                 || jit.uses == Some(0)
             {
                 return Err(Error::InvalidClaim("jit"));

@@ -248,6 +248,29 @@ impl KeySet {
         KeySet::new(raw.keys.into_iter().map(Jwk::from_value).collect::<Result<Vec<_>>>()?)
     }
 
+    /// Parses an identity provider's JWKS, skipping keys this library cannot use (`use: enc`, an
+    /// unsupported `kty` or curve, a short RSA modulus, ...) instead of refusing the whole set:
+    /// a provider publishing one encryption key must not lock out its users. Returns the usable
+    /// keys and why each other one was skipped. The document itself must still be well formed.
+    pub fn from_jwks_skipping_unusable(json: &[u8]) -> Result<(KeySet, Vec<&'static str>)> {
+        check_json_object(json).map_err(|_| Error::BadKey("JWKS is not a JSON object without duplicates"))?;
+        let raw: RawJwks = serde_json::from_slice(json).map_err(|_| Error::BadKey("JWKS has no keys array"))?;
+        if raw.keys.len() > MAX_KEYS {
+            return Err(Error::BadKey("JWKS has more than 64 keys"));
+        }
+        let mut usable = Vec::new();
+        let mut skipped = Vec::new();
+        for v in raw.keys {
+            match Jwk::from_value(v) {
+                Ok(k) if k.alg().is_symmetric() => skipped.push("a symmetric key in a public JWKS"),
+                Ok(k) => usable.push(k),
+                Err(Error::BadKey(why)) => skipped.push(why),
+                Err(_) => skipped.push("invalid key"),
+            }
+        }
+        Ok((KeySet::new(usable)?, skipped))
+    }
+
     /// Builds a set, refusing ambiguity: duplicate `kid`s, a key without `kid` among several,
     /// or symmetric and asymmetric keys mixed (a confusion waiting to happen).
     pub fn new(keys: Vec<Jwk>) -> Result<KeySet> {

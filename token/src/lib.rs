@@ -6,6 +6,7 @@
 //! and every primitive comes from RustCrypto (`p256`, `ed25519-dalek`, `rsa`, `hmac`, `sha2`).
 
 pub mod alg;
+pub mod caller_auth;
 pub mod claims;
 pub mod dpop;
 pub mod encoding;

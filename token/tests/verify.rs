@@ -211,7 +211,8 @@ fn rsa_jwk(bytes: usize, top: u8) -> Value {
 
 #[test]
 fn rsa_moduli_are_2048_to_4096_bits_exactly() {
-    let parse = |v: Value| jitgate_token::Jwk::from_json(v.to_string().as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+    let parse =
+        |v: Value| jitgate_token::Jwk::from_json(v.to_string().as_bytes()).map(|_| ()).map_err(|e| e.to_string());
     assert_eq!(parse(rsa_jwk(256, 0x80)), Ok(()), "2048 bits");
     assert_eq!(parse(rsa_jwk(512, 0x80)), Ok(()), "4096 bits");
     // The crypto crate verifies at most 4096 bits: a larger key must be refused here, by name,
@@ -222,4 +223,19 @@ fn rsa_moduli_are_2048_to_4096_bits_exactly() {
     // 256 bytes whose top byte is small is a 2041-bit modulus: under the minimum.
     let short = parse(rsa_jwk(256, 0x01)).unwrap_err();
     assert!(short.contains("2048 to 4096 bits"), "{short}");
+}
+
+#[test]
+fn an_identity_jwks_skips_unusable_keys_instead_of_failing() {
+    let sig = SigningKey::generate(Alg::ES256, Some("sig")).unwrap().public_jwk();
+    let mut enc = SigningKey::generate(Alg::ES256, Some("enc")).unwrap().public_jwk();
+    enc["use"] = json!("enc");
+    let x25519 = json!({"kty": "OKP", "crv": "X25519", "kid": "x", "x": b64_encode(&[9u8; 32])});
+    let jwks = json!({"keys": [sig, enc, x25519]}).to_string();
+    assert!(KeySet::from_jwks(jwks.as_bytes()).is_err(), "strict parsing refuses the set");
+    let (keys, skipped) = KeySet::from_jwks_skipping_unusable(jwks.as_bytes()).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys.keys()[0].kid.as_deref(), Some("sig"));
+    assert_eq!(skipped, vec!["use is not sig", "OKP keys must be Ed25519"]);
+    assert!(KeySet::from_jwks_skipping_unusable(b"[1]").is_err(), "the document must still be a JWKS");
 }

@@ -127,7 +127,14 @@ mod tests {
             client_id: None,
             cnf_jkt: None,
             act: None,
-            jit: Some(JitClaim { grant: grant.into(), reason: None, approver: None, break_glass: false, uses: None }),
+            jit: Some(JitClaim {
+                grant: grant.into(),
+                reason: None,
+                approver: None,
+                break_glass: false,
+                uses: None,
+                idp: None,
+            }),
         }
     }
 

@@ -1,0 +1,203 @@
+//! Endpoints people (and their tools) call with an identity token, and the token exchange.
+
+use super::{counted, json_body, person, read_body, MAX_BODY_BYTES};
+use crate::error::ApiError;
+use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
+use crate::{blocking, App};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most audit events one page returns.
+const MAX_AUDIT_PAGE: usize = 1000;
+
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        let keys = a.keys()?;
+        let body = keys.ring.jwks(a.clock.now(), a.config.max_token_ttl_s());
+        Ok(([(header::CACHE_CONTROL, "max-age=60")], Json(body)).into_response())
+    })
+    .await;
+    counted(&app, r)
+}
+
+pub async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        let a = app.clone();
+        blocking(move || {
+            let who = person(&a, &headers)?;
+            let grant = grants::request(&a, &who, json_body::<AccessRequest>(&bytes)?)?;
+            Ok((StatusCode::CREATED, Json(grant)).into_response())
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+pub async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        let who = person(&a, &headers)?;
+        let grant = a
+            .store()?
+            .state
+            .grants
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no request `{id}`")))?;
+        if !(who.is(&grant.owner()) || a.config.policy.is_admin(&who.groups) || grants::may_approve(&a, &who, &grant)) {
+            return Err(ApiError::forbidden("not your request, and you do not approve it"));
+        }
+        Ok(Json(grant).into_response())
+    })
+    .await;
+    counted(&app, r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {}
+
+async fn decide(app: Arc<App>, headers: HeaderMap, id: String, body: Body, approve: bool) -> Response {
+    let r = async {
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        if !bytes.is_empty() {
+            json_body::<Decision>(&bytes)?;
+        }
+        let a = app.clone();
+        blocking(move || {
+            let who = person(&a, &headers)?;
+            Ok(Json(grants::decide(&a, &who, &id, approve)?).into_response())
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+pub async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Response {
+    decide(app, headers, id, body, true).await
+}
+
+pub async fn deny(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Response {
+    decide(app, headers, id, body, false).await
+}
+
+pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let form_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !form_type.starts_with("application/x-www-form-urlencoded") {
+            return Err(ApiError::bad_request("invalid_request", "send application/x-www-form-urlencoded"));
+        }
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        let a = app.clone();
+        blocking(move || {
+            let answer = grants::exchange(&a, &ExchangeForm::parse(&bytes)?)?;
+            Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+pub async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        let a = app.clone();
+        blocking(move || {
+            let who = person(&a, &headers)?;
+            let done = grants::revoke(&a, &who, &json_body::<RevokeRequest>(&bytes)?)?;
+            Ok(Json(json!({"revoked": done.added, "unchanged": done.unchanged})).into_response())
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+/// An admin accepts the current revocation feed (a new epoch after a lost store) as the one
+/// filters should follow; they keep every revocation they already knew.
+pub async fn acknowledge_feed(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        let a = app.clone();
+        blocking(move || {
+            let who = person(&a, &headers)?;
+            if !a.config.policy.is_admin(&who.groups) {
+                return Err(ApiError::forbidden("acknowledging the revocation feed is for admins"));
+            }
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Ack {
+                epoch: String,
+            }
+            let ack: Ack = json_body(&bytes)?;
+            let mut store = a.store()?;
+            if store.state.epoch != ack.epoch {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "epoch_mismatch",
+                    format!("the feed's epoch is `{}`", store.state.epoch),
+                ));
+            }
+            store.acknowledge_feed().map_err(ApiError::unavailable)?;
+            drop(store);
+            a.audit(json!({"event": "feed.acknowledged", "epoch": ack.epoch, "by": who.sub, "by_iss": who.iss}))?;
+            Ok(Json(json!({"epoch": ack.epoch, "acknowledged": true})).into_response())
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+/// Audit events for admins, newest first, `limit` per page; `next` continues.
+pub async fn audit_query(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        let Query(q) = query.map_err(|_| ApiError::bad_request("invalid_request", "malformed query string"))?;
+        let who = person(&a, &headers)?;
+        if !a.config.policy.is_admin(&who.groups) {
+            return Err(ApiError::forbidden("the audit trail is for admins"));
+        }
+        let mut filters: Vec<(&str, &str)> = Vec::new();
+        let (mut since, mut until, mut limit, mut before) = (0u64, u64::MAX, 100usize, None);
+        for (k, v) in &q {
+            let number = || {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request("invalid_request", format!("`{k}` must be a number")))
+            };
+            match k.as_str() {
+                "sub" | "grant" | "event" => filters.push((k.as_str(), v.as_str())),
+                "since" => since = number()?,
+                "until" => until = number()?,
+                "limit" => limit = usize::try_from(number()?).unwrap_or(usize::MAX).clamp(1, MAX_AUDIT_PAGE),
+                "before" if v.len() <= 64 => before = Some(v.as_str()),
+                other => return Err(ApiError::bad_request("invalid_request", format!("unknown parameter `{other}`"))),
+            }
+        }
+        let (events, next) = a
+            .audit_page(before, limit, |e| {
+                let ts = e
+                    .get("ts")
+                    .and_then(Value::as_u64)
+                    .or_else(|| e.get("ts").and_then(Value::as_str).and_then(super::rfc3339_secs));
+                ts.is_some_and(|t| t >= since && t <= until)
+                    && filters.iter().all(|(k, v)| e.get(*k).and_then(Value::as_str) == Some(*v))
+            })
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(json!({"events": events, "next": next})).into_response())
+    })
+    .await;
+    counted(&app, r)
+}

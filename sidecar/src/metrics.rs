@@ -1,0 +1,135 @@
+//! The sidecar's Prometheus metrics (`prometheus-client`, OpenMetrics text). Every label value is
+//! one of a fixed set this code names (event kinds, status codes, endpoint groups, configured
+//! issuers): nothing a caller sends becomes part of a metric name or label.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
+}
+
+/// Every metric the sidecar exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    audit_events: Family<EventLabel, Counter>,
+    responses: Family<StatusLabel, Counter>,
+    unauthenticated: Family<EndpointLabel, Counter>,
+    shed: Family<GroupLabel, Counter>,
+    identity_keys_skipped: Family<IssuerLabel, Counter>,
+    pub replay_full: Counter,
+    pub rate_limited: Counter,
+    pub torn_records_truncated: Counter,
+    pub grants: Gauge,
+    pub revocations: Gauge,
+    pub replay_keys: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("jitgate_sidecar");
+        let m = Metrics {
+            audit_events: Family::default(),
+            responses: Family::default(),
+            unauthenticated: Family::default(),
+            shed: Family::default(),
+            identity_keys_skipped: Family::default(),
+            replay_full: Counter::default(),
+            rate_limited: Counter::default(),
+            torn_records_truncated: Counter::default(),
+            grants: Gauge::default(),
+            revocations: Gauge::default(),
+            replay_keys: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("audit_events", "Audit events appended, by event", m.audit_events.clone());
+        registry.register("http_responses", "HTTP responses, by status", m.responses.clone());
+        registry.register(
+            "unauthenticated",
+            "Calls to caller-only endpoints without valid credentials (401)",
+            m.unauthenticated.clone(),
+        );
+        registry.register("shed", "Requests refused because their group was at its limit (503)", m.shed.clone());
+        registry.register(
+            "identity_keys_skipped",
+            "Unusable keys skipped in an identity provider's JWKS",
+            m.identity_keys_skipped.clone(),
+        );
+        registry.register(
+            "replay_ledger_full",
+            "Replay checks refused because the ledger was full",
+            m.replay_full.clone(),
+        );
+        registry.register(
+            "revocations_rate_limited",
+            "Self-revocations refused over the rate limit (429)",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "torn_records_truncated",
+            "Incomplete last records found after a crash and truncated at start",
+            m.torn_records_truncated.clone(),
+        );
+        registry.register("grants", "Grants in the store", m.grants.clone());
+        registry.register("revocations", "Revocations still in the feed", m.revocations.clone());
+        registry.register("replay_keys", "Live keys in the embedded cluster replay ledger", m.replay_keys.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// `event` must come from this code (an `AuditKind` name), never from a caller.
+    pub fn audit_event(&self, event: &'static str) {
+        self.audit_events.get_or_create(&EventLabel { event }).inc();
+    }
+
+    pub fn response(&self, status: u16) {
+        self.responses.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    pub fn unauthenticated(&self, endpoint: &'static str) {
+        self.unauthenticated.get_or_create(&EndpointLabel { endpoint }).inc();
+    }
+
+    pub fn shed(&self, group: &'static str) {
+        self.shed.get_or_create(&GroupLabel { group }).inc();
+    }
+
+    /// `issuer` is a configured identity issuer.
+    pub fn identity_key_skipped(&self, issuer: &str) {
+        self.identity_keys_skipped.get_or_create(&IssuerLabel { issuer: issuer.to_owned() }).inc();
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

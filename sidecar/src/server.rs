@@ -1,0 +1,116 @@
+//! The listener: plain HTTP/1.1, or TLS (rustls) with optional client certificates whose URI
+//! and DNS names become the connection's `PeerIdentity` (mTLS callers). Connections are bounded
+//! (`limits.max_connections`), and a client that sends its headers too slowly is cut off.
+
+use crate::auth::PeerIdentity;
+use crate::config::Tls;
+use crate::App;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls configuration for `tls`: the server certificate, and client certificates verified
+/// against `client_ca_file` when one is presented (never required: people's tools have none).
+pub fn tls_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String> {
+    use crate::files::at;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
+        .map_err(at(&tls.cert_file))?
+        .collect::<Result<_, _>>()
+        .map_err(at(&tls.cert_file))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(at(&tls.key_file))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = match &tls.client_ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(at(ca))? {
+                roots.add(c.map_err(at(ca))?).map_err(at(ca))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| format!("tls: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The names of a verified client certificate (URI SANs such as SPIFFE ids, and DNS SANs).
+fn peer_identity(certs: Option<&[rustls_pki_types::CertificateDer<'_>]>) -> PeerIdentity {
+    let names = certs
+        .and_then(<[_]>::first)
+        .and_then(|leaf| {
+            webpki::EndEntityCert::try_from(leaf)
+                .ok()
+                .map(|c| c.valid_uri_names().chain(c.valid_dns_names()).map(str::to_owned).collect::<Vec<_>>())
+        })
+        .unwrap_or_default();
+    PeerIdentity(Arc::new(names))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let router = crate::api::router(app.clone());
+    let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let acceptor = tls.map(TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let (router, acceptor) = (router.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                None => serve_connection(TokioIo::new(stream), router, PeerIdentity::default()).await,
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let peer = peer_identity(tls.get_ref().1.peer_certificates());
+                    serve_connection(TokioIo::new(tls), router, peer).await;
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: TokioIo<I>, router: axum::Router, peer: PeerIdentity)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        req.map(axum::body::Body::new)
+    });
+    let hyper_service = hyper_util::service::TowerToHyperService::new(service);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, hyper_service)
+        .await;
+}
