@@ -6,7 +6,8 @@
 //! records it folds into a snapshot, and a revocation's `seq` is its position, so a filter
 //! polling `since=N` on any replica never misses one. A grant is written only over the version
 //! it was read at (a Lua compare-and-set), so two replicas deciding one request at once cannot
-//! both win. The feed's epoch lives in Redis too: a Redis that lost its data gets a new one.
+//! both win. A store id tells a Redis that lost its data (and with it the feed's epoch) from
+//! one that did not.
 
 use crate::store::Record;
 use redis::{Client, Connection, Script, Value};
@@ -15,7 +16,8 @@ use std::time::Duration;
 pub const JOURNAL_KEY: &str = "jitgate:journal";
 const BASE_KEY: &str = "jitgate:journal:base";
 const SNAPSHOT_KEY: &str = "jitgate:snapshot";
-const EPOCH_KEY: &str = "jitgate:epoch";
+/// The store's identity: gone (with the rest of the data) when Redis lost its data.
+const STORE_ID_KEY: &str = "jitgate:store-id";
 const VERSIONS_KEY: &str = "jitgate:grant-versions";
 pub const AUDIT_STREAM_KEY: &str = "jitgate:audit";
 const REPLAY_PREFIX: &str = "jitgate:replay:";
@@ -36,13 +38,13 @@ end
 return base + redis.call('RPUSH', KEYS[1], ARGV[1])
 ";
 
-/// The epoch, the base and the records after position ARGV[1] (or -1 if compaction folded
+/// The store id, the base and the records after position ARGV[1] (or -1 if compaction folded
 /// some of them into the snapshot), read at one instant.
 const READ: &str = r"
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
-local epoch = redis.call('GET', KEYS[3])
-if tonumber(ARGV[1]) < base then return {epoch, base, -1} end
-return {epoch, base, redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]) - base, -1)}
+local id = redis.call('GET', KEYS[3])
+if tonumber(ARGV[1]) < base then return {id, base, -1} end
+return {id, base, redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]) - base, -1)}
 ";
 
 /// Folds the records up to position ARGV[1] into the snapshot ARGV[3], if the base is still
@@ -89,8 +91,8 @@ pub struct Snapshot {
 /// What changed since a replica last read.
 #[derive(Debug)]
 pub struct News {
-    pub epoch: String,
-    /// The state to start again from (compaction passed this replica, or the epoch changed).
+        pub store_id: String,
+    /// The state to start again from (compaction passed this replica, or the store was lost).
     pub reload: Option<Snapshot>,
     pub records: Vec<String>,
 }
@@ -131,37 +133,37 @@ impl Redis {
         Ok(u64::try_from(position).map_or(Written::Conflict, Written::At))
     }
 
-    /// Records after position `applied`, for a replica whose feed epoch is `epoch`.
-    pub fn records_after(&mut self, applied: u64, epoch: &str) -> Result<News, String> {
+    /// Records after position `applied`, for a replica that last saw the store `known_id`.
+    pub fn records_after(&mut self, applied: u64, known_id: &str) -> Result<News, String> {
         let script = Script::new(READ);
         let answer: Value =
-            self.run(|c| script.key(JOURNAL_KEY).key(BASE_KEY).key(EPOCH_KEY).arg(applied).invoke(c))?;
+            self.run(|c| script.key(JOURNAL_KEY).key(BASE_KEY).key(STORE_ID_KEY).arg(applied).invoke(c))?;
         let Value::Array(parts) = answer else { return Err(failed("unexpected READ answer")) };
         let mut parts = parts.into_iter();
-        let current: Option<String> = parts.next().map(redis::from_redis_value).transpose().map_err(failed)?;
-        let Some(current) = current else {
-            // No epoch: a new store, or a Redis that lost its data. Start a feed, then read again.
-            self.run(|c| redis::cmd("SET").arg(EPOCH_KEY).arg(crate::store::new_epoch()).arg("NX").query::<()>(c))?;
-            return self.records_after(applied, epoch);
+        let id: Option<String> = parts.next().map(redis::from_redis_value).transpose().map_err(failed)?;
+        let Some(id) = id.filter(|i| !i.is_empty()) else {
+            // No id: a new store, or a Redis that lost its data. Name it, then read again.
+            let fresh = format!("s-{}", crate::random_hex(8));
+            self.run(|c| redis::cmd("SET").arg(STORE_ID_KEY).arg(fresh).arg("NX").query::<()>(c))?;
+            return self.records_after(applied, known_id);
         };
         let records = parts.nth(1).ok_or_else(|| failed("unexpected READ answer"))?;
-        let epoch_changed = !epoch.is_empty() && current != epoch;
-        if epoch_changed || matches!(records, Value::Int(-1)) {
-            let snapshot = self.snapshot(current.clone())?;
-            let from = snapshot.position;
-            let news = self.records_after(from, &current)?;
-            return Ok(News { epoch: current, reload: Some(news.reload.unwrap_or(snapshot)), records: news.records });
+        let lost = !known_id.is_empty() && id != known_id;
+        if lost || matches!(records, Value::Int(-1)) {
+            let snapshot = if lost { Snapshot { position: 0, records: Vec::new() } } else { self.snapshot()? };
+            let news = self.records_after(snapshot.position, &id)?;
+            return Ok(News { store_id: id, reload: Some(news.reload.unwrap_or(snapshot)), records: news.records });
         }
         let records: Vec<String> = redis::from_redis_value(records).map_err(failed)?;
-        Ok(News { epoch: current, reload: None, records })
+        Ok(News { store_id: id, reload: None, records })
     }
 
-    /// The compaction snapshot, or an empty state at position 0 in the epoch `epoch`.
-    fn snapshot(&mut self, epoch: String) -> Result<Snapshot, String> {
+    /// The compaction snapshot, or an empty state at position 0.
+    fn snapshot(&mut self) -> Result<Snapshot, String> {
         let text: Option<String> = self.run(|c| redis::cmd("GET").arg(SNAPSHOT_KEY).query(c))?;
         match text {
             Some(t) => serde_json::from_str(&t).map_err(|e| failed(format!("snapshot: {e}"))),
-            None => Ok(Snapshot { position: 0, records: vec![Record::Epoch { id: epoch }] }),
+            None => Ok(Snapshot { position: 0, records: Vec::new() }),
         }
     }
 

@@ -131,10 +131,9 @@ pub enum Record {
     NextSeq {
         seq: u64,
     },
-    /// An admin acknowledged this epoch as the continuation of a lost feed.
-    FeedAcknowledged {
-        epoch: String,
-    },
+        /// An admin acknowledged a feed that went back or was lost: it continues under this new,
+    /// acknowledged epoch, which filters waiting on the loss then follow.
+    EpochAcknowledged { id: String },
 }
 
 /// Grants and revocations.
@@ -192,17 +191,21 @@ impl State {
             }
             Record::ActiveKey { kid } => self.active_kid = Some(kid),
             Record::NextSeq { seq } => self.next_seq = self.next_seq.max(seq),
-            Record::FeedAcknowledged { epoch } => self.feed_acknowledged |= epoch == self.epoch,
+                        Record::EpochAcknowledged { id } => {
+                self.epoch = id;
+                self.feed_acknowledged = true;
+            }
         }
     }
 
     /// The records that rebuild this state without what no longer matters at `now`.
     fn live_records(&self, now: u64) -> Vec<Record> {
-        let mut out =
-            vec![Record::Epoch { id: self.epoch.clone() }, Record::NextSeq { seq: self.next_revocation_seq() }];
-        if self.feed_acknowledged {
-            out.push(Record::FeedAcknowledged { epoch: self.epoch.clone() });
-        }
+                let epoch = if self.feed_acknowledged {
+            Record::EpochAcknowledged { id: self.epoch.clone() }
+        } else {
+            Record::Epoch { id: self.epoch.clone() }
+        };
+        let mut out = vec![epoch, Record::NextSeq { seq: self.next_revocation_seq() }];
         if let Some(kid) = &self.active_kid {
             out.push(Record::ActiveKey { kid: kid.clone() });
         }
@@ -231,8 +234,10 @@ enum Backend {
     },
     Redis {
         redis: Box<Redis>,
-        /// Journal position applied so far.
+                /// Journal position applied so far.
         applied: u64,
+        /// The Redis store's identity: a different one means its data was lost.
+        store_id: String,
     },
 }
 
@@ -292,21 +297,23 @@ impl Store {
     /// The shared store on Redis: replays the whole journal now, the rest before every read.
     pub fn open_redis(url: &str) -> Result<Store, String> {
         let redis = Box::new(Redis::open(url)?);
-        let mut store = Store { state: State::default(), backend: Backend::Redis { redis, applied: 0 } };
+                let backend = Backend::Redis { redis, applied: 0, store_id: String::new() };
+        let mut store = Store { state: State::default(), backend };
         store.sync()?;
         Ok(store)
     }
 
-    /// Applies what other replicas appended since the last call (embedded: nothing to do). A
-    /// journal compacted past what this replica applied, or a Redis whose epoch changed (its
-    /// data was lost), is reloaded from its snapshot.
+        /// Applies what other replicas appended since the last call (embedded: nothing to do). A
+    /// journal compacted past what this replica applied, or a Redis that lost its data (a new
+    /// store id), is reloaded from its snapshot. A journal without a feed epoch gets one.
     pub fn sync(&mut self) -> Result<(), String> {
-        let Backend::Redis { redis, applied } = &mut self.backend else { return Ok(()) };
-        let news = redis.records_after(*applied, &self.state.epoch)?;
+        let Backend::Redis { redis, applied, store_id } = &mut self.backend else { return Ok(()) };
+        let news = redis.records_after(*applied, store_id)?;
         if let Some(snapshot) = news.reload {
             self.state = State::from_records(snapshot.records);
             *applied = snapshot.position;
         }
+        *store_id = news.store_id;
         for text in news.records {
             *applied = applied.saturating_add(1);
             let mut record: Record =
@@ -316,8 +323,9 @@ impl Store {
             }
             self.state.apply(record);
         }
-        if self.state.epoch.is_empty() {
-            self.state.epoch = news.epoch;
+                if self.state.epoch.is_empty() {
+            // The first epoch record in the journal wins, whichever replica wrote it.
+            self.write(Record::Epoch { id: new_epoch() }, None).map_err(write_error)?;
         }
         Ok(())
     }
@@ -341,10 +349,12 @@ impl Store {
         self.write(Record::ActiveKey { kid: kid.to_owned() }, None).map(|_| ()).map_err(write_error)
     }
 
-    /// An admin accepts the current feed as the continuation of a lost one.
-    pub fn acknowledge_feed(&mut self) -> Result<(), String> {
-        let epoch = self.state.epoch.clone();
-        self.write(Record::FeedAcknowledged { epoch }, None).map(|_| ()).map_err(write_error)
+        /// An admin accepts the current feed as the continuation of a lost one: it goes on under a
+    /// new epoch marked acknowledged. Returns that epoch.
+    pub fn acknowledge_feed(&mut self) -> Result<String, String> {
+        let id = new_epoch();
+        self.write(Record::EpochAcknowledged { id: id.clone() }, None).map_err(write_error)?;
+        Ok(id)
     }
 
     /// Drops what no longer matters when it is most of the journal.
@@ -355,7 +365,7 @@ impl Store {
                 self.rewrite(now)?;
                 Ok(true)
             }
-            Backend::Redis { redis, applied } => {
+                        Backend::Redis { redis, applied, .. } => {
                 let state = &self.state;
                 redis.compact(*applied, live, || state.live_records(now))
             }

@@ -532,3 +532,372 @@ async fn identity_keys_fetched_from_a_url_are_refreshed_and_the_last_good_set_ke
     assert_eq!(ask(id(&k2, "a3")).await, StatusCode::CREATED, "rotated key picked up");
     assert_eq!(ask(id(&k1, "a4")).await, StatusCode::UNAUTHORIZED, "the dropped key no longer verifies");
 }
+
+// ---------------------------------------------------------------- issue #13: who may call what
+
+#[tokio::test]
+async fn filter_endpoints_refuse_anyone_who_cannot_prove_to_be_a_filter() {
+    let s = Sidecar::new();
+    let now = s.app.clock.now();
+    let uri = "/v1/revocations?since=0";
+    let (status, _) = s.filter("GET", uri, Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "a signed call passes");
+    let good = signed("filters", &CALLER_SECRET, "GET", uri, b"", now);
+    let refused = [
+        ("no credentials", None),
+        ("another secret", Some(signed("filters", &[1; 32], "GET", uri, b"", now))),
+        ("an unknown key id", Some(signed("other", &CALLER_SECRET, "GET", uri, b"", now))),
+        ("a stale timestamp", Some(signed("filters", &CALLER_SECRET, "GET", uri, b"", now - 120))),
+        ("signed for another path", Some(signed("filters", &CALLER_SECRET, "GET", "/v1/revocations?since=9", b"", now))),
+        ("an identity token", Some(format!("Bearer {}", s.id_token("alice", &["sre"])))),
+    ];
+    for (what, auth) in refused {
+        let (status, e) = s.raw("GET", uri, auth.as_deref(), "application/json", Vec::new()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {e}");
+    }
+    assert_eq!(s.raw("GET", uri, Some(&good), "application/json", Vec::new()).await.0, StatusCode::OK);
+    let (status, e) = s.raw("GET", uri, Some(&good), "application/json", Vec::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the same signed call again is a replay: {e}");
+    // A signed audit batch whose body was changed on the way.
+    let batch = json!([access_event(1)]).to_string();
+    let auth = signed("filters", &CALLER_SECRET, "POST", "/v1/audit", batch.as_bytes(), now);
+    let forged = batch.replace("alice", "mallory");
+    let (status, _) = s.raw("POST", "/v1/audit", Some(&auth), "application/json", forged.into_bytes()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let metrics = s.app.metrics.encode();
+    assert!(metrics.contains("jitgate_sidecar_unauthenticated_total{endpoint=\"revocations\"} 7"), "{metrics}");
+    assert!(metrics.contains("jitgate_sidecar_unauthenticated_total{endpoint=\"audit\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_caller_secret_rotates_without_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "");
+    // Rotation: the next secret is added beside the current one, filters move, the old one goes.
+    let text = std::fs::read_to_string(dir.path().join("sidecar.yaml")).unwrap().replace(
+        "secrets: [{id: filters, file: caller-secret}]",
+        "secrets: [{id: filters, file: caller-secret}, {id: filters-next, file: next-secret}]",
+    );
+    std::fs::write(dir.path().join("sidecar.yaml"), text).unwrap();
+    let s = Sidecar { app: open(dir.path()), dir };
+    let now = s.app.clock.now();
+    for (id, secret) in [("filters", &CALLER_SECRET), ("filters-next", &NEXT_SECRET)] {
+        let auth = signed(id, secret, "GET", "/v1/revocations", b"", now);
+        assert_eq!(s.raw("GET", "/v1/revocations", Some(&auth), "", Vec::new()).await.0, StatusCode::OK, "{id}");
+    }
+    let three = std::fs::read_to_string(s.dir.path().join("sidecar.yaml")).unwrap().replace(
+        "{id: filters-next, file: next-secret}",
+        "{id: filters-next, file: next-secret}, {id: third, file: next-secret}",
+    );
+    std::fs::write(s.dir.path().join("sidecar.yaml"), three).unwrap();
+    let e = Config::load(&s.dir.path().join("sidecar.yaml")).unwrap_err();
+    assert!(e.contains("callers.secrets") && e.contains("at most two"), "{e}");
+}
+
+#[tokio::test]
+async fn metrics_need_the_scrape_token_and_never_carry_caller_strings() {
+    let s = Sidecar::new();
+    let token = jitgate_token::encoding::b64_encode(&METRICS_TOKEN);
+    // A filter that tries to invent an event kind (and a label) is refused outright.
+    let mut odd = access_event(1);
+    odd["event"] = json!("access.allow\"} 1\nfake_metric{x=\"");
+    assert_eq!(s.filter("POST", "/v1/audit", json!([odd])).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.filter("POST", "/v1/audit", json!([access_event(2)])).await.0, StatusCode::OK);
+    let (status, _) = s.raw("GET", "/metrics", Some("Bearer wrong"), "", Vec::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let req = Request::builder().uri("/metrics").header("authorization", format!("Bearer {token}"));
+    let resp = api::router(s.app.clone()).oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("jitgate_sidecar_audit_events_total{event=\"access.allow\"} 1"), "{text}");
+    assert!(!text.contains("fake_metric"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics exposition from prometheus-client");
+}
+
+#[tokio::test]
+async fn audit_ingest_takes_only_the_access_schema_and_records_who_shipped_it() {
+    let s = Sidecar::new();
+    let with = |k: &str, v: Value| {
+        let mut e = access_event(1);
+        e[k] = v;
+        e
+    };
+    for bad in [
+        with("event", json!("grant.approved")),
+        with("event", json!("access.custom")),
+        with("colour", json!("red")),
+        with("reason", json!("DROP TABLE")),
+        with("path", json!("x".repeat(600))),
+        with("caller", json!("secret:somebody-else")),
+    ] {
+        let (status, e) = s.filter("POST", "/v1/audit", json!([access_event(0), bad])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    }
+    assert_eq!(s.filter("POST", "/v1/audit", json!([access_event(3)])).await.0, StatusCode::OK);
+    let stored: Vec<Value> = s.audit_events().into_iter().filter(|e| e["event"] == "access.allow").collect();
+    assert_eq!(stored.len(), 1, "nothing of the refused batches was stored");
+    assert_eq!(stored[0]["caller"], "secret:filters");
+    assert_eq!(stored[0]["request_id"], "r3");
+}
+
+// ---------------------------------------------------------------- issue #13: the revocation feed
+
+#[tokio::test]
+async fn the_feed_pages_deduplicates_and_rate_limits_self_revocation() {
+    let s = Sidecar::new();
+    let admin = s.id_token("sam", &["secops"]);
+    for i in 0..25 {
+        let (status, _) = s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": format!("j{i}")})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The same jti again adds nothing to the feed.
+    let (status, r) = s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": "j3"})).await;
+    assert_eq!((status, r["revoked"].as_array().unwrap().len(), r["unchanged"].as_u64()), (StatusCode::OK, 0, Some(1)));
+    // Pages of 10: the filter follows `seq` until `more` is false.
+    let (mut since, mut seen, mut pages) = (0u64, Vec::new(), 0);
+    loop {
+        let (_, page) = s.filter("GET", &format!("/v1/revocations?since={since}&limit=10"), Value::Null).await;
+        pages += 1;
+        seen.extend(page["revocations"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap().to_owned()));
+        since = page["seq"].as_u64().unwrap();
+        if !page["more"].as_bool().unwrap() {
+            assert_eq!(page["head"].as_u64(), Some(since));
+            break;
+        }
+    }
+    assert_eq!((pages, seen.len()), (3, 25), "{seen:?}");
+    assert_eq!(seen.iter().collect::<std::collections::HashSet<_>>().len(), 25, "no duplicates");
+
+    // A subject revoking its own tokens is rate-limited (10 a minute by default).
+    let alice = s.id_token("alice", &["sre"]);
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (_, t) = s.exchange(&alice, &[]).await;
+        let token = t["access_token"].as_str().unwrap().to_owned();
+        statuses.push(s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await.0);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    s.app.clock.pin(NOW + 60);
+    let (_, t) = s.exchange(&alice, &[]).await;
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await.0, StatusCode::OK, "next minute");
+    // Admins are not limited.
+    assert_eq!(s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": "j-more"})).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_old_entry_leaves_the_feed_and_the_journal_and_the_epoch_stays() {
+    let s = Sidecar::new();
+    let admin = s.id_token("sam", &["secops"]);
+    for i in 0..3000 {
+        s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": format!("old{i}")})).await;
+    }
+    let (_, before) = s.filter("GET", "/v1/revocations?since=0&limit=1", Value::Null).await;
+    // Longest token lifetime (15m) + skew (30s) later, none of them can matter any more.
+    s.app.clock.pin(NOW + 931);
+    let admin = s.id_token("sam", &["secops"]);
+    s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": "fresh"})).await;
+    assert!(s.app.compact().unwrap(), "compacted");
+    let lines = std::fs::read_to_string(s.app.config.data_dir.join("store.jsonl")).unwrap().lines().count();
+    assert!(lines < 20, "the journal kept only what matters: {lines} lines");
+    let (_, after) = s.filter("GET", "/v1/revocations?since=0", Value::Null).await;
+    assert_eq!(after["revocations"].as_array().unwrap().len(), 1);
+    assert_eq!(after["revocations"][0]["seq"].as_u64(), Some(3001), "seqs are kept");
+    assert_eq!((after["epoch"].clone(), after["head"].as_u64()), (before["epoch"].clone(), Some(3001)));
+    let s = s.reopen();
+    let (_, reopened) = s.filter("GET", "/v1/revocations?since=3001", Value::Null).await;
+    assert_eq!((reopened["epoch"].clone(), reopened["seq"].as_u64()), (before["epoch"].clone(), Some(3001)));
+}
+
+#[tokio::test]
+async fn a_lost_store_starts_a_new_epoch_that_an_admin_acknowledges() {
+    let s = Sidecar::new();
+    let (_, first) = s.filter("GET", "/v1/revocations", Value::Null).await;
+    let old_epoch = first["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(first["acknowledged"], false);
+    std::fs::remove_file(s.app.config.data_dir.join("store.jsonl")).unwrap();
+    let s = s.reopen();
+    let (_, lost) = s.filter("GET", "/v1/revocations", Value::Null).await;
+    let epoch = lost["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(epoch, old_epoch, "a store begun again has a new epoch");
+    let alice = s.id_token("alice", &["sre"]);
+    let admin = s.id_token("sam", &["secops"]);
+    let ack = json!({"epoch": epoch});
+    assert_eq!(s.json("POST", "/v1/revocations/acknowledge", Some(&alice), ack.clone()).await.0, StatusCode::FORBIDDEN);
+    let wrong = json!({"epoch": old_epoch});
+    assert_eq!(s.json("POST", "/v1/revocations/acknowledge", Some(&admin), wrong).await.0, StatusCode::CONFLICT);
+        let (status, r) = s.json("POST", "/v1/revocations/acknowledge", Some(&admin), ack).await;
+    assert_eq!(status, StatusCode::OK);
+    let new_epoch = r["epoch"].as_str().unwrap().to_owned();
+    assert!(new_epoch != epoch && new_epoch != old_epoch, "the feed goes on under a new, acknowledged epoch");
+    let (_, acked) = s.filter("GET", "/v1/revocations", Value::Null).await;
+    assert_eq!((acked["epoch"].as_str(), acked["acknowledged"].as_bool()), (Some(new_epoch.as_str()), Some(true)));
+    let s = s.reopen();
+    let (_, reopened) = s.filter("GET", "/v1/revocations", Value::Null).await;
+    assert_eq!((reopened["epoch"].as_str(), reopened["acknowledged"].as_bool()), (Some(new_epoch.as_str()), Some(true)));
+}
+
+// ---------------------------------------------------------------- issue #13: the replay ledger
+
+#[tokio::test]
+async fn a_full_replay_ledger_is_a_503_and_forgets_no_live_key_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "replay: {capacity: 2}\n");
+    let s = Sidecar { app: open(dir.path()), dir };
+    let key = |k: &str| json!({"key": k, "until": NOW + 300});
+    assert_eq!(s.filter("POST", "/v1/replay", key("aa")).await.1["fresh"], true);
+    assert_eq!(s.filter("POST", "/v1/replay", key("bb")).await.1["fresh"], true);
+    let (status, e) = s.filter("POST", "/v1/replay", key("cc")).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("ledger_full")));
+    let s = s.reopen();
+    assert_eq!(s.filter("POST", "/v1/replay", key("aa")).await.1["fresh"], false, "seen before the restart");
+    s.app.clock.pin(NOW + 301);
+    let later = json!({"key": "cc", "until": NOW + 600});
+    assert_eq!(s.filter("POST", "/v1/replay", later).await.1["fresh"], true, "expired keys made room");
+}
+
+// ---------------------------------------------------------------- issue #13: identity
+
+#[tokio::test]
+async fn a_subject_is_its_issuer_and_sub_together() {
+    use jitgate_token::mint::{mint, SigningKey};
+    let idp = SigningKey::from_seed(jitgate_token::Alg::ES256, Some("idp"), &[9; 32]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.jwks.json"), json!({"keys": [idp.public_jwk()]}).to_string()).unwrap();
+    write_config(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("sidecar.yaml")).unwrap().replace(
+        "identity: {dev_issuer: true}",
+        "identity: {dev_issuer: true, issuers: [{issuer: https://idp.other, audience: jitgate, jwks_file: idp.jwks.json}]}",
+    );
+    std::fs::write(dir.path().join("sidecar.yaml"), text).unwrap();
+    let s = Sidecar { app: open(dir.path()), dir };
+    // Two different people called alice: one at the development issuer, one at idp.other.
+    let alice = s.id_token("alice", &["sre"]);
+    let other_alice = {
+        let claims = json!({"iss": "https://idp.other", "aud": "jitgate", "sub": "alice", "groups": ["sre", "sre-leads"],
+            "iat": NOW, "exp": NOW + 600, "jti": "o1"});
+        mint(&idp, "JWT", &claims).unwrap()
+    };
+    let (_, req) = s.ask(&alice, json!({"scope": "orders:write", "duration": "30m", "justification": "INC-1"})).await;
+    let id = req["id"].as_str().unwrap().to_owned();
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let (_, issued) = s.exchange(&alice, &[("scope", "orders:read")]).await;
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+
+    // The other alice is not the owner: no reading, revoking or cancelling her grant or tokens.
+    let show = s.json("GET", &format!("/v1/requests/{id}"), Some(&other_alice), Value::Null).await;
+    assert_eq!(show.0, StatusCode::OK, "but she is an approver (sre-leads) of this request: {}", show.1);
+    let (status, _) = s.json("POST", "/v1/revoke", Some(&other_alice), json!({"token": token})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not her token");
+    let (_, r) = s.json("POST", "/v1/revoke", Some(&other_alice), json!({"sub": "alice"})).await;
+    assert_eq!(r["revoked"][0]["iss"], "https://idp.other", "her own subject, not the other alice's");
+    let (status, _) = s.exchange(&alice, &[("scope", "orders:read")]).await;
+    assert_eq!(status, StatusCode::OK, "the first alice is unaffected");
+    // Approving: a different person, so not self-approval.
+    let (status, g) = s.json("POST", &format!("/v1/requests/{id}/approve"), Some(&other_alice), Value::Null).await;
+    assert_eq!((status, g["approvers"][0]["iss"].as_str()), (StatusCode::OK, Some("https://idp.other")), "{g}");
+    // JIT tokens name the subject's issuer, so filters can match subject revocations exactly.
+    let claims = s.verifier().await.verify(&token, NOW, None).unwrap().claims;
+    assert_eq!(claims.jit.unwrap().idp.as_deref(), Some(jitgate_sidecar::identity::DEV_ISSUER));
+}
+
+#[test]
+fn identity_jwks_urls_must_be_https_except_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let with = |url: &str| {
+        let text = format!(
+            "data_dir: data\npolicy_file: policy.yaml\nissuer: https://jitgate.local\naudiences: [demo-api]\n\
+             identity:\n  issuers: [{{issuer: https://idp, audience: a, jwks_url: \"{url}\"}}]\n"
+        );
+        std::fs::write(dir.path().join("url.yaml"), text).unwrap();
+        Config::load(&dir.path().join("url.yaml")).map(|_| ())
+    };
+    assert_eq!(with("https://idp.example/jwks"), Ok(()));
+    assert_eq!(with("http://127.0.0.1:8080/jwks"), Ok(()));
+    assert_eq!(with("http://localhost/jwks"), Ok(()));
+    for bad in ["http://idp.example/jwks", "http://127.0.0.1.evil.example/jwks", "http://127.0.0.1@evil.example/x", "ftp://x"] {
+        let e = with(bad).unwrap_err();
+        assert!(e.contains("must be https"), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn one_unusable_key_in_an_identity_jwks_is_skipped_and_counted() {
+    use jitgate_token::mint::{mint, SigningKey};
+    let idp = SigningKey::from_seed(jitgate_token::Alg::ES256, Some("sig"), &[9; 32]).unwrap();
+    let mut enc = SigningKey::from_seed(jitgate_token::Alg::ES256, Some("enc"), &[8; 32]).unwrap().public_jwk();
+    enc["use"] = json!("enc");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.jwks.json"), json!({"keys": [enc, idp.public_jwk()]}).to_string()).unwrap();
+    write_config(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("sidecar.yaml")).unwrap().replace(
+        "identity: {dev_issuer: true}",
+        "identity: {issuers: [{issuer: https://idp.other, audience: jitgate, jwks_file: idp.jwks.json}]}",
+    );
+    std::fs::write(dir.path().join("sidecar.yaml"), text).unwrap();
+    let s = Sidecar { app: open(dir.path()), dir };
+    let claims = json!({"iss": "https://idp.other", "aud": "jitgate", "sub": "zoe", "groups": ["sre"],
+        "iat": NOW, "exp": NOW + 600, "jti": "z1"});
+    let zoe = mint(&idp, "JWT", &claims).unwrap();
+    assert_eq!(s.ask(&zoe, json!({"scope": "orders:read", "duration": "1h"})).await.0, StatusCode::CREATED);
+    let metrics = s.app.metrics.encode();
+    assert!(metrics.contains("jitgate_sidecar_identity_keys_skipped_total{issuer=\"https://idp.other\"} 1"), "{metrics}");
+}
+
+// ---------------------------------------------------------------- issue #13: audit queries, load
+
+#[tokio::test]
+async fn audit_queries_return_the_newest_events_a_page_at_a_time() {
+    let s = Sidecar::new();
+    let batch: Vec<Value> = (0..250).map(access_event).collect();
+    assert_eq!(s.filter("POST", "/v1/audit", Value::Array(batch)).await.0, StatusCode::OK);
+    let admin = s.id_token("sam", &["secops"]);
+    let (_, page) = s.json("GET", "/v1/audit?event=access.allow&limit=100", Some(&admin), Value::Null).await;
+    let ids = |p: &Value| p["events"].as_array().unwrap().iter().map(|e| e["request_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!((ids(&page)[0].as_str(), ids(&page).len()), ("r249", 100), "newest first");
+    let next = page["next"].as_str().unwrap();
+    let (_, page2) = s.json("GET", &format!("/v1/audit?event=access.allow&limit=100&before={next}"), Some(&admin), Value::Null).await;
+    assert_eq!(ids(&page2)[0], "r149");
+    let (_, page3) =
+        s.json("GET", &format!("/v1/audit?event=access.allow&limit=100&before={}", page2["next"].as_str().unwrap()), Some(&admin), Value::Null).await;
+    assert_eq!((ids(&page3).len(), ids(&page3)[49].as_str(), page3["next"].is_null()), (50, "r0", true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_group_is_shed_and_the_feed_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "limits: {exchange: 2}\n");
+    let s = Arc::new(Sidecar { app: open(dir.path()), dir });
+    let alice = s.id_token("alice", &["sre"]);
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    // 64 exchanges at once against a budget of 2: most are refused at once, none queues forever.
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={alice}\
+         &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt"
+    );
+    let router = api::router(s.app.clone());
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(form.clone()))
+                .unwrap();
+            let router = router.clone();
+            tokio::spawn(async move { router.oneshot(req).await.unwrap().status() })
+        })
+        .collect();
+    let feed = s.filter("GET", "/v1/revocations", Value::Null).await.0;
+    let mut statuses = Vec::new();
+    for f in flood {
+        statuses.push(f.await.unwrap());
+    }
+    assert_eq!(feed, StatusCode::OK, "the feed has its own budget");
+    let shed = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+    assert!(shed > 0 && statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
+    assert!(s.app.metrics.encode().contains(&format!("jitgate_sidecar_shed_total{{group=\"exchange\"}} {shed}")));
+}

@@ -122,8 +122,9 @@ pub async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     counted(&app, r.await)
 }
 
-/// An admin accepts the current revocation feed (a new epoch after a lost store) as the one
-/// filters should follow; they keep every revocation they already knew.
+/// An admin accepts the current revocation feed (after a lost store, or one restored from an
+/// older backup) as the one filters should follow: it continues under a new, acknowledged
+/// epoch, and filters keep every revocation they already knew.
 pub async fn acknowledge_feed(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
         let bytes = read_body(body, MAX_BODY_BYTES).await?;
@@ -147,10 +148,11 @@ pub async fn acknowledge_feed(State(app): State<Arc<App>>, headers: HeaderMap, b
                     format!("the feed's epoch is `{}`", store.state.epoch),
                 ));
             }
-            store.acknowledge_feed().map_err(ApiError::unavailable)?;
+                        let epoch = store.acknowledge_feed().map_err(ApiError::unavailable)?;
             drop(store);
-            a.audit(json!({"event": "feed.acknowledged", "epoch": ack.epoch, "by": who.sub, "by_iss": who.iss}))?;
-            Ok(Json(json!({"epoch": ack.epoch, "acknowledged": true})).into_response())
+            a.audit(json!({"event": "feed.acknowledged", "previous_epoch": ack.epoch, "epoch": epoch, "by": who.sub,
+                "by_iss": who.iss}))?;
+            Ok(Json(json!({"epoch": epoch, "acknowledged": true})).into_response())
         })
         .await
     };
