@@ -108,7 +108,7 @@ def jit_loop(ports, keep):
         "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
         "sidecar": {"cluster": "jitgate_sidecar", "jwks": {"refresh_s": 10},
                     "revocations": {"poll_ms": 1000, "fail_closed_after_s": 10},
-                    "exchange": {"return_token": True}, "audit": {"flush_ms": 500}},
+                    "exchange": {"return_token": True}, "audit": {"flush_ms": 500}, "auth": sc.filter_auth()},
         "rules": [
             {"name": "health", "path": {"exact": "/healthz"}, "public": True},
             {"name": "orders-write", "path": {"prefix": "/orders"}, "methods": ["POST"], "scopes": ["orders:write"],
@@ -117,7 +117,8 @@ def jit_loop(ports, keep):
         ],
     }
     try:
-        with Stack("demo-loop", cfg, template="demo.yaml", ports=ports, sidecar_port=sc.port) as s:
+        with Stack("demo-loop", cfg, template="demo.yaml", ports=ports, sidecar_port=sc.port,
+                   vm_env=sc.vm_env()) as s:
             print(f"\nThe JIT loop: jitgate-sidecar on :{sc.port} (policy sidecar/examples/policy.yaml) issues,"
                   f" Envoy on :{s.listen} enforces\n")
             alice, bob = sc.identity("alice", "sre"), sc.identity("bob", "sre-leads")

@@ -5,6 +5,7 @@ also when a test fails or the script is interrupted.
 """
 import base64
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -134,7 +135,7 @@ class Stack:
 
     def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
                  ports: tuple | None = None, remote_code: bool = False, sidecar_port: int | None = None,
-                 envoy_log: str = "envoy.log"):
+                 envoy_log: str = "envoy.log", vm_env: dict | None = None, wasm_log_level: str = "info"):
         self.dir = run_dir(name)
         spare = free_ports(5)
         self.listen, self.upstream_port, self.admin = ports or spare[:3]
@@ -157,7 +158,8 @@ class Stack:
             CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port, WASM=json.dumps(str(WASM)),
             ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
             ACCESS_LOG=json.dumps(str(self.access_log)), SIDECAR_PORT=sidecar_port or spare[4],
-            PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)))
+            PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)), VM_ENV=json.dumps(vm_env or {}))
+        self.wasm_log_level = wasm_log_level
         self.config = self.dir / "envoy.yaml"
         self.config.write_text(rendered)
         self.concurrency = concurrency
@@ -175,7 +177,7 @@ class Stack:
             envoy = self._spawn([str(ENVOY), "-c", str(self.config), "--concurrency", str(self.concurrency),
                                  "--use-dynamic-base-id", "--log-level", "info",
                                  "--file-flush-interval-msec", "100",  # access log lines within 0.1 s
-                                 "--component-log-level", "wasm:info"], self.envoy_log)
+                                 "--component-log-level", f"wasm:{self.wasm_log_level}"], self.envoy_log)
             wait_port(self.listen, envoy, "envoy")
             wait_port(self.admin, envoy, "envoy admin")
         except BaseException:
@@ -229,21 +231,54 @@ class Stack:
         return out
 
 
+# Endpoints only authenticated callers (filters, Prometheus) may use.
+CALLER_PATHS = ("/v1/revocations", "/v1/replay", "/v1/dpop-nonce-key", "/metrics")
+SECRET_ENV = "JITGATE_SIDECAR_SECRET"
+
+
+def sign(key_id: str, secret: bytes, method: str, path: str, body: bytes, ts: int | None = None) -> str:
+    """The Authorization value of a call signed as a filter signs it (jitgate_token::caller_auth)."""
+    ts = int(time.time()) if ts is None else ts
+    nonce = b64(os.urandom(16))
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in (b"jitgate-sidecar-call-v1", key_id.encode(), str(ts).encode(), nonce.encode(), method.encode(),
+                 path.encode()):
+        mac.update(part + b"\n")
+    mac.update(hashlib.sha256(body).hexdigest().encode())
+    return f"JITGATE-HMAC-SHA256 id={key_id}, ts={ts}, nonce={nonce}, sig={b64(mac.digest())}"
+
+
 class Sidecar:
     """A real jitgate-sidecar process (release build) with its own data directory in `workdir`,
-    the example policy, and the built-in development identity issuer."""
+    the example policy, the built-in development identity issuer, and a caller secret (kept in
+    `workdir`, so replicas given the same workdir root share it) that the filters sign with."""
 
     def __init__(self, workdir: Path, port: int | None = None, issuer: str = ISSUER, audience: str = AUDIENCE,
-                 policy: Path = ROOT / "sidecar" / "examples" / "policy.yaml"):
+                 policy: Path = ROOT / "sidecar" / "examples" / "policy.yaml", secret_file: Path | None = None,
+                 extra: str = ""):
         self.dir = workdir
         self.port = port or free_port()
         self.config = workdir / "sidecar.yaml"
         (workdir / "policy.yaml").write_text(policy.read_text())
+        self.secret_file = secret_file or workdir / "caller-secret"
+        if not self.secret_file.exists():
+            self.secret_file.write_text(b64(os.urandom(32)))
+        self.secret = base64.urlsafe_b64decode(self.secret_file.read_text().strip() + "==")
         self.config.write_text(
             f"listen: 127.0.0.1:{self.port}\ndata_dir: data\npolicy_file: policy.yaml\nissuer: {issuer}\n"
-            f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n")
+            f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n"
+            f"callers: {{secrets: [{{id: filters, file: {self.secret_file}}}], metrics_token_file: {self.secret_file}}}\n"
+            f"{extra}")
         self.log = workdir / "sidecar.log"
         self.proc: subprocess.Popen | None = None
+
+    def filter_auth(self) -> dict:
+        """The plugin's `sidecar.auth` block: the secret comes from the VM's environment."""
+        return {"key_id": "filters", "secret_env": SECRET_ENV}
+
+    def vm_env(self) -> dict:
+        """Envoy `vm_config.environment_variables.key_values` giving the filter its secret."""
+        return {SECRET_ENV: b64(self.secret)}
 
     @property
     def audit_file(self) -> Path:
@@ -276,8 +311,10 @@ class Sidecar:
         args = ["identity", "mint", "--config", str(self.config), "--sub", sub, "--ttl", ttl]
         return self.cli(*args, *(["--groups", groups] if groups else []))
 
-    def call(self, method: str, path: str, body=None, token: str | None = None, form: dict | None = None):
-        """One HTTP call; returns (status, parsed JSON body)."""
+    def call(self, method: str, path: str, body=None, token: str | None = None, form: dict | None = None,
+             raw: bool = False):
+        """One HTTP call; returns (status, parsed JSON body), or the body's text with `raw`. Calls
+        to caller-only endpoints without an identity token are signed as a filter signs them."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         headers = {}
         data = None
@@ -290,11 +327,15 @@ class Sidecar:
             headers["content-type"] = "application/json"
         if token:
             headers["authorization"] = f"Bearer {token}"
+        elif path.startswith(CALLER_PATHS) or (path.startswith("/v1/audit") and method == "POST"):
+            headers["authorization"] = sign("filters", self.secret, method, path, (data or "").encode())
         try:
             conn.request(method, path, body=data, headers=headers)
             r = conn.getresponse()
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
+            answer = r.read()
+            if raw:
+                return answer.decode()
+            return r.status, json.loads(answer) if answer else None
         finally:
             conn.close()
 

@@ -37,7 +37,7 @@ def summary(name, values_ms):
     return m
 
 
-def plugin_config():
+def plugin_config(sc):
     return {
         "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
         "strip_token": False,  # this upstream wants the (exchanged) JIT token itself
@@ -46,7 +46,8 @@ def plugin_config():
             "jwks": {"refresh_s": 5},
             "revocations": {"poll_ms": POLL_MS, "fail_closed_after_s": FAIL_CLOSED_AFTER_S},
             "exchange": {"return_token": True},
-            "audit": {"flush_ms": 500},
+                        "audit": {"flush_ms": 500},
+            "auth": sc.filter_auth(),
         },
         "rules": [
             {"name": "health", "path": {"exact": "/healthz"}, "public": True},
@@ -116,7 +117,7 @@ def main():
     alice = sc.identity("alice", "sre")
     bob = sc.identity("bob", "sre-leads")
     lead_alice = sc.identity("lead-alice", "sre,sre-leads")
-    stack = Stack("loop", plugin_config(), concurrency=2, sidecar_port=sc.port)
+    stack = Stack("loop", plugin_config(sc), concurrency=2, sidecar_port=sc.port, vm_env=sc.vm_env())
     try:
         with stack as s:
             run(s, sc, alice, bob, lead_alice)
@@ -126,6 +127,7 @@ def main():
 
 
 def run(s, sc, alice, bob, lead_alice):
+    admin = sc.identity("sam", "secops")
     ok = wait_until(lambda: s.request("GET", "/orders/1", bearer("x.y.z")).status == 401, 10)
     check("filter fetched the sidecar's keys and its first revocation poll", ok)
 
@@ -182,7 +184,7 @@ def run(s, sc, alice, bob, lead_alice):
             continue
         tok = t["access_token"]
         warm = [s.request("GET", "/orders/7", bearer(tok)).status for _ in range(4)]
-        st, _ = sc.call("POST", "/v1/revoke", {"token": tok}, alice)
+        st, _ = sc.call("POST", "/v1/revoke", {"token": tok}, admin)  # self-revocation is rate-limited (10/min)
         t0 = time.perf_counter()
         while True:
             status = s.request("GET", "/orders/7", bearer(tok)).status
@@ -206,6 +208,8 @@ def run(s, sc, alice, bob, lead_alice):
 
     # 4. Sidecar issuance throughput (direct, wrk with 4 connections, 5 s).
     measure_issuance(sc, alice)
+    hardening(s, sc, alice, bob)
+
 
     policy_limits(sc, alice, bob, lead_alice)
 
@@ -276,6 +280,8 @@ def run(s, sc, alice, bob, lead_alice):
                                                           for e in feed["revocations"]), f"{len(feed['revocations'])} entries")
     st, t = sc.exchange(sc.identity("alice", "sre"), "orders:write")
     check("the approved grant survived the restart: a new token is issued", st == 200, f"{st}")
+    lost_store(s, sc, issued)
+
 
     # 9. Audit: 10,000 requests, every decision in Envoy's log arrives in the sidecar's chain.
     load(s, issued, 10_000)
@@ -297,6 +303,104 @@ def run(s, sc, alice, bob, lead_alice):
     out = subprocess.run([str(SIDECAR_BIN), "audit", "verify", str(tampered)], capture_output=True, text=True)
     check("and fails on a tampered copy, naming the line", out.returncode != 0 and f"line {i + 1}" in out.stdout + out.stderr,
           (out.stdout + out.stderr).strip()[:100])
+
+
+def stat(s, name):
+    """A counter of Envoy's /stats/prometheus (0 if absent)."""
+    for line in s.admin_get("/stats/prometheus").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def hardening(s, sc, alice, bob):
+    """Issue #13 through the real processes: who may call the sidecar, single-use exchange, a flood."""
+    import http.client as hc
+    conn = hc.HTTPConnection("127.0.0.1", sc.port, timeout=5)
+    conn.request("GET", "/v1/revocations?since=0")
+    unsigned = conn.getresponse()
+    unsigned.read()
+    conn.close()
+    check("an unsigned call to the revocation feed: 401", unsigned.status == 401, f"{unsigned.status}")
+    polls = stat(s, "jitgate_revocation_poll_ok")
+    check("while Envoy's signed polls succeed", polls > 0 and stat(s, "jitgate_revocation_poll_error") == 0,
+          f"poll_ok {polls}")
+
+    # An exchanged token on a single-use route: each request gets its own (a cached one is used up).
+    st, g = sc.call("POST", "/v1/requests", {"scope": "orders:write", "duration": "30m",
+                                             "justification": "CHG-13 single use"}, alice)
+    sc.call("POST", f"/v1/requests/{g['id']}/approve", None, bob)
+    fresh_alice = sc.identity("alice", "sre")
+    statuses = [s.request("POST", "/orders", {"x-jit-subject-token": fresh_alice}).status for _ in range(3)]
+    check("identity token on a single-use route, 3 times: 200 each (a new JIT token each time)",
+          statuses == [200, 200, 200], f"{statuses}")
+    sc.call("POST", "/v1/revoke", {"grant": g["id"]}, bob)  # the later steps use the first grant only
+
+    # A flood of exchanges (64 connections against a budget of 16) is shed with 503 at once, and
+    # the filters' revocation polls, in their own budget, keep succeeding.
+    errors_before = stat(s, "jitgate_revocation_poll_error")
+    form = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                                   "subject_token": alice, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                                   "scope": "orders:write"})
+    lua = sc.dir / "flood.lua"
+    lua.write_text(f'wrk.method = "POST"\nwrk.body = "{form}"\n'
+                   'wrk.headers["content-type"] = "application/x-www-form-urlencoded"\n')
+    feed_ms = []
+
+    def poll_feed():
+        t_end = time.monotonic() + 5
+        while time.monotonic() < t_end:
+            t0 = time.perf_counter()
+            st, _ = sc.call("GET", "/v1/revocations?since=0&limit=1")
+            feed_ms.append(((time.perf_counter() - t0) * 1000, st))
+            time.sleep(0.05)
+    poller = threading.Thread(target=poll_feed)
+    poller.start()
+    subprocess.run(["wrk", "-t", "2", "-c", "64", "-d", "5s", "-s", str(lua), f"http://127.0.0.1:{sc.port}/v1/token"],
+                   capture_output=True, text=True)
+    poller.join()
+    time.sleep(1.2)
+    prom = sc.call("GET", "/metrics", raw=True)
+    shed = next((int(l.split()[-1]) for l in prom.splitlines() if l.startswith('jitgate_sidecar_shed_total{group="exchange"}')), 0)
+    ok_polls = [ms for ms, st in feed_ms if st == 200]
+    measured["feed_under_exchange_flood_ms"] = {"n": len(feed_ms), "p50": round(pct(ok_polls, 50), 2) if ok_polls else None,
+                                                "p99": round(pct(ok_polls, 99), 2) if ok_polls else None}
+    print(f"      feed during the flood: {len(ok_polls)}/{len(feed_ms)} polls 200, "
+          f"p50 {measured['feed_under_exchange_flood_ms']['p50']} ms, p99 {measured['feed_under_exchange_flood_ms']['p99']} ms; "
+          f"exchanges shed: {shed}", flush=True)
+    check("a flood of exchanges is shed (503 at once), the feed answers every poll",
+          shed > 0 and len(ok_polls) == len(feed_ms) and len(feed_ms) > 10, f"shed {shed}, feed {len(ok_polls)}/{len(feed_ms)}")
+    check("and Envoy's revocation polls kept succeeding", stat(s, "jitgate_revocation_poll_error") == errors_before,
+          f"poll_error {stat(s, 'jitgate_revocation_poll_error')}")
+
+
+def lost_store(s, sc, issued):
+    """The sidecar loses its store: the filter keeps what it knew and fails closed until an admin
+    acknowledges the new feed; then everything it knew is still refused."""
+    admin = sc.identity("sam", "secops")
+    st, t = sc.exchange(sc.identity("alice", "sre"), "orders:write")
+    doomed = t["access_token"]
+    sc.call("POST", "/v1/revoke", {"token": doomed}, admin)
+    wait_until(lambda: s.request("GET", "/orders/3", bearer(doomed)).status == 401, 5)
+    time.sleep(1.3)
+    sc.stop()
+    (sc.dir / "data" / "store.jsonl").unlink()
+    sc.start()
+    time.sleep(1.5)
+    st, feed = sc.call("GET", "/v1/revocations?since=0")
+    r = s.request("GET", "/orders/3", bearer(issued))
+    check("store lost: a new epoch, and Envoy fails closed at once (503 revocation_stale)",
+          r.status == 503 and r.json().get("error_description") == "revocation_stale" and feed["revocations"] == [],
+          f"{r.status} {r.json().get('error_description')}, epoch {feed['epoch']}")
+    check("the filter logged why", "until an admin acknowledges" in s.envoy_log.read_text())
+    st, ack = sc.call("POST", "/v1/revocations/acknowledge", {"epoch": feed["epoch"]}, admin)
+    check("an admin acknowledges the new feed", st == 200 and ack.get("acknowledged"), f"{st} {ack}")
+    ok = wait_until(lambda: s.request("GET", "/orders/3", bearer(issued)).status == 200, 5)
+    time.sleep(POLL_MS / 1000 + 0.3)  # every worker has polled since
+    after = [s.request("GET", "/orders/3", bearer(doomed)) for _ in range(6)]
+    check("then valid tokens pass again on every worker", ok)
+    check("and the token revoked before the loss is still refused", all(
+        r.status == 401 and r.json().get("error_description") == "revoked" for r in after), f"{[r.status for r in after]}")
 
 
 def chain_events(sc):

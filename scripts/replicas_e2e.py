@@ -12,11 +12,11 @@ from jitgate_env import Sidecar, Stack, check, cli, free_port, run_checks, run_d
 HOST = "api.example"  # both proxies serve one name, so a DPoP proof's htu is valid at either
 
 
-def plugin_config():
+def plugin_config(sc):
     return {
         "issuer": "https://jitgate.local", "audience": "demo-api",
         "sidecar": {"cluster": "jitgate_sidecar", "jwks": {"refresh_s": 5},
-                    "revocations": {"poll_ms": 1000, "fail_closed_after_s": 10}},
+                    "revocations": {"poll_ms": 1000, "fail_closed_after_s": 10}, "auth": sc.filter_auth()},
         "rules": [
             {"name": "transfers", "path": {"prefix": "/transfers"}, "scopes": ["orders:write"], "replay": "dpop",
              "replay_scope": "cluster"},
@@ -49,7 +49,8 @@ class Redis:
 def replica(work, name, redis_url):
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
-    sc = Sidecar(d)
+    # One caller secret for the deployment, shared by both replicas.
+    sc = Sidecar(d, secret_file=work / "caller-secret")
     # Shared signing and identity keys (a mounted secret in a real deployment), shared store.
     sc.config.write_text(sc.config.read_text() + f"keys_dir: ../keys\nstore: {redis_url}\n")
     return sc
@@ -63,8 +64,8 @@ def main():
         url = f"redis://127.0.0.1:{redis.port}"
         a, b = replica(work, "a", url).start(), replica(work, "b", url).start()
         try:
-            with Stack("replicas-1", plugin_config(), sidecar_port=a.port) as e1, \
-                    Stack("replicas-2", plugin_config(), sidecar_port=b.port) as e2:
+            with Stack("replicas-1", plugin_config(a), sidecar_port=a.port, vm_env=a.vm_env()) as e1, \
+                    Stack("replicas-2", plugin_config(b), sidecar_port=b.port, vm_env=b.vm_env()) as e2:
                 run(work, a, b, e1, e2)
         finally:
             a.stop()

@@ -88,6 +88,8 @@ pub struct PluginOptions {
     pub start_unix_ns: u64,
     /// Seed of the deterministic `random_get`.
     pub seed: u64,
+    /// The VM's environment (WASI `environ_get`), as Envoy's `vm_config.environment_variables`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PluginOptions {
@@ -101,6 +103,7 @@ impl Default for PluginOptions {
             workers: 1,
             start_unix_ns: 1_800_000_000_000_000_000,
             seed: 0x5eed,
+            env: Vec::new(),
         }
     }
 }
@@ -242,6 +245,7 @@ impl Plugin {
             vm_id: options.vm_id.clone(),
             plugin_config: options.plugin_config.clone(),
             vm_config: options.vm_config.clone(),
+            env: options.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         });
         let mut workers = Vec::new();
         let mut start_error = None;

@@ -58,14 +58,35 @@ pub fn add_to_linker(linker: &mut Linker<WorkerData>) -> wasmtime::Result<()> {
         })?;
         linker.func_wrap(m, "fd_prestat_get", |_: C<'_>, _: i32, _: i32| Ok(EBADF))?;
         linker.func_wrap(m, "fd_prestat_dir_name", |_: C<'_>, _: i32, _: i32, _: i32| Ok(EBADF))?;
-        for (sizes, get) in [("environ_sizes_get", "environ_get"), ("args_sizes_get", "args_get")] {
-            linker.func_wrap(m, sizes, |mut c: C<'_>, count: i32, size: i32| {
-                let ok = write(&mut c, count as u32, &0u32.to_le_bytes()).is_ok()
-                    && write(&mut c, size as u32, &0u32.to_le_bytes()).is_ok();
-                Ok(if ok { SUCCESS } else { EFAULT })
-            })?;
-            linker.func_wrap(m, get, |_: C<'_>, _: i32, _: i32| Ok(SUCCESS))?;
-        }
+        // The VM's environment (PluginOptions::env); no arguments.
+        linker.func_wrap(m, "environ_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
+            let env = c.data().info.env.clone();
+            let bytes: usize = env.iter().map(|e| e.len() + 1).sum();
+            let ok = write(&mut c, count as u32, &(env.len() as u32).to_le_bytes()).is_ok()
+                && write(&mut c, size as u32, &(bytes as u32).to_le_bytes()).is_ok();
+            Ok(if ok { SUCCESS } else { EFAULT })
+        })?;
+        linker.func_wrap(m, "environ_get", |mut c: C<'_>, pointers: i32, buffer: i32| {
+            let env = c.data().info.env.clone();
+            let mut at = buffer as u32;
+            for (i, e) in env.iter().enumerate() {
+                let mut entry = e.as_bytes().to_vec();
+                entry.push(0);
+                let ok = write(&mut c, (pointers as u32).wrapping_add(4 * i as u32), &at.to_le_bytes()).is_ok()
+                    && write(&mut c, at, &entry).is_ok();
+                if !ok {
+                    return Ok(EFAULT);
+                }
+                at = at.wrapping_add(entry.len() as u32);
+            }
+            Ok(SUCCESS)
+        })?;
+        linker.func_wrap(m, "args_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
+            let ok = write(&mut c, count as u32, &0u32.to_le_bytes()).is_ok()
+                && write(&mut c, size as u32, &0u32.to_le_bytes()).is_ok();
+            Ok(if ok { SUCCESS } else { EFAULT })
+        })?;
+        linker.func_wrap(m, "args_get", |_: C<'_>, _: i32, _: i32| Ok(SUCCESS))?;
         linker.func_wrap(m, "clock_time_get", |mut c: C<'_>, _id: i32, _precision: i64, ret: i32| {
             let now = c.data().world.now_ns.get();
             Ok(if write(&mut c, ret as u32, &now.to_le_bytes()).is_ok() { SUCCESS } else { EFAULT })

@@ -13,6 +13,8 @@ pub struct PluginInfo {
     pub vm_id: String,
     pub plugin_config: Vec<u8>,
     pub vm_config: Vec<u8>,
+    /// `NAME=value` entries of the VM's environment.
+    pub env: Vec<String>,
 }
 
 /// A local response sent with `proxy_send_local_response`.

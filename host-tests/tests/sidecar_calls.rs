@@ -164,10 +164,13 @@ fn revocations_are_polled_and_stale_data_fails_closed() {
     p.advance(1000);
     let o = p.send(0, bearer(&t));
     assert_eq!((o.status(), reason(&p, &o).as_str()), (401, "revoked"), "a cached token is revoked too");
-    assert!(fake.calls_to("/v1/revocations").iter().any(|c| path_of(c) == "/v1/revocations?since=0"));
+    assert!(fake.calls_to("/v1/revocations").iter().any(|c| path_of(c) == "/v1/revocations?since=0&limit=2000"));
     fake.answer("/v1/revocations", 200, r#"{"seq":7,"now":0,"revocations":[]}"#);
     p.advance(1000);
-    assert!(fake.calls_to("/v1/revocations").iter().any(|c| path_of(c) == "/v1/revocations?since=7"), "incremental");
+    assert!(
+        fake.calls_to("/v1/revocations").iter().any(|c| path_of(c) == "/v1/revocations?since=7&limit=2000"),
+        "incremental"
+    );
 
     // Other tokens of the grant keep working until the grant itself is revoked.
     let t2 = token(&k1, "j2", "g1");
@@ -344,4 +347,219 @@ fn audit_events_are_shipped_in_batches_retried_and_drops_counted() {
         .map(|c| serde_json::from_slice::<Vec<Value>>(&c.body).unwrap().len())
         .sum();
     assert!(shipped >= 5);
+}
+
+// ---------------------------------------------------------------- issue #13
+
+const CALLER_SECRET: [u8; 32] = [42; 32];
+
+fn authorization_of(call: &CallRecord) -> Option<String> {
+    call.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+#[test]
+fn every_sidecar_call_is_signed_with_the_caller_secret_from_the_environment() {
+    let k1 = key("k1", 1);
+    let fake = FakeSidecar::default();
+    fake.answer("/.well-known/jwks.json", 200, jwks(&[&k1]));
+    fake.answer("/v1/revocations", 200, r#"{"epoch":"e1","seq":0,"head":0,"more":false,"now":0,"revocations":[]}"#);
+    fake.answer("/v1/audit", 200, "{}");
+    let block = json!({"cluster": CLUSTER, "jwks": {"refresh_s": 60}, "revocations": {"poll_ms": 1000},
+        "audit": {"flush_ms": 500}, "auth": {"key_id": "proxies-1", "secret_env": "JITGATE_SIDECAR_SECRET"}});
+    let config = json!({"issuer": "https://jit", "audience": "orders", "sidecar": block,
+        "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]}]});
+    let secret = jitgate_token::encoding::b64_encode(&CALLER_SECRET);
+    let options = PluginOptions {
+        plugin_config: config.to_string().into_bytes(),
+        start_unix_ns: NOW * 1_000_000_000,
+        env: vec![("JITGATE_SIDECAR_SECRET".into(), secret)],
+        ..Default::default()
+    };
+    let p = Plugin::start(&Harness::new().unwrap().load_file(&wasm()).unwrap(), &options).unwrap();
+    assert_eq!(p.start_error(), None, "{:?}", p.logs());
+    p.set_upstream(CLUSTER, fake.upstream());
+    p.advance(1100);
+    assert_eq!(p.send(0, bearer(&token(&k1, "j1", "g1"))).status(), 200);
+    p.advance(1000);
+    let calls = fake.calls.borrow().clone();
+    let kinds: std::collections::BTreeSet<String> =
+        calls.iter().map(|c| path_of(c).split('?').next().unwrap().to_owned()).collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    let mut nonces = std::collections::HashSet::new();
+    for call in &calls {
+        let value = authorization_of(call).expect("signed");
+        let signed = jitgate_token::caller_auth::parse(&value).unwrap();
+        assert_eq!(signed.id, "proxies-1");
+        let method =
+            String::from_utf8_lossy(&call.headers.iter().find(|(k, _)| k == ":method").unwrap().1).into_owned();
+        assert!(signed.verify(&CALLER_SECRET, &method, &path_of(call), &call.body), "{}", path_of(call));
+        assert!(signed.ts.abs_diff(NOW) <= 3);
+        assert!(nonces.insert(signed.nonce.to_owned()), "a fresh nonce for every call");
+    }
+    assert!(!p.logs().iter().any(|l| l.message.contains(&jitgate_token::encoding::b64_encode(&CALLER_SECRET))));
+
+    // Without the variable the plugin refuses to start, naming the field.
+    let options = PluginOptions { env: vec![], ..options };
+    let p = Plugin::start(&Harness::new().unwrap().load_file(&wasm()).unwrap(), &options).unwrap();
+    assert!(p
+        .logs()
+        .iter()
+        .any(|l| l.message.contains("field `sidecar.auth`") && l.message.contains("JITGATE_SIDECAR_SECRET")));
+}
+
+/// A sidecar feed with `n` jti revocations j0.. served a page of `limit` at a time.
+fn paged_feed(n: u64, epoch: &'static str) -> impl Fn(&str) -> (u16, String) {
+    move |path: &str| {
+        let q: std::collections::HashMap<String, String> = path
+            .split_once('?')
+            .map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+            .unwrap_or_default();
+        let since: u64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let limit: u64 = q.get("limit").and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let last = (since + limit).min(n);
+        let entries: Vec<Value> = (since + 1..=last)
+            .map(|s| json!({"seq": s, "kind": "jti", "value": format!("j{}", s - 1), "at": NOW, "until": NOW + 900}))
+            .collect();
+        let body = json!({"epoch": epoch, "acknowledged": false, "seq": last, "head": n, "more": last < n, "now": NOW,
+            "revocations": entries});
+        (200, body.to_string())
+    }
+}
+
+#[test]
+fn a_cold_start_follows_every_page_of_the_feed_before_anything_passes() {
+    let k1 = key("k1", 1);
+    let calls = Rc::new(RefCell::new(0));
+    let feed = paged_feed(10_000, "e1");
+    let counter = calls.clone();
+    let block =
+        json!({"cluster": CLUSTER, "revocations": {"poll_ms": 1000, "fail_closed_after_s": 5, "page_size": 1000}});
+    let p = start(block, json!({"jwks": {"keys": [k1.public_jwk()]}}), &FakeSidecar::default());
+    p.set_upstream(
+        CLUSTER,
+        Upstream::Responder(Box::new(move |call| {
+            *counter.borrow_mut() += 1;
+            let (status, body) = feed(&path_of(call));
+            CallOutcome::Response {
+                headers: vec![(":status".into(), status.to_string().into_bytes())],
+                body: body.into_bytes(),
+            }
+        })),
+    );
+    p.advance(100);
+    assert_eq!(*calls.borrow(), 10, "all ten pages within one tick, one right after the other");
+    assert_eq!(p.send(0, bearer(&token(&k1, "j9999", "g1"))).status(), 401, "the last page's revocation holds");
+    assert_eq!(p.send(0, bearer(&token(&k1, "j0", "g1"))).status(), 401, "the first page's too");
+    assert_eq!(p.send(0, bearer(&token(&k1, "other", "g1"))).status(), 200);
+}
+
+#[test]
+fn a_feed_that_goes_back_keeps_what_was_revoked_and_fails_closed_until_acknowledged() {
+    let k1 = key("k1", 1);
+    let fake = FakeSidecar::default();
+    let revoked = json!({"epoch": "e1", "seq": 3, "head": 3, "more": false, "now": NOW,
+        "revocations": [{"seq": 3, "kind": "jti", "value": "gone", "at": NOW, "until": NOW + 900}]});
+    fake.answer("/v1/revocations", 200, revoked.to_string());
+    let block = json!({"cluster": CLUSTER, "revocations": {"poll_ms": 1000, "fail_closed_after_s": 30}});
+    let p = start(block, json!({"jwks": {"keys": [k1.public_jwk()]}}), &fake);
+    p.advance(200);
+    let (gone, kept) = (token(&k1, "gone", "g1"), token(&k1, "kept", "g1"));
+    assert_eq!(p.send(0, bearer(&gone)).status(), 401);
+    assert_eq!(p.send(0, bearer(&kept)).status(), 200);
+
+    // The sidecar lost its store: a new epoch that knows nothing.
+    fake.answer("/v1/revocations", 200, r#"{"epoch":"e2","seq":0,"head":0,"more":false,"now":0,"revocations":[]}"#);
+    p.advance(1000);
+    let o = p.send(0, bearer(&kept));
+    assert_eq!((o.status(), reason(&p, &o).as_str()), (503, "revocation_stale"), "fails closed at once");
+    assert!(p.logs().iter().any(|l| l.message.contains("until an admin acknowledges")));
+    p.advance(5000);
+    assert_eq!(p.send(0, bearer(&kept)).status(), 503, "and stays closed");
+
+    // An admin acknowledges: the feed goes on under a new acknowledged epoch.
+    fake.answer(
+        "/v1/revocations",
+        200,
+        r#"{"epoch":"e3","acknowledged":true,"seq":0,"head":0,"more":false,"now":0,"revocations":[]}"#,
+    );
+    p.advance(1000);
+    assert_eq!(p.send(0, bearer(&kept)).status(), 200, "open again");
+    let o = p.send(0, bearer(&gone));
+    assert_eq!((o.status(), reason(&p, &o).as_str()), (401, "revoked"), "and the revoked token was not forgotten");
+}
+
+#[test]
+fn a_full_cluster_ledger_is_a_503_ledger_full() {
+    let k1 = key("k1", 1);
+    let fake = FakeSidecar::default();
+    fake.answer("/v1/replay", 503, r#"{"error":"ledger_full","error_description":"full"}"#);
+    let p = start(json!({"cluster": CLUSTER}), json!({"jwks": {"keys": [k1.public_jwk()]}}), &fake);
+    let t = token(&k1, "once-9", "g1");
+    let o = p.send(0, Request::new("POST", "/once").header("authorization", &format!("Bearer {t}")));
+    assert_eq!((o.status(), reason(&p, &o).as_str()), (503, "ledger_full"));
+    assert_eq!(p.metric("jitgate.replay.ledger_full"), Some(1));
+}
+
+#[test]
+fn an_exchanged_token_on_a_single_use_route_is_never_reused() {
+    let k1 = key("k1", 1);
+    let serial = Rc::new(RefCell::new(0));
+    let s2 = serial.clone();
+    let key1 = key("k1", 1);
+    let config = json!({"jwks": {"keys": [k1.public_jwk()]}, "rules": [
+        {"name": "once", "path": {"prefix": "/once"}, "scopes": ["orders:write"], "replay": "single_use"},
+        {"name": "open", "path": {"prefix": "/open"}}]});
+    let p = start_with_rules(json!({"cluster": CLUSTER, "exchange": {}}), config, move |call| {
+        *s2.borrow_mut() += 1;
+        let body = String::from_utf8_lossy(&call.body).into_owned();
+        assert!(!body.contains("scope=&") && !body.ends_with("scope="), "{body}");
+        let t = token(&key1, &format!("x{}", s2.borrow()), "g1");
+        (200, json!({"access_token": t}).to_string())
+    });
+    for _ in 0..3 {
+        let o = p.send(0, Request::new("POST", "/once/1").header("x-jit-subject-token", "id.alice"));
+        assert_eq!((o.status(), o.filter_state.get("wasm.jitgate_reason").cloned()), (200, Some(b"verified".to_vec())));
+    }
+    assert_eq!(*serial.borrow(), 3, "a new token for every request on the single-use route");
+    // A rule without scopes exchanges without asking for `scope=` (the sidecar refuses an empty one).
+    assert_eq!(p.send(0, Request::new("GET", "/open").header("x-jit-subject-token", "id.alice")).status(), 200);
+}
+
+fn start_with_rules(block: Value, config: Value, answer: impl Fn(&CallRecord) -> (u16, String) + 'static) -> Plugin {
+    let mut full = json!({"issuer": "https://jit", "audience": "orders", "sidecar": block});
+    for (k, v) in config.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let options = PluginOptions {
+        plugin_config: full.to_string().into_bytes(),
+        start_unix_ns: NOW * 1_000_000_000,
+        ..Default::default()
+    };
+    let p = Plugin::start(&Harness::new().unwrap().load_file(&wasm()).unwrap(), &options).unwrap();
+    assert_eq!(p.start_error(), None, "{:?}", p.logs());
+    p.set_upstream(
+        CLUSTER,
+        Upstream::Responder(Box::new(move |call| {
+            let (status, body) = answer(call);
+            CallOutcome::Response {
+                headers: vec![(":status".into(), status.to_string().into_bytes())],
+                body: body.into_bytes(),
+            }
+        })),
+    );
+    p
+}
+
+#[test]
+fn an_audit_batch_the_sidecar_refuses_is_dropped_and_counted_not_retried_forever() {
+    let k1 = key("k1", 1);
+    let fake = FakeSidecar::default();
+    fake.answer("/v1/audit", 400, r#"{"error":"invalid_request"}"#);
+    let block = json!({"cluster": CLUSTER, "audit": {"batch_events": 10, "flush_ms": 500}});
+    let p = start(block, json!({"jwks": {"keys": [k1.public_jwk()]}}), &fake);
+    p.send(0, bearer(&token(&k1, "a1", "g1")));
+    p.advance(2000);
+    assert_eq!(fake.calls_to("/v1/audit").len(), 1, "sent once");
+    assert_eq!(p.metric("jitgate.audit.dropped"), Some(1));
+    assert!(p.logs().iter().any(|l| l.message.contains("refused an audit batch")));
 }

@@ -91,7 +91,7 @@ pub struct Snapshot {
 /// What changed since a replica last read.
 #[derive(Debug)]
 pub struct News {
-        pub store_id: String,
+    pub store_id: String,
     /// The state to start again from (compaction passed this replica, or the store was lost).
     pub reload: Option<Snapshot>,
     pub records: Vec<String>,

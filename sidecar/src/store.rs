@@ -131,9 +131,11 @@ pub enum Record {
     NextSeq {
         seq: u64,
     },
-        /// An admin acknowledged a feed that went back or was lost: it continues under this new,
+    /// An admin acknowledged a feed that went back or was lost: it continues under this new,
     /// acknowledged epoch, which filters waiting on the loss then follow.
-    EpochAcknowledged { id: String },
+    EpochAcknowledged {
+        id: String,
+    },
 }
 
 /// Grants and revocations.
@@ -191,7 +193,7 @@ impl State {
             }
             Record::ActiveKey { kid } => self.active_kid = Some(kid),
             Record::NextSeq { seq } => self.next_seq = self.next_seq.max(seq),
-                        Record::EpochAcknowledged { id } => {
+            Record::EpochAcknowledged { id } => {
                 self.epoch = id;
                 self.feed_acknowledged = true;
             }
@@ -200,7 +202,7 @@ impl State {
 
     /// The records that rebuild this state without what no longer matters at `now`.
     fn live_records(&self, now: u64) -> Vec<Record> {
-                let epoch = if self.feed_acknowledged {
+        let epoch = if self.feed_acknowledged {
             Record::EpochAcknowledged { id: self.epoch.clone() }
         } else {
             Record::Epoch { id: self.epoch.clone() }
@@ -234,7 +236,7 @@ enum Backend {
     },
     Redis {
         redis: Box<Redis>,
-                /// Journal position applied so far.
+        /// Journal position applied so far.
         applied: u64,
         /// The Redis store's identity: a different one means its data was lost.
         store_id: String,
@@ -297,13 +299,13 @@ impl Store {
     /// The shared store on Redis: replays the whole journal now, the rest before every read.
     pub fn open_redis(url: &str) -> Result<Store, String> {
         let redis = Box::new(Redis::open(url)?);
-                let backend = Backend::Redis { redis, applied: 0, store_id: String::new() };
+        let backend = Backend::Redis { redis, applied: 0, store_id: String::new() };
         let mut store = Store { state: State::default(), backend };
         store.sync()?;
         Ok(store)
     }
 
-        /// Applies what other replicas appended since the last call (embedded: nothing to do). A
+    /// Applies what other replicas appended since the last call (embedded: nothing to do). A
     /// journal compacted past what this replica applied, or a Redis that lost its data (a new
     /// store id), is reloaded from its snapshot. A journal without a feed epoch gets one.
     pub fn sync(&mut self) -> Result<(), String> {
@@ -323,7 +325,7 @@ impl Store {
             }
             self.state.apply(record);
         }
-                if self.state.epoch.is_empty() {
+        if self.state.epoch.is_empty() {
             // The first epoch record in the journal wins, whichever replica wrote it.
             self.write(Record::Epoch { id: new_epoch() }, None).map_err(write_error)?;
         }
@@ -349,7 +351,7 @@ impl Store {
         self.write(Record::ActiveKey { kid: kid.to_owned() }, None).map(|_| ()).map_err(write_error)
     }
 
-        /// An admin accepts the current feed as the continuation of a lost one: it goes on under a
+    /// An admin accepts the current feed as the continuation of a lost one: it goes on under a
     /// new epoch marked acknowledged. Returns that epoch.
     pub fn acknowledge_feed(&mut self) -> Result<String, String> {
         let id = new_epoch();
@@ -365,7 +367,7 @@ impl Store {
                 self.rewrite(now)?;
                 Ok(true)
             }
-                        Backend::Redis { redis, applied, .. } => {
+            Backend::Redis { redis, applied, .. } => {
                 let state = &self.state;
                 redis.compact(*applied, live, || state.live_records(now))
             }

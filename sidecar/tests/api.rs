@@ -548,7 +548,10 @@ async fn filter_endpoints_refuse_anyone_who_cannot_prove_to_be_a_filter() {
         ("another secret", Some(signed("filters", &[1; 32], "GET", uri, b"", now))),
         ("an unknown key id", Some(signed("other", &CALLER_SECRET, "GET", uri, b"", now))),
         ("a stale timestamp", Some(signed("filters", &CALLER_SECRET, "GET", uri, b"", now - 120))),
-        ("signed for another path", Some(signed("filters", &CALLER_SECRET, "GET", "/v1/revocations?since=9", b"", now))),
+        (
+            "signed for another path",
+            Some(signed("filters", &CALLER_SECRET, "GET", "/v1/revocations?since=9", b"", now)),
+        ),
         ("an identity token", Some(format!("Bearer {}", s.id_token("alice", &["sre"])))),
     ];
     for (what, auth) in refused {
@@ -682,7 +685,11 @@ async fn the_feed_pages_deduplicates_and_rate_limits_self_revocation() {
     s.app.clock.pin(NOW + 60);
     let (_, t) = s.exchange(&alice, &[]).await;
     let token = t["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await.0, StatusCode::OK, "next minute");
+    assert_eq!(
+        s.json("POST", "/v1/revoke", Some(&alice), json!({"token": token})).await.0,
+        StatusCode::OK,
+        "next minute"
+    );
     // Admins are not limited.
     assert_eq!(s.json("POST", "/v1/revoke", Some(&admin), json!({"jti": "j-more"})).await.0, StatusCode::OK);
 }
@@ -728,7 +735,7 @@ async fn a_lost_store_starts_a_new_epoch_that_an_admin_acknowledges() {
     assert_eq!(s.json("POST", "/v1/revocations/acknowledge", Some(&alice), ack.clone()).await.0, StatusCode::FORBIDDEN);
     let wrong = json!({"epoch": old_epoch});
     assert_eq!(s.json("POST", "/v1/revocations/acknowledge", Some(&admin), wrong).await.0, StatusCode::CONFLICT);
-        let (status, r) = s.json("POST", "/v1/revocations/acknowledge", Some(&admin), ack).await;
+    let (status, r) = s.json("POST", "/v1/revocations/acknowledge", Some(&admin), ack).await;
     assert_eq!(status, StatusCode::OK);
     let new_epoch = r["epoch"].as_str().unwrap().to_owned();
     assert!(new_epoch != epoch && new_epoch != old_epoch, "the feed goes on under a new, acknowledged epoch");
@@ -736,7 +743,10 @@ async fn a_lost_store_starts_a_new_epoch_that_an_admin_acknowledges() {
     assert_eq!((acked["epoch"].as_str(), acked["acknowledged"].as_bool()), (Some(new_epoch.as_str()), Some(true)));
     let s = s.reopen();
     let (_, reopened) = s.filter("GET", "/v1/revocations", Value::Null).await;
-    assert_eq!((reopened["epoch"].as_str(), reopened["acknowledged"].as_bool()), (Some(new_epoch.as_str()), Some(true)));
+    assert_eq!(
+        (reopened["epoch"].as_str(), reopened["acknowledged"].as_bool()),
+        (Some(new_epoch.as_str()), Some(true))
+    );
 }
 
 // ---------------------------------------------------------------- issue #13: the replay ledger
@@ -818,7 +828,9 @@ fn identity_jwks_urls_must_be_https_except_on_loopback() {
     assert_eq!(with("https://idp.example/jwks"), Ok(()));
     assert_eq!(with("http://127.0.0.1:8080/jwks"), Ok(()));
     assert_eq!(with("http://localhost/jwks"), Ok(()));
-    for bad in ["http://idp.example/jwks", "http://127.0.0.1.evil.example/jwks", "http://127.0.0.1@evil.example/x", "ftp://x"] {
+    for bad in
+        ["http://idp.example/jwks", "http://127.0.0.1.evil.example/jwks", "http://127.0.0.1@evil.example/x", "ftp://x"]
+    {
         let e = with(bad).unwrap_err();
         assert!(e.contains("must be https"), "{bad}: {e}");
     }
@@ -844,7 +856,10 @@ async fn one_unusable_key_in_an_identity_jwks_is_skipped_and_counted() {
     let zoe = mint(&idp, "JWT", &claims).unwrap();
     assert_eq!(s.ask(&zoe, json!({"scope": "orders:read", "duration": "1h"})).await.0, StatusCode::CREATED);
     let metrics = s.app.metrics.encode();
-    assert!(metrics.contains("jitgate_sidecar_identity_keys_skipped_total{issuer=\"https://idp.other\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("jitgate_sidecar_identity_keys_skipped_total{issuer=\"https://idp.other\"} 1"),
+        "{metrics}"
+    );
 }
 
 // ---------------------------------------------------------------- issue #13: audit queries, load
@@ -856,13 +871,23 @@ async fn audit_queries_return_the_newest_events_a_page_at_a_time() {
     assert_eq!(s.filter("POST", "/v1/audit", Value::Array(batch)).await.0, StatusCode::OK);
     let admin = s.id_token("sam", &["secops"]);
     let (_, page) = s.json("GET", "/v1/audit?event=access.allow&limit=100", Some(&admin), Value::Null).await;
-    let ids = |p: &Value| p["events"].as_array().unwrap().iter().map(|e| e["request_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids = |p: &Value| {
+        p["events"].as_array().unwrap().iter().map(|e| e["request_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
     assert_eq!((ids(&page)[0].as_str(), ids(&page).len()), ("r249", 100), "newest first");
     let next = page["next"].as_str().unwrap();
-    let (_, page2) = s.json("GET", &format!("/v1/audit?event=access.allow&limit=100&before={next}"), Some(&admin), Value::Null).await;
+    let (_, page2) = s
+        .json("GET", &format!("/v1/audit?event=access.allow&limit=100&before={next}"), Some(&admin), Value::Null)
+        .await;
     assert_eq!(ids(&page2)[0], "r149");
-    let (_, page3) =
-        s.json("GET", &format!("/v1/audit?event=access.allow&limit=100&before={}", page2["next"].as_str().unwrap()), Some(&admin), Value::Null).await;
+    let (_, page3) = s
+        .json(
+            "GET",
+            &format!("/v1/audit?event=access.allow&limit=100&before={}", page2["next"].as_str().unwrap()),
+            Some(&admin),
+            Value::Null,
+        )
+        .await;
     assert_eq!((ids(&page3).len(), ids(&page3)[49].as_str(), page3["next"].is_null()), (50, "r0", true));
 }
 
@@ -898,6 +923,9 @@ async fn a_flood_on_one_group_is_shed_and_the_feed_still_answers() {
     }
     assert_eq!(feed, StatusCode::OK, "the feed has its own budget");
     let shed = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
-    assert!(shed > 0 && statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
+    assert!(
+        shed > 0 && statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
     assert!(s.app.metrics.encode().contains(&format!("jitgate_sidecar_shed_total{{group=\"exchange\"}} {shed}")));
 }

@@ -6,6 +6,7 @@ use super::rules::{PathMatch, Replay, ReplayScope, Rule};
 use super::sidecar::{RawSidecar, Sidecar};
 use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
 use serde::Deserialize;
+use sha2::Digest;
 use std::fmt;
 
 /// Whole configuration document.
@@ -48,7 +49,33 @@ struct RawConfig {
     replay_ledger: RawLedger,
     #[serde(default)]
     sidecar: Option<RawSidecar>,
+    /// Where the DPoP server nonce key comes from (default: drawn by this proxy).
+    #[serde(default)]
+    dpop_nonce_key: Option<RawNonceKey>,
     rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNonceKey {
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_env: Option<String>,
+    /// Fetch the fleet's key from the sidecar (`GET /v1/dpop-nonce-key`).
+    #[serde(default)]
+    sidecar: bool,
+}
+
+/// Where the key of stateless DPoP server nonces comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonceKeySource {
+    /// Drawn by the first worker of this proxy: a nonce is good at this proxy only.
+    Proxy,
+    /// Derived from a configured secret every proxy of the fleet shares.
+    Shared([u8; 32]),
+    /// The sidecar's, fetched and refreshed like the JWKS.
+    Sidecar,
 }
 
 /// Sizing of the replay ledger (shared by all workers): `buckets` keys per epoch slot, each
@@ -205,6 +232,7 @@ pub struct Config {
     /// The replay ledger, when some rule needs one.
     pub ledger: Option<Geometry>,
     pub sidecar: Option<Sidecar>,
+    pub nonce_key: NonceKeySource,
 }
 
 /// A configuration error that names the offending field.
@@ -236,7 +264,13 @@ fn is_token_char(b: u8) -> bool {
 }
 
 impl Config {
+    /// Parses the configuration; `secret_env` names are looked up in the process (the VM's)
+    /// environment.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::parse_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    pub fn parse_with_env(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(err("(document)", format!("larger than {MAX_CONFIG_BYTES} bytes")));
         }
@@ -254,12 +288,12 @@ impl Config {
             let message = message.split(" at line ").next().unwrap_or_default().to_owned();
             err(field, message)
         })?;
-        raw.compile()
+        raw.compile(env)
     }
 }
 
 impl RawConfig {
-    fn compile(self) -> Result<Config, ConfigError> {
+    fn compile(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         check_len("issuer", &self.issuer, 512)?;
         check_len("audience", &self.audience, 512)?;
         if self.accepted_typ.is_empty() || self.accepted_typ.len() > 8 {
@@ -313,7 +347,22 @@ impl RawConfig {
             secrets.push(key);
         }
         let secrets = KeySet::new(secrets).map_err(|e| err("hs256_secrets", e.to_string()))?;
-        let sidecar = self.sidecar.map(RawSidecar::compile).transpose()?;
+        let sidecar = self.sidecar.map(|s| s.compile(env)).transpose()?;
+        let nonce_key = match self.dpop_nonce_key {
+            None => NonceKeySource::Proxy,
+            Some(RawNonceKey { secret: None, secret_env: None, sidecar: true }) if sidecar.is_some() => {
+                NonceKeySource::Sidecar
+            }
+            Some(RawNonceKey { sidecar: true, .. }) => {
+                return Err(err("dpop_nonce_key", "sidecar: true needs the sidecar block and no secret"))
+            }
+            Some(k) => {
+                let secret = super::sidecar::resolve_secret("dpop_nonce_key", k.secret, k.secret_env, env)?;
+                // A fixed-size key whatever the secret's length, and never the secret itself.
+                let key = sha2::Sha256::new().chain_update(b"jitgate dpop nonce key\0").chain_update(&secret);
+                NonceKeySource::Shared(key.finalize().into())
+            }
+        };
         let remote_keys = sidecar.as_ref().is_some_and(|s| s.jwks_refresh_s.is_some());
         if remote_keys && self.jwks.is_some() {
             return Err(err("jwks", "keys come either inline or from the sidecar (sidecar.jwks), not both"));
@@ -390,6 +439,7 @@ impl RawConfig {
             token_cache_entries: self.token_cache_entries,
             ledger,
             rules,
+            nonce_key,
         })
     }
 }

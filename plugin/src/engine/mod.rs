@@ -16,7 +16,7 @@ mod tests;
 
 use audit::{AuditEvent, AuditQueue};
 use cache::{Cache, CacheKey, TokenCache};
-use config::{Config, CryptoMode, DefaultAction};
+use config::{Config, CryptoMode, DefaultAction, NonceKeySource};
 use jitgate_token::dpop::{self, DpopError};
 use jitgate_token::verify_signature::{decode_result, encode_args};
 use jitgate_token::{AccessToken, CryptoPath, HostVerifier, KeySet, Verifier};
@@ -223,9 +223,7 @@ enum Awaiting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClusterReplay {
     NotAsked,
-    Fresh,
-    Seen,
-    Failed,
+    Answered(sidecar::ReplayAnswer),
 }
 
 /// Answers from earlier calls, fed into a re-run of the decision.
@@ -243,6 +241,8 @@ const NO_INPUTS: Inputs<'static> = Inputs { exchanged: None, exchange_key: None,
 pub enum Task {
     Jwks,
     Revocations,
+    /// The fleet's DPoP nonce key (`dpop_nonce_key: {sidecar: true}`).
+    NonceKey,
     /// A batch of audit events (JSON objects), put back in the queue if shipping fails.
     Audit(Vec<String>),
 }
@@ -255,6 +255,8 @@ struct Schedule {
     jwks_last_attempt: u64,
     poll_due: u64,
     poll_busy: bool,
+    nonce_key_due: u64,
+    nonce_key_busy: bool,
     flush_due: u64,
     flushes_in_flight: usize,
     /// SHA-256 of the JWKS installed last: an unchanged set keeps the token cache.
@@ -269,6 +271,8 @@ const MAX_BATCH_BYTES: usize = 512 * 1024;
 pub const TICK_MS: u64 = 100;
 /// A failed key fetch is retried after this long; an unknown kid brings the next fetch this close.
 const JWKS_RETRY_MS: u64 = 1000;
+/// The fleet's DPoP nonce key is fetched again this often.
+const NONCE_KEY_REFRESH_MS: u64 = 60_000;
 const JWKS_EARLY_REFRESH_MS: u64 = 5000;
 
 /// A header that must appear at most once (`Authorization`, `DPoP`), as found: absent, one value,
@@ -446,8 +450,9 @@ pub struct Engine {
     revocations: RefCell<Revocations>,
     audit_queue: RefCell<AuditQueue>,
     schedule: RefCell<Schedule>,
-    /// Key of the stateless DPoP server nonces, shared by every worker (via shared data).
-    nonce_key: Option<[u8; 32]>,
+    /// Key of the stateless DPoP server nonces: shared by every worker (via shared data), by
+    /// the fleet (a configured secret), or fetched from the sidecar (`None` until then).
+    nonce_key: RefCell<Option<[u8; 32]>>,
 }
 
 impl Engine {
@@ -457,17 +462,22 @@ impl Engine {
         let sidecar = config.sidecar.as_ref();
         let exchanged = Cache::new(sidecar.and_then(|s| s.exchange.as_ref()).map_or(0, |x| x.cache_entries));
         let audit_queue = AuditQueue::new(sidecar.and_then(|s| s.audit).map_or(0, |a| a.buffer_events));
+        let revocations = Revocations::new(sidecar.and_then(|s| s.revocations).map_or(0, |r| r.max_entries));
         let verifier = RefCell::new(config.verifier.take());
+        let nonce_key = match config.nonce_key {
+            NonceKeySource::Shared(k) => Some(k),
+            NonceKeySource::Proxy | NonceKeySource::Sidecar => None,
+        };
         Engine {
             config,
             host_crypto: false,
             verifier,
             cache,
             exchanged: RefCell::new(exchanged),
-            revocations: RefCell::default(),
+            revocations: RefCell::new(revocations),
             audit_queue: RefCell::new(audit_queue),
             schedule: RefCell::default(),
-            nonce_key: None,
+            nonce_key: RefCell::new(nonce_key),
         }
     }
 
@@ -487,8 +497,9 @@ impl Engine {
                 return Err("cannot create the replay ledger in the proxy's shared data".to_owned());
             }
         }
-        if engine.config.rules.iter().any(|r| r.dpop_nonce) {
-            engine.nonce_key = Some(shared_nonce_key(host).ok_or("cannot create the DPoP nonce key in shared data")?);
+        if engine.config.rules.iter().any(|r| r.dpop_nonce) && engine.config.nonce_key == NonceKeySource::Proxy {
+            let key = shared_nonce_key(host).ok_or("cannot create the DPoP nonce key in shared data")?;
+            *engine.nonce_key.borrow_mut() = Some(key);
         }
         Ok(engine)
     }
@@ -565,9 +576,9 @@ impl Engine {
         proof.check(&expected).map_err(Reason::Dpop)?;
         if rule.dpop_nonce {
             let step = now_s / NONCE_STEP_S;
-            let valid =
-                self.nonce_key.as_ref().zip(proof.nonce.as_deref()).is_some_and(|(k, n)| dpop::nonce_valid(k, n, step));
-            if !valid {
+            // The fleet key from the sidecar is not fetched yet: no nonce can be judged or issued.
+            let key = (*self.nonce_key.borrow()).ok_or(Reason::KeysUnavailable)?;
+            if !proof.nonce.as_deref().is_some_and(|n| dpop::nonce_valid(&key, n, step)) {
                 return Err(Reason::UseDpopNonce);
             }
         }
@@ -605,12 +616,16 @@ impl Engine {
             // The sidecar's ledger counts one use per key: `jit.uses` is a local-ledger feature.
             return match asked {
                 ClusterReplay::NotAsked => Err(sidecar::replay_call(&jitgate_token::encoding::hex(&nonce), until)),
-                ClusterReplay::Fresh => Ok(Reason::Verified),
-                ClusterReplay::Seen => {
+                ClusterReplay::Answered(sidecar::ReplayAnswer::Fresh) => Ok(Reason::Verified),
+                ClusterReplay::Answered(sidecar::ReplayAnswer::Seen) => {
                     host.count(Metric::ReplayRejected);
                     Ok(replayed)
                 }
-                ClusterReplay::Failed => Ok(Reason::SidecarUnavailable),
+                ClusterReplay::Answered(sidecar::ReplayAnswer::Full) => {
+                    host.count(Metric::LedgerFull);
+                    Ok(Reason::LedgerFull)
+                }
+                ClusterReplay::Answered(sidecar::ReplayAnswer::Failed) => Ok(Reason::SidecarUnavailable),
             };
         }
         let Some(ledger) = &self.config.ledger else { return Ok(Reason::LedgerUnavailable) };
@@ -691,7 +706,13 @@ impl Engine {
                     return Decision::new(Reason::MalformedAuthorization, Some(rule));
                 }
                 let key = cache::exchange_key(subject, &rule.scopes);
-                let Some(cached) = self.exchanged.borrow_mut().get(&key, now_s).cloned() else {
+                // A single-use rule needs a new token each time: a cached one is already used up.
+                let cached = if rule.replay == Replay::SingleUse {
+                    None
+                } else {
+                    self.exchanged.borrow_mut().get(&key, now_s).cloned()
+                };
+                let Some(cached) = cached else {
                     let mut d = Decision::new(Reason::SidecarUnavailable, Some(rule));
                     d.call = Some((self.exchange_call(req, rule, subject), Awaiting::Exchange, Some(key)));
                     return d;
@@ -763,7 +784,7 @@ impl Engine {
             }
         };
         if d.reason == Reason::UseDpopNonce {
-            d.nonce = self.nonce_key.as_ref().map(|k| dpop::issue_nonce(k, now_s / NONCE_STEP_S));
+            d.nonce = self.nonce_key.borrow().as_ref().map(|k| dpop::issue_nonce(k, now_s / NONCE_STEP_S));
         }
         d.token = Some(verified);
         d
@@ -793,11 +814,7 @@ impl Engine {
     ) -> Action {
         match c.awaiting {
             Awaiting::Replay => {
-                let replay = match sidecar::parse_replay(answer) {
-                    Some(true) => ClusterReplay::Fresh,
-                    Some(false) => ClusterReplay::Seen,
-                    None => ClusterReplay::Failed,
-                };
+                let replay = ClusterReplay::Answered(sidecar::parse_replay(answer));
                 let inputs = Inputs { exchanged: c.exchanged.as_deref(), exchange_key: c.exchange_key, replay };
                 self.run(host, headers, inputs)
             }
@@ -832,8 +849,9 @@ impl Engine {
             let exchanged = d.exchanged.take();
             return Action::Call(call, Continuation { awaiting, exchanged, exchange_key });
         }
-        if let (true, Some(t), Some(key), Some(tok)) =
-            (d.reason.is_allow(), inputs.exchanged, inputs.exchange_key, d.token.as_ref())
+        let single_use = d.rule.is_some_and(|r| r.replay == Replay::SingleUse);
+        if let (true, false, Some(t), Some(key), Some(tok)) =
+            (d.reason.is_allow(), single_use, inputs.exchanged, inputs.exchange_key, d.token.as_ref())
         {
             self.remember_exchanged(key, t, tok.claims.exp, now_s);
         }
@@ -966,7 +984,15 @@ impl Engine {
     /// The root context's tick period, when some background work is configured.
     pub fn tick_period_ms(&self) -> Option<u64> {
         let s = self.config.sidecar.as_ref()?;
-        (s.jwks_refresh_s.is_some() || s.revocations.is_some() || s.audit.is_some()).then_some(TICK_MS)
+        let nonce_key = self.config.nonce_key == NonceKeySource::Sidecar;
+        (s.jwks_refresh_s.is_some() || s.revocations.is_some() || s.audit.is_some() || nonce_key).then_some(TICK_MS)
+    }
+
+    /// The `Authorization` value for a sidecar call, when the filter signs its calls; `nonce`
+    /// must be fresh random bytes.
+    pub fn authorize(&self, call: &Call, now_s: u64, nonce: &[u8]) -> Option<String> {
+        let key = self.config.sidecar.as_ref()?.auth.as_ref()?;
+        sidecar::authorization(key, call, now_s, nonce)
     }
 
     /// Background calls due at `now_ms`: key fetch, revocation poll, audit batches.
@@ -979,10 +1005,16 @@ impl Engine {
             sch.jwks_last_attempt = now_ms;
             calls.push((Task::Jwks, Call::get(sidecar::PATH_JWKS)));
         }
-        if s.revocations.is_some() && !sch.poll_busy && now_ms >= sch.poll_due {
+        if let (Some(p), false, true) = (s.revocations, sch.poll_busy, now_ms >= sch.poll_due) {
             sch.poll_busy = true;
-            let path = format!("{}?since={}", sidecar::PATH_REVOCATIONS, self.revocations.borrow().since());
+            let since = self.revocations.borrow().since();
+            let path = format!("{}?since={since}&limit={}", sidecar::PATH_REVOCATIONS, p.page_size);
             calls.push((Task::Revocations, Call::get(path)));
+        }
+        let fetch_nonce_key = self.config.nonce_key == NonceKeySource::Sidecar;
+        if fetch_nonce_key && !sch.nonce_key_busy && now_ms >= sch.nonce_key_due {
+            sch.nonce_key_busy = true;
+            calls.push((Task::NonceKey, Call::get(sidecar::PATH_NONCE_KEY)));
         }
         if let Some(a) = s.audit {
             let mut queue = self.audit_queue.borrow_mut();
@@ -1026,23 +1058,50 @@ impl Engine {
                 };
                 host.count(Metric::RevocationPoll(applied.is_ok()));
                 match applied {
-                    // Entries revoked since the last poll may sit in the token cache: it checks
+                    // More pages: asked for at once (a cold start against a large feed). Entries
+                    // revoked since the last poll may sit in the token cache: it checks
                     // revocations on every hit, so nothing needs evicting here.
-                    Ok(_) => {}
+                    Ok(more) => {
+                        if more {
+                            sch.poll_due = now_ms;
+                        }
+                    }
+                    Err(e) if self.revocations.borrow().waiting_for_acknowledgement() => host.log(
+                        Level::Error,
+                        &format!(
+                            "jitgate: the revocation feed went back or was lost ({e}); protected routes fail \
+                             closed until an admin acknowledges it (POST /v1/revocations/acknowledge)"
+                        ),
+                    ),
                     Err(e) => host.log(Level::Warn, &format!("jitgate: revocation poll failed: {e}")),
+                }
+            }
+            Task::NonceKey => {
+                sch.nonce_key_busy = false;
+                let key = sidecar::parse_nonce_key(answer);
+                let refresh_ms = if key.is_some() { NONCE_KEY_REFRESH_MS } else { JWKS_RETRY_MS };
+                sch.nonce_key_due = now_ms.saturating_add(refresh_ms);
+                match key {
+                    Some(k) => *self.nonce_key.borrow_mut() = Some(k),
+                    None => host.log(Level::Warn, "jitgate: DPoP nonce key fetch failed; retrying"),
                 }
             }
             Task::Audit(batch) => {
                 sch.flushes_in_flight = sch.flushes_in_flight.saturating_sub(1);
                 let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-                if sidecar::shipped(answer) {
-                    host.add(Metric::AuditShipped, n);
-                } else {
-                    let dropped = self.audit_queue.borrow_mut().put_back(batch);
-                    if dropped > 0 {
-                        host.add(Metric::AuditDropped, u64::try_from(dropped).unwrap_or(u64::MAX));
+                match sidecar::shipped(answer) {
+                    sidecar::Shipped::Accepted => host.add(Metric::AuditShipped, n),
+                    sidecar::Shipped::Refused => {
+                        host.add(Metric::AuditDropped, n);
+                        host.log(Level::Error, &format!("jitgate: the sidecar refused an audit batch of {n} events"));
                     }
-                    host.log(Level::Warn, &format!("jitgate: audit batch of {n} events not accepted; will retry"));
+                    sidecar::Shipped::Retry => {
+                        let dropped = self.audit_queue.borrow_mut().put_back(batch);
+                        if dropped > 0 {
+                            host.add(Metric::AuditDropped, u64::try_from(dropped).unwrap_or(u64::MAX));
+                        }
+                        host.log(Level::Warn, &format!("jitgate: audit batch of {n} events not accepted; will retry"));
+                    }
                 }
             }
         }

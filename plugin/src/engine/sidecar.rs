@@ -7,14 +7,13 @@ use serde::Deserialize;
 
 /// Largest answer body the filter reads from the sidecar.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
-/// Most revocations one VM remembers; a feed beyond it fails the poll (fail closed).
-pub const MAX_REVOCATIONS: usize = 100_000;
 
 pub const PATH_TOKEN: &str = "/v1/token";
 pub const PATH_JWKS: &str = "/.well-known/jwks.json";
 pub const PATH_REPLAY: &str = "/v1/replay";
 pub const PATH_AUDIT: &str = "/v1/audit";
 pub const PATH_REVOCATIONS: &str = "/v1/revocations";
+pub const PATH_NONCE_KEY: &str = "/v1/dpop-nonce-key";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +31,19 @@ pub(super) struct RawSidecar {
     exchange: Option<RawExchange>,
     #[serde(default)]
     audit: Option<RawAudit>,
+    /// How the filter proves to the sidecar that it is one of this deployment's filters.
+    #[serde(default)]
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    key_id: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +60,10 @@ struct RawRevocations {
     poll_ms: u64,
     #[serde(default = "default_fail_closed_after_s")]
     fail_closed_after_s: u64,
+    #[serde(default = "default_max_revocations")]
+    max_entries: usize,
+    #[serde(default = "default_page_size")]
+    page_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +105,12 @@ fn default_poll_ms() -> u64 {
 fn default_fail_closed_after_s() -> u64 {
     10
 }
+fn default_max_revocations() -> usize {
+    1_000_000
+}
+fn default_page_size() -> usize {
+    2000
+}
 fn default_subject_header() -> String {
     "x-jit-subject-token".into()
 }
@@ -120,13 +142,31 @@ pub struct Sidecar {
     pub revocations: Option<RevocationPolling>,
     pub exchange: Option<Exchange>,
     pub audit: Option<AuditShipping>,
+    pub auth: Option<CallerKey>,
+}
+
+/// The caller secret this filter signs its sidecar calls with (`jitgate_token::caller_auth`).
+#[derive(Clone)]
+pub struct CallerKey {
+    pub key_id: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for CallerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerKey").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct RevocationPolling {
     pub poll_ms: u64,
-    /// Protected routes answer 503 once no poll has succeeded for this long.
+    /// Protected routes answer 503 once no poll has reached the feed's head for this long.
     pub fail_closed_after_s: u64,
+    /// Most revocations this VM holds; a feed beyond it fails closed (nothing is forgotten).
+    pub max_entries: usize,
+    /// Entries asked for per poll; more pages are fetched at once.
+    pub page_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -168,8 +208,37 @@ fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A secret given inline (`secret`, base64url) or by the name of an environment variable of the
+/// VM (`secret_env`, e.g. Envoy's `vm_config.environment_variables`), exactly one, >= 32 bytes.
+pub(super) fn resolve_secret(
+    field: &str,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, ConfigError> {
+    let problem = |m: &str| ConfigError { field: field.to_owned(), message: m.to_owned() };
+    let text = match (secret, secret_env) {
+        (Some(s), None) => s,
+        (None, Some(name)) => {
+            let name_ok =
+                !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !name_ok {
+                return Err(problem("secret_env: an environment variable name"));
+            }
+            env(&name).ok_or_else(|| problem(&format!("secret_env: `{name}` is not set in the VM's environment")))?
+        }
+        _ => return Err(problem("give exactly one of secret and secret_env")),
+    };
+    let bytes = jitgate_token::encoding::b64_decode(text.trim().as_bytes())
+        .map_err(|_| problem("the secret is not unpadded base64url"))?;
+    if bytes.len() < 32 || bytes.len() > 1024 {
+        return Err(problem("the secret must be 32 to 1024 bytes"));
+    }
+    Ok(bytes)
+}
+
 impl RawSidecar {
-    pub(super) fn compile(self) -> Result<Sidecar, ConfigError> {
+    pub(super) fn compile(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Sidecar, ConfigError> {
         check_name("cluster", &self.cluster)?;
         check_name("authority", &self.authority)?;
         let timeout_ms = in_range("timeout_ms", self.timeout_ms, 10, 30_000)?;
@@ -185,7 +254,9 @@ impl RawSidecar {
                 if fail_closed_after_s.saturating_mul(1000) < poll_ms.saturating_mul(2) {
                     return Err(err("revocations.fail_closed_after_s", "must cover at least two polls"));
                 }
-                Some(RevocationPolling { poll_ms, fail_closed_after_s })
+                let max_entries = in_range("revocations.max_entries", r.max_entries, 1, 4_000_000)?;
+                let page_size = in_range("revocations.page_size", r.page_size, 1, 4000)?;
+                Some(RevocationPolling { poll_ms, fail_closed_after_s, max_entries, page_size })
             }
             None => None,
         };
@@ -219,6 +290,18 @@ impl RawSidecar {
             }),
             None => None,
         };
+        let auth = match self.auth {
+            Some(a) => {
+                if !jitgate_token::caller_auth::valid_id(&a.key_id) {
+                    return Err(err("auth.key_id", "1 to 64 of [A-Za-z0-9._-]"));
+                }
+                Some(CallerKey {
+                    key_id: a.key_id,
+                    secret: resolve_secret("sidecar.auth", a.secret, a.secret_env, env)?,
+                })
+            }
+            None => None,
+        };
         Ok(Sidecar {
             cluster: self.cluster,
             authority: self.authority,
@@ -227,6 +310,7 @@ impl RawSidecar {
             revocations,
             exchange,
             audit,
+            auth,
         })
     }
 }
@@ -262,19 +346,22 @@ impl Answer<'_> {
     }
 }
 
-/// The RFC 8693 request for a route's scopes.
+/// The RFC 8693 request for a route's scopes. A rule without scopes asks for none (the grant's
+/// scopes are issued): an empty `scope` parameter is an invalid scope to the sidecar.
 pub fn exchange_call(subject_token: &str, audience: &str, scopes: &[String], resource: &str) -> Call {
     let scope = scopes.join(" ");
-    let body = form_urlencoded(&[
+    let mut pairs = vec![
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("subject_token", subject_token),
         ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
         ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
         ("audience", audience),
-        ("scope", &scope),
-        ("resource", resource),
-    ]);
-    Call::post(PATH_TOKEN, "application/x-www-form-urlencoded", body)
+    ];
+    if !scope.is_empty() {
+        pairs.push(("scope", &scope));
+    }
+    pairs.push(("resource", resource));
+    Call::post(PATH_TOKEN, "application/x-www-form-urlencoded", form_urlencoded(&pairs))
 }
 
 fn form_urlencoded(pairs: &[(&str, &str)]) -> Vec<u8> {
@@ -362,16 +449,37 @@ pub fn replay_call(key_hex: &str, until: u64) -> Call {
     Call::post(PATH_REPLAY, "application/json", body.into_bytes())
 }
 
-/// `Some(true)` when the key was fresh, `Some(false)` when seen before, `None` when unusable.
-pub fn parse_replay(answer: Answer<'_>) -> Option<bool> {
+/// What the sidecar's replay ledger said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayAnswer {
+    Fresh,
+    Seen,
+    /// Full of live keys (503 `ledger_full`).
+    Full,
+    /// No usable answer.
+    Failed,
+}
+
+pub fn parse_replay(answer: Answer<'_>) -> ReplayAnswer {
     #[derive(Deserialize)]
     struct Fresh {
         fresh: bool,
     }
-    if !answer.ok() {
-        return None;
+    #[derive(Deserialize)]
+    struct Refused {
+        error: String,
     }
-    serde_json::from_slice::<Fresh>(answer.body).ok().map(|f| f.fresh)
+    match answer.status {
+        Some(200) if answer.ok() => match serde_json::from_slice::<Fresh>(answer.body) {
+            Ok(Fresh { fresh: true }) => ReplayAnswer::Fresh,
+            Ok(Fresh { fresh: false }) => ReplayAnswer::Seen,
+            Err(_) => ReplayAnswer::Failed,
+        },
+        Some(503) if serde_json::from_slice::<Refused>(answer.body).is_ok_and(|r| r.error == "ledger_full") => {
+            ReplayAnswer::Full
+        }
+        _ => ReplayAnswer::Failed,
+    }
 }
 
 /// A batch of audit events (each already one JSON object) as a JSON array.
@@ -388,8 +496,47 @@ pub fn audit_call(events: &[String]) -> Call {
     Call::post(PATH_AUDIT, "application/json", body)
 }
 
-pub fn shipped(answer: Answer<'_>) -> bool {
-    answer.status == Some(200)
+/// What became of a shipped audit batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shipped {
+    Accepted,
+    /// The sidecar refused the batch as such (400, 413): retrying cannot help; it is dropped
+    /// and counted.
+    Refused,
+    /// Not now (no answer, 5xx, 401 while a caller secret rotates, 429): retried.
+    Retry,
+}
+
+pub fn shipped(answer: Answer<'_>) -> Shipped {
+    match answer.status {
+        Some(200) => Shipped::Accepted,
+        Some(400 | 413 | 422) => Shipped::Refused,
+        _ => Shipped::Retry,
+    }
+}
+
+/// The fleet's DPoP nonce key from `GET /v1/dpop-nonce-key`.
+pub fn parse_nonce_key(answer: Answer<'_>) -> Option<[u8; 32]> {
+    #[derive(Deserialize)]
+    struct Key {
+        key: String,
+    }
+    let key: Key = serde_json::from_slice(answer.body).ok().filter(|_| answer.ok())?;
+    let bytes = jitgate_token::encoding::b64_decode(key.key.as_bytes()).ok()?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
+
+/// The `Authorization` value signing `call` as this filter, at `now_s` with a fresh `nonce`.
+pub fn authorization(key: &CallerKey, call: &Call, now_s: u64, nonce: &[u8]) -> Option<String> {
+    jitgate_token::caller_auth::authorization(
+        &key.key_id,
+        &key.secret,
+        now_s,
+        nonce,
+        call.method,
+        &call.path,
+        &call.body,
+    )
 }
 
 /// The JWKS body, if the answer carries one (parsed and checked by the caller).
@@ -434,10 +581,27 @@ mod tests {
 
     #[test]
     fn replay_answers() {
-        assert_eq!(parse_replay(answer(200, r#"{"fresh":true}"#)), Some(true));
-        assert_eq!(parse_replay(answer(200, r#"{"fresh":false}"#)), Some(false));
-        assert_eq!(parse_replay(answer(200, r#"{"fresh":"yes"}"#)), None);
-        assert_eq!(parse_replay(answer(504, "upstream request timeout")), None);
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":true}"#)), ReplayAnswer::Fresh);
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":false}"#)), ReplayAnswer::Seen);
+        assert_eq!(parse_replay(answer(200, r#"{"fresh":"yes"}"#)), ReplayAnswer::Failed);
+        assert_eq!(parse_replay(answer(504, "upstream request timeout")), ReplayAnswer::Failed);
+        assert_eq!(parse_replay(answer(503, r#"{"error":"ledger_full"}"#)), ReplayAnswer::Full);
+        assert_eq!(parse_replay(answer(503, r#"{"error":"temporarily_unavailable"}"#)), ReplayAnswer::Failed);
+    }
+
+    #[test]
+    fn an_exchange_for_a_rule_without_scopes_asks_for_none() {
+        let body = String::from_utf8(exchange_call("t", "api", &[], "http://h/p").body).unwrap();
+        assert!(!body.contains("scope="), "{body}");
+    }
+
+    #[test]
+    fn signed_calls_verify_with_the_shared_secret() {
+        let key = CallerKey { key_id: "proxies".into(), secret: vec![3; 32] };
+        let call = replay_call("ab", 99);
+        let auth = authorization(&key, &call, 1000, &[1; 16]).unwrap();
+        let signed = jitgate_token::caller_auth::parse(&auth).unwrap();
+        assert!(signed.verify(&[3; 32], "POST", "/v1/replay", &call.body));
     }
 
     #[test]

@@ -368,6 +368,20 @@ fn config_errors_name_the_field() {
         (json!({"unknown_knob": 1}), "unknown_knob"),
         (json!({"default": "maybe"}), "default"),
         (json!({"replay_ledger": {"max_bytes": 10}}), "replay_ledger.max_bytes"),
+        (json!({"sidecar": {"cluster": "c", "auth": {"key_id": "a b", "secret": "x"}}}), "sidecar.auth.key_id"),
+        (json!({"sidecar": {"cluster": "c", "auth": {"key_id": "k", "secret": "c2hvcnQ"}}}), "sidecar.auth"),
+        (
+            json!({"sidecar": {"cluster": "c", "auth": {"key_id": "k", "secret_env": "NOT_SET_ANYWHERE"}}}),
+            "sidecar.auth",
+        ),
+        (json!({"sidecar": {"cluster": "c", "auth": {"key_id": "k"}}}), "sidecar.auth"),
+        (
+            json!({"sidecar": {"cluster": "c", "revocations": {"max_entries": 5_000_000}}}),
+            "sidecar.revocations.max_entries",
+        ),
+        (json!({"sidecar": {"cluster": "c", "revocations": {"page_size": 0}}}), "sidecar.revocations.page_size"),
+        (json!({"dpop_nonce_key": {"sidecar": true}}), "dpop_nonce_key"),
+        (json!({"dpop_nonce_key": {"secret": "c2hvcnQ"}}), "dpop_nonce_key"),
         // A single-use rule under a 24 h TTL cap with 10 s epochs: 8,708 slots of 1024 x 256
         // entries would be 38.9 GB of shared memory when full.
         (

@@ -169,6 +169,8 @@ pub(crate) fn on_http_call_response(token: u32, body_size: usize) {
         let (Some(shared), Some(task)) = (root.shared.clone(), root.in_flight.remove(&token)) else { return };
         let host = ProxyHost { metric_ids: &shared.metric_ids };
         shared.engine.on_task_answer(&host, task, answer, now_ms());
+        // A follow-up (the next page of the revocation feed) goes out now, not at the next tick.
+        dispatch_due(owner, &mut root, &shared);
     }
 }
 
@@ -194,12 +196,20 @@ pub(crate) fn on_response_headers(context_id: u32) -> u32 {
     abi::CONTINUE
 }
 
-/// Sends `call` to the sidecar cluster; the token names the answer.
+/// Sends `call` to the sidecar cluster, signed when the filter has a caller secret; the token
+/// names the answer. A call that cannot be signed is not sent (the sidecar would refuse it).
 fn dispatch(engine: &Engine, call: &Call) -> Option<u32> {
     let sidecar = engine.config.sidecar.as_ref()?;
     let mut headers = vec![(":method", call.method), (":path", call.path.as_str()), (":authority", &sidecar.authority)];
     if let Some(ct) = call.content_type {
         headers.push(("content-type", ct));
+    }
+    let authorization;
+    if sidecar.auth.is_some() {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).ok()?;
+        authorization = engine.authorize(call, abi::now_nanos().ok()? / 1_000_000_000, &nonce)?;
+        headers.push(("authorization", &authorization));
     }
     abi::http_call(&sidecar.cluster, &serialize_pairs(&headers), &call.body, sidecar.timeout_ms).ok()
 }

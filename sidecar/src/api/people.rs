@@ -148,7 +148,7 @@ pub async fn acknowledge_feed(State(app): State<Arc<App>>, headers: HeaderMap, b
                     format!("the feed's epoch is `{}`", store.state.epoch),
                 ));
             }
-                        let epoch = store.acknowledge_feed().map_err(ApiError::unavailable)?;
+            let epoch = store.acknowledge_feed().map_err(ApiError::unavailable)?;
             drop(store);
             a.audit(json!({"event": "feed.acknowledged", "previous_epoch": ack.epoch, "epoch": epoch, "by": who.sub,
                 "by_iss": who.iss}))?;
