@@ -140,7 +140,8 @@ impl Redis {
             self.run(|c| script.key(JOURNAL_KEY).key(BASE_KEY).key(STORE_ID_KEY).arg(applied).invoke(c))?;
         let Value::Array(parts) = answer else { return Err(failed("unexpected READ answer")) };
         let mut parts = parts.into_iter();
-        let id: Option<String> = parts.next().map(redis::from_redis_value).transpose().map_err(failed)?;
+        let id: Option<String> =
+            parts.next().map(redis::from_redis_value::<Option<String>>).transpose().map_err(failed)?.flatten();
         let Some(id) = id.filter(|i| !i.is_empty()) else {
             // No id: a new store, or a Redis that lost its data. Name it, then read again.
             let fresh = format!("s-{}", crate::random_hex(8));
