@@ -135,7 +135,8 @@ class Stack:
 
     def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
                  ports: tuple | None = None, remote_code: bool = False, sidecar_port: int | None = None,
-                 envoy_log: str = "envoy.log", vm_env: dict | None = None, wasm_log_level: str = "info"):
+                 envoy_log: str = "envoy.log", vm_env: dict | None = None, wasm_log_level: str = "info",
+                 sidecar_transport: dict | None = None):
         self.dir = run_dir(name)
         spare = free_ports(5)
         self.listen, self.upstream_port, self.admin = ports or spare[:3]
@@ -158,7 +159,8 @@ class Stack:
             CODE=json.dumps(code), WASM_SERVER_PORT=self.wasm_port, WASM=json.dumps(str(WASM)),
             ADMIN_PORT=self.admin, LISTEN_PORT=self.listen, UPSTREAM_PORT=self.upstream_port,
             ACCESS_LOG=json.dumps(str(self.access_log)), SIDECAR_PORT=sidecar_port or spare[4],
-            PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)), VM_ENV=json.dumps(vm_env or {}))
+            PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)), VM_ENV=json.dumps(vm_env or {}),
+            SIDECAR_TRANSPORT=json.dumps(sidecar_transport))
         self.wasm_log_level = wasm_log_level
         self.config = self.dir / "envoy.yaml"
         self.config.write_text(rendered)

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
-# wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test.
-APT_PACKAGES=(wrk redis-server ${JITGATE_APT_PACKAGES:-})
+# wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test;
+# openssl: the certificates of the mTLS test.
+APT_PACKAGES=(wrk redis-server openssl ${JITGATE_APT_PACKAGES:-})
 
 log() { printf '[setup] %s\n' "$*"; }
 
