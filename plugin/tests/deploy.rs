@@ -22,10 +22,19 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
 }
 
-/// The plugin configuration as the filter receives it (JSON), parsed by the filter itself.
+/// The proxy environment variable the manifests give the VM: the caller secret.
+const SECRET_ENV: &str = "JITGATE_SIDECAR_SECRET";
+
+/// The plugin configuration as the filter receives it (JSON), parsed by the filter itself in a VM
+/// whose environment holds the caller secret (and nothing else).
 fn plugin_config(v: &Value) -> Config {
     let json = serde_json::to_vec(&serde_json::to_value(v).unwrap()).unwrap();
-    Config::parse(&json).unwrap_or_else(|e| panic!("the filter refuses this configuration: {e}"))
+    let env = |name: &str| (name == SECRET_ENV).then(|| jitgate_token::encoding::b64_encode(&[7u8; 32]));
+    let config =
+        Config::parse_with_env(&json, &env).unwrap_or_else(|e| panic!("the filter refuses this configuration: {e}"));
+    let auth = config.sidecar.as_ref().and_then(|s| s.auth.as_ref()).expect("every sidecar call is signed");
+    assert_eq!(auth.secret, vec![7u8; 32], "the secret comes from the VM environment");
+    config
 }
 
 #[test]
@@ -36,6 +45,8 @@ fn istio_wasmplugin_is_authn_fail_closed_and_its_config_is_accepted() {
     let spec = &p["spec"];
     assert_eq!(spec["phase"], "AUTHN");
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(spec["vmConfig"]["env"][0]["name"], SECRET_ENV);
+    assert_eq!(spec["vmConfig"]["env"][0]["valueFrom"], "HOST", "the secret is not inline in the resource");
     assert!(spec["url"].as_str().unwrap().starts_with("oci://"));
     assert!(spec["selector"]["matchLabels"].is_mapping());
     let config = plugin_config(&spec["pluginConfig"]);
@@ -72,6 +83,9 @@ fn sidecar_objects_fit_together() {
     let svc = find(&docs, "Service");
     assert_eq!(svc["spec"]["selector"], pod["metadata"]["labels"]);
     assert_eq!(find(&docs, "AuthorizationPolicy")["spec"]["action"], "DENY");
+    assert!(sidecar_yaml["callers"]["secrets"][0]["file"].as_str().unwrap().starts_with("/etc/jitgate/callers/"));
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_sequence().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/jitgate/callers"), "the caller secret is mounted");
 }
 
 #[test]
@@ -85,6 +99,7 @@ fn envoy_gateway_policy_fails_closed_and_its_config_is_accepted() {
     assert_eq!(wasm["code"]["type"], "Image");
     assert!(wasm["code"]["image"]["url"].is_string());
     assert_eq!(p["spec"]["targetRefs"][0]["kind"], "HTTPRoute");
+    assert_eq!(wasm["env"]["hostKeys"][0], SECRET_ENV, "the VM gets the caller secret from the proxy");
     plugin_config(&wasm["config"]);
 }
 
