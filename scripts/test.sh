@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints, unit tests, Wycheproof vectors, the harness's own tests, the
-# scenario files in the wasm harness, the wasm size budget, and the same scenarios in real Envoy.
+# scenario files in the wasm harness, the wasm size budget, the same scenarios in real Envoy, the
+# JIT loop with the real sidecar and Redis, the benchmark smoke, and every fuzz target briefly.
 # Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,11 @@ cargo run -q -p jitgate-harness -- run host-tests/scenarios/*.yaml --wasm target
 echo "== the same scenarios in real Envoy, compared with the harness"
 scripts/e2e.sh
 
-echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping"
+echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations"
 scripts/loop_e2e.sh
 
 echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"
 scripts/bench.sh --quick
+
+echo "== fuzz targets, 20 s each (scripts/fuzz.sh SECONDS for longer runs)"
+scripts/fuzz.sh 20

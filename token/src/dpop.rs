@@ -220,12 +220,17 @@ impl Proof {
 /// lower-case scheme and host, default port dropped, percent-encodings upper-cased and decoded
 /// where unreserved, dot segments removed. `None` for anything that is not an http(s) URI.
 pub fn normalize_htu(uri: &str) -> Option<String> {
+    // A URI is printable ASCII (RFC 3986 §2); anything else is not one (found by the dpop fuzz
+    // target: a byte-wise pass over UTF-8 mangled it, so normalizing twice gave two answers).
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
     let uri = uri.split(['?', '#']).next()?;
     let (scheme, rest) = uri.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => "80",
-        "https" => "443",
+    let default_port: u16 = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
         _ => return None,
     };
     let (authority, path) = match rest.find('/') {
@@ -235,12 +240,37 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
+    Some(format!("{scheme}://{}{}", normalize_authority(authority, default_port)?, normalize_path(path)?))
+}
+
+/// `host[:port]` (or `[v6]:port`) lower-cased, an empty or default port dropped, the port as a
+/// plain number; `None` for anything else (found by the dpop fuzz target: `h:80:` kept `h:80`,
+/// which the next pass turned into `h`).
+fn normalize_authority(authority: &str, default_port: u16) -> Option<String> {
     let authority = authority.to_ascii_lowercase();
-    let authority = match authority.rsplit_once(':') {
-        Some((host, port)) if port.is_empty() || port == default_port => host.to_owned(),
-        _ => authority,
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (inside, after) = v6.split_once(']')?;
+            (format!("[{inside}]"), after.strip_prefix(':').or_else(|| after.is_empty().then_some(""))?)
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h.to_owned(), p),
+            None => (authority.clone(), ""),
+        },
     };
-    Some(format!("{scheme}://{authority}{}", normalize_path(path)?))
+    if host.is_empty() || (!host.starts_with('[') && host.contains(':')) {
+        return None;
+    }
+    if port.is_empty() {
+        return Some(host);
+    }
+    if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match port.parse::<u16>().ok()? {
+        p if p == default_port => Some(host),
+        p => Some(format!("{host}:{p}")),
+    }
 }
 
 fn normalize_path(path: &str) -> Option<String> {
@@ -337,6 +367,20 @@ mod tests {
         assert_eq!(n("ftp://h/p"), None);
         assert_eq!(n("http://user@h/p"), None);
         assert_eq!(n("http://h/%zz"), None);
+        // Found by the dpop fuzz target: non-ASCII was mangled byte by byte, differently each pass.
+        assert_eq!(n("https://h/Ø/orders"), None, "not a URI");
+        assert_eq!(n("https://h/a b"), None);
+        assert_eq!(n("https://h/a\u{6}"), None);
+        assert_eq!(n("http://h:80:/p"), None, "two colons");
+        assert_eq!(n("http://h:/p").as_deref(), Some("http://h/p"), "an empty port is the default");
+        assert_eq!(n("http://h:0080/p").as_deref(), Some("http://h/p"));
+        assert_eq!(n("http://[::1]:8080/p").as_deref(), Some("http://[::1]:8080/p"));
+        assert_eq!(n("http://[::1]:80/p").as_deref(), Some("http://[::1]/p"));
+        assert_eq!(n("http://h:99999/p"), None);
+        for uri in ["HTTP://H:80/%7e/./a/../b", "https://h/%2f%41", "http://h:/x", "http://[::1]:8080/"] {
+            let once = n(uri).unwrap();
+            assert_eq!(n(&once).as_deref(), Some(once.as_str()), "idempotent: {uri}");
+        }
     }
 
     #[test]

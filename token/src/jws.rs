@@ -15,6 +15,12 @@ struct RawHeader {
     alg: String,
     kid: Option<String>,
     typ: Option<String>,
+    /// Registered members jitgate does not use are still held to their types (found by the
+    /// differential fuzz target: `"cty": false` passed here and failed in `jsonwebtoken`).
+    cty: Option<String>,
+    x5t: Option<String>,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
     #[serde(default, deserialize_with = "present")]
     jwk: bool,
     #[serde(default, deserialize_with = "present")]
@@ -67,6 +73,15 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedJws<'_>> {
             return Err(Error::ForbiddenHeader(name));
         }
     }
+    // A nested JWT (RFC 7519 §5.2) is not an access token: its claims are another token's.
+    let nested = raw.cty.as_deref().is_some_and(|c| {
+        let c = c.to_ascii_lowercase();
+        c == "jwt" || c == "application/jwt"
+    });
+    if nested {
+        return Err(Error::Malformed("nested JWTs (cty JWT) are not accepted"));
+    }
+    let _ = (raw.x5t, raw.x5t_s256);
     let alg = Alg::parse(&raw.alg)?;
     let payload = b64_decode(p)?;
     let signature = b64_decode(s)?;

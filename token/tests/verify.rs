@@ -239,3 +239,27 @@ fn an_identity_jwks_skips_unusable_keys_instead_of_failing() {
     assert_eq!(skipped, vec!["use is not sig", "OKP keys must be Ed25519"]);
     assert!(KeySet::from_jwks_skipping_unusable(b"[1]").is_err(), "the document must still be a JWKS");
 }
+
+#[test]
+fn registered_header_members_are_held_to_their_types() {
+    // Found by the differential fuzz target (fuzz/fuzz_targets/differential.rs): a token whose
+    // header had `"cty": false` was accepted here and refused by `jsonwebtoken`.
+    let (key, v) = setup(Alg::ES256);
+    let payload = claims().to_string();
+    let with = |extra: Value| {
+        let mut h = json!({"alg": "ES256", "typ": "at+jwt"});
+        for (k, val) in extra.as_object().unwrap() {
+            h[k] = val.clone();
+        }
+        sign_compact(&key, &h, payload.as_bytes()).unwrap()
+    };
+    for bad in
+        [json!({"cty": false}), json!({"cty": 1}), json!({"x5t": []}), json!({"x5t#S256": {}}), json!({"kid": 7})]
+    {
+        assert_eq!(reason(&v, &with(bad.clone())), "malformed_token", "{bad}");
+    }
+    for nested in ["JWT", "jwt", "application/jwt"] {
+        assert_eq!(reason(&v, &with(json!({"cty": nested}))), "malformed_token", "{nested}");
+    }
+    assert!(v.verify(&with(json!({"cty": "at+jwt-payload", "x5t": "abc"})), NOW, None).is_ok(), "typed: fine");
+}

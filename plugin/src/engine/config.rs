@@ -214,7 +214,7 @@ fn default_realm() -> String {
 }
 
 /// The compiled configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The verifier of the inline keys; `None` when the keys come from the sidecar.
     pub verifier: Option<Verifier>,
