@@ -716,6 +716,10 @@ async fn an_old_entry_leaves_the_feed_and_the_journal_and_the_epoch_stays() {
     let s = s.reopen();
     let (_, reopened) = s.filter("GET", "/v1/revocations?since=3001", Value::Null).await;
     assert_eq!((reopened["epoch"].clone(), reopened["seq"].as_u64()), (before["epoch"].clone(), Some(3001)));
+    // A filter that knows more than this store (it was restored from an older copy) is told the
+    // head, below its position: that is how it notices the feed went back.
+    let (_, behind) = s.filter("GET", "/v1/revocations?since=9999", Value::Null).await;
+    assert_eq!((behind["seq"].as_u64(), behind["more"].as_bool()), (Some(3001), Some(false)));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ingest::AccessEvent;
 use crate::{blocking, App};
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,7 +27,7 @@ const MAX_PAGE_BYTES: usize = 512 * 1024;
 const MAX_REPLAY_HORIZON_S: u64 = 86_400 + 2 * 300;
 
 /// A request to a caller-only endpoint, with what authenticates it.
-struct Call {
+pub struct Call {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -51,8 +51,17 @@ impl Call {
     }
 }
 
-fn call(method: Method, uri: Uri, headers: HeaderMap, peer: Option<Extension<PeerIdentity>>) -> Call {
-    Call { method, uri, headers, peer: peer.map(|Extension(p)| p) }
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Call, Self::Rejection> {
+        Ok(Call {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            peer: parts.extensions.get::<PeerIdentity>().cloned(),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -67,14 +76,7 @@ struct FeedQuery {
 /// The feed filters poll: entries after `since` that can still matter, a page at a time. `seq`
 /// is where the next page starts, `head` the newest seq, `more` whether `seq` is short of it,
 /// and `epoch` names this feed: a store that was lost and begun again has a new one.
-pub async fn revocations(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-) -> Response {
-    let c = call(method, uri, headers, peer);
+pub async fn revocations(State(app): State<Arc<App>>, c: Call) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         c.caller(&a, "revocations", &[])?;
@@ -98,7 +100,9 @@ pub async fn revocations(
                 page.push(r);
             }
         }
-        let seq = if more { last } else { head.max(since) };
+        // Past the head means the filter knows more than this store: say so (seq < since), so
+        // the filter fails closed instead of waiting at a position this store never reaches.
+        let seq = if more { last } else { head };
         let body = json!({"epoch": state.epoch, "acknowledged": state.feed_acknowledged, "seq": seq, "head": head,
             "more": more, "now": now, "revocations": page});
         Ok(Json(body).into_response())
@@ -124,15 +128,7 @@ struct ReplayCheck {
 
 /// Cluster replay check: the first caller with a key wins until `until`; a full ledger is
 /// `503 ledger_full` (a live key is never forgotten to make room).
-pub async fn replay(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-    body: Body,
-) -> Response {
-    let c = call(method, uri, headers, peer);
+pub async fn replay(State(app): State<Arc<App>>, c: Call, body: Body) -> Response {
     let r = async {
         let bytes = read_body(body, 4096).await?;
         c.caller(&app, "replay", &bytes)?;
@@ -161,15 +157,7 @@ pub async fn replay(
 
 /// Filters ship batches of decision events: a JSON array of `access.*` events (the schema of
 /// `ingest::AccessEvent`), stored with the caller that shipped them.
-pub async fn audit_sink(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-    body: Body,
-) -> Response {
-    let c = call(method, uri, headers, peer);
+pub async fn audit_sink(State(app): State<Arc<App>>, c: Call, body: Body) -> Response {
     let r = async {
         let bytes: Bytes = read_body(body, MAX_AUDIT_BODY_BYTES).await?;
         let caller = c.caller(&app, "audit", &bytes)?;
@@ -190,14 +178,7 @@ pub async fn audit_sink(
 
 /// The DPoP server nonce key every filter of this deployment shares (`dpop_nonce_key: sidecar`),
 /// so a nonce one proxy issued is accepted by the next.
-pub async fn nonce_key(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-) -> Response {
-    let c = call(method, uri, headers, peer);
+pub async fn nonce_key(State(app): State<Arc<App>>, c: Call) -> Response {
     let r = c.caller(&app, "dpop-nonce-key", &[]).map(|_| {
         let key = jitgate_token::encoding::b64_encode(&app.nonce_key);
         ([(header::CACHE_CONTROL, "no-store")], Json(json!({"key": key}))).into_response()
@@ -205,14 +186,7 @@ pub async fn nonce_key(
     counted(&app, r)
 }
 
-pub async fn metrics(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-) -> Response {
-    let c = call(method, uri, headers, peer);
+pub async fn metrics(State(app): State<Arc<App>>, c: Call) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         c.caller(&a, "metrics", &[])?;
