@@ -81,7 +81,8 @@ fn verdict(o: &Outcome) -> Option<u32> {
 fn a_failing_hostcall_is_a_503_or_lost_telemetry_never_a_trap() {
     let status = Fault::Status(INTERNAL_FAILURE);
     // (hostcall, fault, request, what the client gets)
-    let cases: Vec<(&str, Fault, Box<dyn Fn(usize) -> Request>, Option<u32>)> = vec![
+    type Case = (&'static str, Fault, Box<dyn Fn(usize) -> Request>, Option<u32>);
+    let cases: Vec<Case> = vec![
         ("proxy_get_header_map_pairs", status, Box::new(|i| bearer("/orders/1", &format!("a{i}"))), Some(503)),
         ("proxy_get_header_map_pairs", Fault::Garbage, Box::new(|i| bearer("/orders/1", &format!("b{i}"))), Some(503)),
         ("proxy_get_current_time_nanoseconds", status, Box::new(|i| bearer("/orders/1", &format!("c{i}"))), Some(503)),

@@ -340,6 +340,7 @@ fn nonce_mac(key: &[u8; 32], step: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
