@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use jitgate_filter::engine::ledger::{consume, nonce_hash, Geometry, SharedData, SharedRead, SharedWrite, Verdict};
+use jitgate_engine::ledger::{consume, nonce_hash, Geometry, SharedData, SharedRead, SharedWrite, Verdict};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ impl SharedData for Shared {
         self.map.borrow().get(key).cloned().map_or(SharedRead::Missing, |(v, c)| SharedRead::Found(v, c))
     }
     fn set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        if self.conflicts.get() > 0 && cas != jitgate_filter::engine::ledger::CREATE_ONLY_CAS {
+        if self.conflicts.get() > 0 && cas != jitgate_engine::ledger::CREATE_ONLY_CAS {
             self.conflicts.set(self.conflicts.get() - 1);
             return SharedWrite::CasMismatch;
         }

@@ -3,10 +3,10 @@
 //! asked, and arbitrary answers to its background calls (keys, revocation feed, nonce key).
 #![no_main]
 use arbitrary::Arbitrary;
-use jitgate_filter::engine::config::Config;
-use jitgate_filter::engine::ledger::{SharedRead, SharedWrite};
-use jitgate_filter::engine::sidecar::Answer;
-use jitgate_filter::engine::{Action, Engine, Host, Level, Metric};
+use jitgate_engine::config::Config;
+use jitgate_engine::ledger::{SharedRead, SharedWrite};
+use jitgate_engine::sidecar::Answer;
+use jitgate_engine::{Action, Engine, Host, Level, Metric};
 use jitgate_fuzz::{keys, token, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
@@ -140,12 +140,13 @@ fuzz_target!(|input: Input| {
         headers.push(("dpop".into(), p));
     }
     headers.extend(input.extra);
-    let mut action = engine.on_request_headers(&host, &headers);
+    let view = || headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+    let mut action = engine.on_request_headers(&host, view());
     // Answer every call the engine pauses on, until it decides.
     for _ in 0..4 {
         let Action::Call(_, continuation) = action else { break };
         let (status, body) = answers.next().unwrap_or((None, Vec::new()));
-        action = engine.resume(&host, &headers, continuation, Answer { status, body: &body });
+        action = engine.resume(&host, view(), continuation, Answer { status, body: &body });
     }
     if let (Action::Respond(r), Some(t)) = (&action, secret) {
         assert!(!r.body.contains(&t), "a response echoed the token");

@@ -1,8 +1,8 @@
 //! The filter's configuration parser (every field bounded, unknown fields refused), and an
 //! engine built from whatever it accepts.
 #![no_main]
-use jitgate_filter::engine::config::Config;
-use jitgate_filter::engine::Engine;
+use jitgate_engine::config::Config;
+use jitgate_engine::Engine;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

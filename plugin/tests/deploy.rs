@@ -4,7 +4,7 @@
 //! configuration in them must pass the filter's own configuration parser.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
-use jitgate_filter::engine::config::Config;
+use jitgate_engine::config::Config;
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

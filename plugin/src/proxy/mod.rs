@@ -4,11 +4,11 @@
 
 mod abi;
 
-use crate::engine::config::Config;
-use crate::engine::ledger::{SharedRead, SharedWrite};
-use crate::engine::sidecar::{Answer, Call, MAX_ANSWER_BYTES};
-use crate::engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, MetricKind, Task};
-use crate::wire::{parse_pairs, serialize_pairs};
+use crate::wire::{serialize_pairs, HeaderPairs};
+use jitgate_engine::config::Config;
+use jitgate_engine::ledger::{SharedRead, SharedWrite};
+use jitgate_engine::sidecar::{Answer, Call, MAX_ANSWER_BYTES};
+use jitgate_engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, MetricKind, Task};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -182,9 +182,10 @@ pub(crate) fn on_request_headers(context_id: u32) -> u32 {
     if abi::now_nanos().is_err() {
         return unavailable();
     }
-    let Some(headers) = request_headers() else { return unavailable() };
+    let map = request_header_map();
+    let Some(headers) = map.as_deref().and_then(HeaderPairs::parse) else { return unavailable() };
     let host = ProxyHost { metric_ids: &shared.metric_ids };
-    let action = shared.engine.on_request_headers(&host, &headers);
+    let action = shared.engine.on_request_headers(&host, headers);
     http.apply(&shared, action)
 }
 
@@ -225,9 +226,9 @@ fn call_response_body(size: usize) -> Vec<u8> {
     abi::buffer(abi::BUFFER_CALL_RESPONSE_BODY, 0, len).ok().flatten().unwrap_or_default()
 }
 
-/// The request headers; `None` if the host fails or sends a malformed map.
-fn request_headers() -> Option<Vec<(String, Vec<u8>)>> {
-    parse_pairs(&abi::header_pairs(abi::MAP_REQUEST_HEADERS).ok()?)
+/// The request header map, serialized; `None` if the host fails.
+fn request_header_map() -> Option<Vec<u8>> {
+    abi::header_pairs(abi::MAP_REQUEST_HEADERS).ok()
 }
 
 fn now_ms() -> u64 {
@@ -276,10 +277,10 @@ impl Http {
                 }
                 None => {
                     // Could not even send it (unknown cluster, ...): the answer is "no answer".
-                    let Some(headers) = request_headers() else { return unavailable() };
+                    let map = request_header_map();
+                    let Some(headers) = map.as_deref().and_then(HeaderPairs::parse) else { return unavailable() };
                     let host = ProxyHost { metric_ids: &shared.metric_ids };
-                    let action =
-                        shared.engine.resume(&host, &headers, continuation, Answer { status: None, body: &[] });
+                    let action = shared.engine.resume(&host, headers, continuation, Answer { status: None, body: &[] });
                     self.apply(shared, action)
                 }
             },
@@ -289,14 +290,17 @@ impl Http {
     fn on_call_answer(&mut self, token: u32, answer: Answer<'_>) {
         let Some(shared) = shared_of(self.root_id) else { return };
         let resumed = match self.waiting.take() {
-            Some((expected, continuation)) if expected == token => match request_headers() {
-                Some(headers) => {
-                    let host = ProxyHost { metric_ids: &shared.metric_ids };
-                    let action = shared.engine.resume(&host, &headers, continuation, answer);
-                    self.apply(&shared, action)
+            Some((expected, continuation)) if expected == token => {
+                let map = request_header_map();
+                match map.as_deref().and_then(HeaderPairs::parse) {
+                    Some(headers) => {
+                        let host = ProxyHost { metric_ids: &shared.metric_ids };
+                        let action = shared.engine.resume(&host, headers, continuation, answer);
+                        self.apply(&shared, action)
+                    }
+                    None => unavailable(),
                 }
-                None => unavailable(),
-            },
+            }
             _ => unavailable(),
         };
         if resumed == abi::CONTINUE && abi::continue_request().is_err() {

@@ -1,12 +1,14 @@
 //! Plugin configuration: typed JSON, unknown fields refused, every value bounded. Parsed once in
 //! `on_configure`; the hot path only reads the compiled form.
 
-use super::ledger::Geometry;
-use super::rules::{PathMatch, Replay, ReplayScope, Rule};
-use super::sidecar::{RawSidecar, Sidecar};
+pub mod sidecar;
+
+use crate::ledger::Geometry;
+use crate::rules::{PathMatch, Replay, ReplayScope, Rule};
 use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
 use serde::Deserialize;
 use sha2::Digest;
+use sidecar::{RawSidecar, Sidecar};
 use std::fmt;
 
 /// Whole configuration document.
@@ -357,7 +359,7 @@ impl RawConfig {
                 return Err(err("dpop_nonce_key", "sidecar: true needs the sidecar block and no secret"))
             }
             Some(k) => {
-                let secret = super::sidecar::resolve_secret("dpop_nonce_key", k.secret, k.secret_env, env)?;
+                let secret = sidecar::resolve_secret("dpop_nonce_key", k.secret, k.secret_env, env)?;
                 // A fixed-size key whatever the secret's length, and never the secret itself.
                 let key = sha2::Sha256::new().chain_update(b"jitgate dpop nonce key\0").chain_update(&secret);
                 NonceKeySource::Shared(key.finalize().into())

@@ -113,13 +113,18 @@ fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, Vec
     h
 }
 
+/// The engine's borrowed view of owned header pairs.
+fn view(h: &[(String, Vec<u8>)]) -> impl Iterator<Item = Header<'_>> {
+    h.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+}
+
 impl Fixture {
     fn token(&self, c: &Value) -> String {
         mint(&self.key, "at+jwt", c).unwrap()
     }
     fn run(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> (Action, RecordingHost) {
         let host = RecordingHost::default();
-        let action = self.engine.on_request_headers(&host, &headers(method, path, extra));
+        let action = self.engine.on_request_headers(&host, view(&headers(method, path, extra)));
         (action, host)
     }
 }
@@ -169,7 +174,8 @@ fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
         let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
         let host = RecordingHost::default();
         host.quiet.set(true);
-        let action = f.engine.on_request_headers(&host, &headers("GET", "/orders/7", &[("authorization", &bearer)]));
+        let action =
+            f.engine.on_request_headers(&host, view(&headers("GET", "/orders/7", &[("authorization", &bearer)])));
         assert!(matches!(action, Action::Continue { .. }));
         assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1), "metrics regardless");
         assert_eq!(host.state.borrow().get(STATE_REASON).map(String::as_str), Some("verified"));
@@ -315,7 +321,7 @@ fn unsafe_request_ids_are_not_echoed() {
     let mut h = headers("GET", "/orders", &[]);
     h[3].1 = b"<script>\"".to_vec();
     let host = RecordingHost::default();
-    let r = respond(&f.engine.on_request_headers(&host, &h)).clone();
+    let r = respond(&f.engine.on_request_headers(&host, view(&h))).clone();
     let body: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["request_id"], "-");
 }
@@ -459,11 +465,11 @@ fn es256_goes_to_the_host_and_its_verdict_is_final() {
     assert!(engine.host_crypto);
     let t = mint(&key, "at+jwt", &claims("orders:read")).unwrap();
     let bearer = format!("Bearer {t}");
-    let a = engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    let a = engine.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &bearer)])));
     assert_eq!(respond(&a).status, 401, "the host said no: denied although the signature is fine");
     assert_eq!(host.foreign_calls.borrow().len(), 3, "self-test twice, then the token");
     host.host_says_valid.set(true);
-    let a = engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    let a = engine.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &bearer)])));
     assert!(matches!(a, Action::Continue { .. }));
     assert_eq!(host.counters.borrow().get("jitgate.crypto.host"), Some(&1));
 }
@@ -474,22 +480,22 @@ fn a_repeated_token_skips_only_the_signature() {
     let host = RecordingHost::default();
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     for _ in 0..3 {
-        let a = f.engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+        let a = f.engine.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &bearer)])));
         assert!(matches!(a, Action::Continue { .. }), "{a:?}");
     }
     let counters = host.counters.borrow();
     assert_eq!((counters.get("jitgate.crypto.wasm"), counters.get("jitgate.cache.hit")), (Some(&1), Some(&2)));
     drop(counters);
     // The cached token is still judged per route: scope and the route's TTL cap apply on a hit.
-    let denied = f.engine.on_request_headers(&host, &headers("GET", "/admin/x", &[("authorization", &bearer)]));
+    let denied = f.engine.on_request_headers(&host, view(&headers("GET", "/admin/x", &[("authorization", &bearer)])));
     assert_eq!(respond(&denied).status, 403);
     assert_eq!(host.counters.borrow().get("jitgate.cache.hit"), Some(&3));
     // A 400 s token is fine on /orders (global cap 900) and cached, but over /admin's 300 s cap.
     let mut long = claims("orders:read admin:write");
     long["exp"] = json!(NOW - 10 + 400);
     let bearer = format!("Bearer {}", f.token(&long));
-    let ok = f.engine.on_request_headers(&host, &headers("GET", "/orders/1", &[("authorization", &bearer)]));
+    let ok = f.engine.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &bearer)])));
     assert!(matches!(ok, Action::Continue { .. }), "{ok:?}");
-    let capped = f.engine.on_request_headers(&host, &headers("GET", "/admin/x", &[("authorization", &bearer)]));
+    let capped = f.engine.on_request_headers(&host, view(&headers("GET", "/admin/x", &[("authorization", &bearer)])));
     assert_eq!((respond(&capped).status, host.counters.borrow().get("jitgate.cache.hit")), (401, Some(&4)));
 }
