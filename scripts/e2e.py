@@ -15,7 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
-from jitgate_env import RESULTS, ROOT, WASM, Keys, Stack, check, claims, cli, plugin_config, run_checks, run_dir
+from jitgate_env import (NATIVE_DIR, RESULTS, ROOT, WASM, Keys, Stack, check, claims, cli, plugin_config, run_checks,
+                         run_dir)
 
 HARNESS = ROOT / "target" / "debug" / "jitgate-harness"
 SCENARIOS = sorted((ROOT / "host-tests" / "scenarios").glob("*.yaml"))
@@ -26,12 +27,15 @@ def render(path: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def run_scenario(path: Path):
+def run_scenario(path: Path, native: bool = False):
     spec = render(path)
+    host = "native" if native else "wasm"
+    if native and spec["start_fails"]:
+        return native_refuses(spec)
     # A plugin that cannot start must leave Envoy up and failing closed: that is remote code,
     # as under a control plane (local code in a static bootstrap stops Envoy; checked below).
-    with Stack(f"e2e-{spec['name']}", json.loads(spec["config"]), concurrency=2,
-               remote_code=spec["start_fails"]) as s:
+    with Stack(f"e2e-{host}-{spec['name']}", json.loads(spec["config"]), concurrency=2,
+               remote_code=spec["start_fails"], native=native) as s:
         run = subprocess.run([str(HARNESS), "run", str(path), "--wasm", str(WASM),
                               "--envoy", f"127.0.0.1:{s.listen}", "--envoy-admin", f"127.0.0.1:{s.admin}",
                               "--envoy-log", str(s.envoy_log), "--envoy-access-log", str(s.access_log)],
@@ -40,14 +44,29 @@ def run_scenario(path: Path):
         print(run.stderr, end="", file=sys.stderr)
         summary = re.search(r"(\d+) passed, (\d+) failed \((\d+) requests sent to envoy\)", run.stdout)
         passed, failed = (int(summary[1]), int(summary[2])) if summary else (0, 1)
-        RESULTS.extend([(f"{spec['name']} case", True)] * passed + [(f"{spec['name']} case", False)] * failed)
+        name = f"{spec['name']} ({host})"
+        RESULTS.extend([(f"{name} case", True)] * passed + [(f"{name} case", False)] * failed)
         if run.returncode not in (0, 1) or not summary:
-            check(f"{spec['name']}: harness ran", False, f"exit {run.returncode}")
+            check(f"{name}: harness ran", False, f"exit {run.returncode}")
         if not spec["start_fails"]:
             audited = {a.get("request_id") for a in s.audit_lines()}
             sent = int(summary[3]) if summary else -1
-            check(f"{spec['name']}: an audit line for every request in Envoy", len(audited) == sent,
+            check(f"{name}: an audit line for every request in Envoy", len(audited) == sent,
                   f"{sent} requests, {len(audited)} distinct audited request ids")
+
+
+def native_refuses(spec: dict):
+    """The native module checks its configuration when Envoy loads it: a configuration the wasm
+    filter refuses stops a static bootstrap, with the same error line."""
+    stack = Stack(f"e2e-native-{spec['name']}", json.loads(spec["config"]), native=True)
+    try:
+        with stack:
+            started = True
+    except RuntimeError:
+        started = False
+    named = "jitgate: invalid configuration" in stack.envoy_log.read_text()
+    check(f"{spec['name']} (native): Envoy refuses the configuration", not started and named,
+          f"started={started}, log has the error={named}")
 
 
 def run_static_bad_config():
@@ -61,6 +80,42 @@ def run_static_bad_config():
     named = "field `rules[0].scopes[0]`" in stack.envoy_log.read_text()
     check("invalid config in a static bootstrap: Envoy refuses to start", not started and named,
           f"started={started}, log names the field={named}")
+
+
+def patched_module(name: str, old: bytes, new: bytes) -> Path:
+    """A copy of libjitgate.so with `old` replaced by `new` (same length): what a module built for
+    another Envoy looks like to this one."""
+    d = run_dir(name) / "lib"
+    d.mkdir(exist_ok=True)
+    data = (NATIVE_DIR / "libjitgate.so").read_bytes()
+    assert len(old) == len(new) and data.count(old) >= 1, old
+    (d / "libjitgate.so").write_bytes(data.replace(old, new))
+    return d
+
+
+def run_native_version_mismatch():
+    """What Envoy 1.40 does with a module built for another ABI: another version string is only
+    a warning (the module loads and decides); a callback this Envoy does not export makes Envoy
+    refuse the module at load (it is linked `-z now`), never a failure at the first request."""
+    keys = Keys(run_dir("e2e-abi-version"))
+    cfg = plugin_config(keys.jwks)
+    lib = patched_module("e2e-abi-version", b"v0.2.0\0", b"v0.1.9\0")
+    with Stack("e2e-abi-version", cfg, native=True, native_dir=lib) as s:
+        status = s.request("GET", "/orders/1").status
+        warned = "Dynamic module ABI version v0.1.9 is deprecated" in s.envoy_log.read_text()
+    check("native: another ABI version string loads with Envoy's warning and still decides", warned and status == 401,
+          f"warning logged={warned}, status without a token={status}")
+    lib = patched_module("e2e-abi-symbol", b"envoy_dynamic_module_callback_log_enabled",
+                         b"envoy_dynamic_module_callback_log_enabl3d")
+    stack = Stack("e2e-abi-symbol", cfg, native=True, native_dir=lib)
+    try:
+        with stack:
+            started = True
+    except RuntimeError:
+        started = False
+    line = next((l for l in stack.envoy_log.read_text().splitlines() if "undefined symbol" in l), "")
+    check("native: a callback this Envoy lacks: Envoy refuses to load the module", not started and
+          "envoy_dynamic_module_callback_log_enabl3d" in line, line[-160:] or f"started={started}")
 
 
 def race(port: int, headers_per_connection: list[dict]) -> list[int]:
@@ -99,30 +154,33 @@ def race_rounds(s, what: str, per_round: list[dict], fresh: list[dict], parallel
     check(f"{len(fresh)} distinct fresh ones at once: all pass", statuses.count(200) == len(fresh), f"{statuses}")
 
 
-def run_single_use_race(rounds=200, parallel=8):
+def run_single_use_race(rounds=200, parallel=8, native=False):
     """The same single-use token on 8 connections at once, 200 times: one 200 per round."""
-    keys = Keys(run_dir("e2e-race"))
+    host = "native" if native else "wasm"
+    keys = Keys(run_dir(f"e2e-race-{host}"))
     cfg = plugin_config(keys.jwks)
     for r in cfg["rules"]:
         if r["name"] == "orders":
             r["replay"] = "single_use"
     tokens = [keys.mint(claims(scope="orders:read")) for _ in range(rounds + parallel)]
     bearer = lambda t: {"authorization": f"Bearer {t}"}
-    with Stack("e2e-race", cfg, concurrency=2) as s:
-        race_rounds(s, "single-use token", [bearer(t) for t in tokens[:rounds]],
+    with Stack(f"e2e-race-{host}", cfg, concurrency=2, native=native) as s:
+        race_rounds(s, f"{host}: single-use token", [bearer(t) for t in tokens[:rounds]],
                     [bearer(t) for t in tokens[rounds:]], parallel)
         prom = s.admin_get("/stats/prometheus")
         # Envoy's log prefix carries the thread id: both workers must have taken part.
         threads = {line.split("][")[1] for line in s.envoy_log.read_text().splitlines() if "jitgate.audit" in line}
-    check("the race ran on both Envoy workers", len(threads) >= 2, f"audit lines from {len(threads)} worker threads")
-    rejected = next((l.split()[-1] for l in prom.splitlines() if l.startswith("jitgate_replay_rejected")), "?")
-    check("every loser was counted as a replay", rejected == str(rounds * (parallel - 1)),
+    check(f"{host}: the race ran on both Envoy workers", len(threads) >= 2, f"audit lines from {len(threads)} worker threads")
+    rejected = next((l.split()[-1] for l in prom.splitlines()
+                     if re.match(r"(envoy_dynamicmodulescustom_)?jitgate_replay_rejected", l)), "?")
+    check(f"{host}: every loser was counted as a replay", rejected == str(rounds * (parallel - 1)),
           f"jitgate_replay_rejected={rejected}")
 
 
-def run_dpop_race(rounds=200, parallel=8):
+def run_dpop_race(rounds=200, parallel=8, native=False):
     """The same DPoP proof on 8 connections at once, 200 times: one 200 per round."""
-    d = run_dir("e2e-dpop-race")
+    host = "native" if native else "wasm"
+    d = run_dir(f"e2e-dpop-race-{host}")
     keys = Keys(d)
     client = d / "client.json"
     client.write_text(cli("keygen", "--alg", "ES256"))
@@ -131,21 +189,26 @@ def run_dpop_race(rounds=200, parallel=8):
         if r["name"] == "orders":
             r["replay"] = "dpop"
     token = keys.mint(claims(scope="orders:read", cnf={"jkt": cli("jkt", str(client))}))
-    with Stack("e2e-dpop-race", cfg, concurrency=2) as s:
+    with Stack(f"e2e-dpop-race-{host}", cfg, concurrency=2, native=native) as s:
         htu = f"http://127.0.0.1:{s.listen}/orders/1"
         proof = lambda: cli("dpop", "--key", str(client), "--htm", "GET", "--htu", htu, "--token", token)
         headers = lambda p: {"authorization": f"DPoP {token}", "dpop": p}
         proofs = [proof() for _ in range(rounds + parallel)]
-        race_rounds(s, "same DPoP proof", [headers(p) for p in proofs[:rounds]],
+        race_rounds(s, f"{host}: same DPoP proof", [headers(p) for p in proofs[:rounds]],
                     [headers(p) for p in proofs[rounds:]], parallel)
 
 
 def main():
+    # Three hosts, one suite: each case runs in the harness and in Envoy with the wasm filter, then
+    # in the harness and in Envoy with the native module; every run requires both hosts to agree.
     for path in SCENARIOS:
         run_scenario(path)
+        run_scenario(path, native=True)
     run_static_bad_config()
-    run_single_use_race()
-    run_dpop_race()
+    run_native_version_mismatch()
+    for native in (False, True):
+        run_single_use_race(native=native)
+        run_dpop_race(native=native)
 
 
 if __name__ == "__main__":

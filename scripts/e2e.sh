@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The scenario files in real Envoy (V8, --concurrency 2), compared case by case with the wasm
-# harness. Builds what it needs first.
+# The scenario files in real Envoy (--concurrency 2) with the wasm filter (V8) and with the native
+# dynamic module, each compared case by case with the wasm harness. Builds what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
+cargo build --profile native -p jitgate-envoy  # target/native/libjitgate.so
 cargo build -p jitgate-harness
 cargo build --release -p jitgate-token --bin jitgate-token  # mints the race test tokens
 # Backstop: whatever the Python driver started is stopped by pid, even if it is killed itself.

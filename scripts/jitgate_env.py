@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "jitgate_filter.wasm"
+# The native Envoy module (libjitgate.so), built with `cargo build --profile native -p jitgate-envoy`.
+NATIVE_DIR = ROOT / "target" / "native"
 TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
 SIDECAR_BIN = ROOT / "target" / "release" / "jitgate-sidecar"
 ISSUER = "https://jitgate.local"
@@ -136,8 +138,13 @@ class Stack:
     def __init__(self, name: str, plugin_cfg: dict, concurrency: int = 2, template: str = "e2e.yaml",
                  ports: tuple | None = None, remote_code: bool = False, sidecar_port: int | None = None,
                  envoy_log: str = "envoy.log", vm_env: dict | None = None, wasm_log_level: str = "info",
-                 sidecar_transport: dict | None = None):
+                 sidecar_transport: dict | None = None, native: bool = False, native_dir: Path = NATIVE_DIR):
         self.dir = run_dir(name)
+        # The native dynamic module instead of the wasm filter (same plugin configuration).
+        self.native = native
+        self.native_dir = native_dir
+        if native:
+            template = "native.yaml"
         spare = free_ports(5)
         self.listen, self.upstream_port, self.admin = ports or spare[:3]
         self.access_log = self.dir / "access.log"
@@ -179,7 +186,9 @@ class Stack:
             envoy = self._spawn([str(ENVOY), "-c", str(self.config), "--concurrency", str(self.concurrency),
                                  "--use-dynamic-base-id", "--log-level", "info",
                                  "--file-flush-interval-msec", "100",  # access log lines within 0.1 s
-                                 "--component-log-level", f"wasm:{self.wasm_log_level}"], self.envoy_log)
+                                 "--component-log-level",
+                                 f"wasm:{self.wasm_log_level},dynamic_modules:{self.wasm_log_level}"],
+                                self.envoy_log, env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.native_dir)})
             wait_port(self.listen, envoy, "envoy")
             wait_port(self.admin, envoy, "envoy admin")
         except BaseException:
@@ -190,9 +199,9 @@ class Stack:
     def __exit__(self, *exc):
         self.close()
 
-    def _spawn(self, argv, log: Path) -> subprocess.Popen:
+    def _spawn(self, argv, log: Path, env: dict | None = None) -> subprocess.Popen:
         with open(log, "ab") as out:
-            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.procs.append(p)
         (self.dir / "pids").write_text("".join(f"{q.pid}\n" for q in self.procs))
         return p

@@ -781,7 +781,10 @@ impl EnvoyHost {
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| {
                 let (name, value) = l.rsplit_once(' ')?;
-                Some((name.split('{').next()?.to_owned(), value.parse::<f64>().ok()? as i64))
+                let name = name.split('{').next()?;
+                // The native module's counters carry Envoy's dynamic-module namespace.
+                let name = name.strip_prefix("envoy_dynamicmodulescustom_").unwrap_or(name);
+                Some((name.to_owned(), value.parse::<f64>().ok()? as i64))
             })
             .collect())
     }

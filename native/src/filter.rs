@@ -1,0 +1,234 @@
+//! The safe side of the native adapter: the configuration Envoy hands over, one engine per worker
+//! thread, the engine's host services, and applying its decisions to the stream.
+
+use crate::ffi::{self, ConfigHandle, Stream};
+use crate::store;
+use jitgate_engine::config::Config;
+use jitgate_engine::ledger::{SharedRead, SharedWrite};
+use jitgate_engine::{metrics, Action, Engine, Host, Level, Metric, MetricKind};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counter of panics caught at the FFI boundary (each answered 503).
+pub const METRIC_PANIC: &str = "jitgate.native.panic";
+
+/// One `DynamicModuleFilter` configuration: parsed and checked once, on Envoy's main thread.
+#[derive(Debug)]
+pub struct FilterConfig {
+    /// Distinguishes configurations in the per-thread engine table.
+    id: u64,
+    config: Config,
+    metric_ids: HashMap<Metric, usize>,
+    panic_id: Option<usize>,
+    /// Whether the engine passed its self-test of the host (ring) signature path.
+    host_crypto: bool,
+}
+
+impl FilterConfig {
+    pub fn count_panic(&self, stream: Stream) {
+        if let Some(id) = self.panic_id {
+            stream.increment_counter(id, 1);
+        }
+    }
+}
+
+/// Parses the filter configuration (the same JSON as the wasm filter's) and defines the metrics;
+/// `None`, after one log line naming the problem, refuses it.
+pub fn new_config(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<FilterConfig> {
+    match configure(handle, name, bytes) {
+        Ok(c) => {
+            let rules = c.config.rules.len();
+            let crypto = if c.host_crypto { "ring (ES256, RS256) and Rust" } else { "Rust" };
+            ffi::log(
+                Level::Info,
+                &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"),
+            );
+            Some(c)
+        }
+        Err(e) => {
+            ffi::log(Level::Error, &format!("jitgate: {e}"));
+            None
+        }
+    }
+}
+
+fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterConfig, String> {
+    if name != b"jitgate" {
+        return Err(format!(
+            "unknown filter_name {:?} (this module has one filter: jitgate)",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    let config = Config::parse(bytes).map_err(|e| e.to_string())?;
+    if config.sidecar.is_some() {
+        return Err("invalid configuration: field `sidecar`: not supported by the native module yet; \
+                    use the wasm filter for exchange, cluster replay, JWKS polling, revocations and audit shipping"
+            .to_owned());
+    }
+    let mut metric_ids = HashMap::new();
+    for (metric, name, kind) in metrics() {
+        let id = match kind {
+            MetricKind::Counter => handle.define_counter(&name),
+            MetricKind::Histogram => handle.define_histogram(&name),
+        };
+        metric_ids.insert(metric, id.ok_or(format!("cannot define metric {name}"))?);
+    }
+    let panic_id = handle.define_counter(METRIC_PANIC);
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let mut c =
+        FilterConfig { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), config, metric_ids, panic_id, host_crypto: false };
+    // Start once here so that a configuration the engine refuses is refused at load, not per request.
+    c.host_crypto = Engine::start(c.config.clone(), &NativeHost { stream: None, config: &c })?.host_crypto;
+    Ok(c)
+}
+
+thread_local! {
+    /// The engine of each configuration on this worker thread (its caches are per thread; the
+    /// replay ledger and nonce key are process-wide, in `store`).
+    static ENGINES: RefCell<HashMap<u64, Rc<Engine>>> = RefCell::default();
+}
+
+fn engine_for(config: &FilterConfig, stream: Stream) -> Option<Rc<Engine>> {
+    ENGINES.with(|engines| {
+        let mut engines = engines.try_borrow_mut().ok()?;
+        if let Some(e) = engines.get(&config.id) {
+            return Some(e.clone());
+        }
+        let host = NativeHost { stream: Some(stream), config };
+        let engine = Rc::new(Engine::start(config.config.clone(), &host).ok()?);
+        engines.insert(config.id, engine.clone());
+        Some(engine)
+    })
+}
+
+/// One stream's state.
+#[derive(Debug)]
+pub struct Filter {
+    engine: Option<Rc<Engine>>,
+    /// An exchanged token to return in `x-jit-token`.
+    reply: Option<String>,
+}
+
+impl Filter {
+    pub fn new(config: &FilterConfig, stream: Stream) -> Filter {
+        Filter { engine: engine_for(config, stream), reply: None }
+    }
+
+    /// Decides the request; true lets it continue upstream. Anything that cannot be applied
+    /// answers 503.
+    pub fn on_request_headers(&mut self, config: &FilterConfig, stream: Stream) -> bool {
+        let Some(engine) = self.engine.clone() else {
+            unavailable(stream);
+            return false;
+        };
+        let host = NativeHost { stream: Some(stream), config };
+        let Some(action) = stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) else {
+            unavailable(stream);
+            return false;
+        };
+        match action {
+            Action::Continue { remove, set, reply } => {
+                let removed = remove.iter().all(|h| stream.set_header(false, h, None));
+                let set_ok = set.iter().all(|(k, v)| stream.set_header(false, k, Some(v)));
+                // A spoofed claim header that could not be removed must not reach the upstream.
+                if removed && set_ok {
+                    self.reply = reply;
+                    true
+                } else {
+                    unavailable(stream);
+                    false
+                }
+            }
+            Action::Respond(r) => {
+                let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                stream.send_response(r.status, &headers, r.body.as_bytes());
+                false
+            }
+            // The configuration has no sidecar, so the engine never asks for a call.
+            Action::Call(..) => {
+                unavailable(stream);
+                false
+            }
+        }
+    }
+
+    pub fn on_response_headers(&mut self, stream: Stream) {
+        if let Some(token) = self.reply.take() {
+            stream.set_header(true, "x-jit-token", Some(&token));
+        }
+    }
+}
+
+/// Answers 503 with `Retry-After`, byte for byte the wasm filter's: nothing passes undecided.
+pub fn unavailable(stream: Stream) -> u32 {
+    let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
+    let headers = [("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
+    stream.send_response(503, &headers, body);
+    ffi::STOPPED
+}
+
+/// The engine's host services on Envoy (no stream while the configuration loads).
+struct NativeHost<'a> {
+    stream: Option<Stream>,
+    config: &'a FilterConfig,
+}
+
+impl Host for NativeHost<'_> {
+    fn now_nanos(&self) -> u64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        ffi::log(level, message);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        ffi::log_enabled(level)
+    }
+
+    fn add(&self, metric: Metric, n: u64) {
+        if let (Some(stream), Some(id)) = (self.stream, self.config.metric_ids.get(&metric)) {
+            stream.increment_counter(*id, n);
+        }
+    }
+
+    fn record(&self, metric: Metric, value: u64) {
+        if let (Some(stream), Some(id)) = (self.stream, self.config.metric_ids.get(&metric)) {
+            stream.record_histogram(*id, value);
+        }
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) {
+        // The wasm filter's keys (Envoy prefixes them `wasm.`), so access-log formats and
+        // matchers read the same state whichever adapter runs.
+        if let Some(stream) = self.stream {
+            stream.set_filter_state(&format!("wasm.{key}"), value);
+        }
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["source", "address"] => self.stream?.source_address(),
+            _ => None,
+        }
+    }
+
+    fn shared_get(&self, key: &str) -> SharedRead {
+        store::get(key)
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        store::set(key, value, cas)
+    }
+
+    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+        crate::crypto::verify_signature(args)
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+}
