@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JITGATE_APT_PACKAGES="curl" scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
+cargo build --profile native -p jitgate-envoy
 cargo build --release -p jitgate-token --bin jitgate-token
 cargo build --release -p jitgate-sidecar   # the loop measurements (exchange, revocation)
 if [[ " $* " != *" --quick "* ]]; then

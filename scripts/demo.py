@@ -5,6 +5,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import shutil
 import time
 
@@ -31,6 +32,8 @@ def show(label, r, note=""):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--keep", action="store_true", help="leave Envoy running until Ctrl-C")
+    p.add_argument("--native", action="store_true",
+                   help="the filter decisions with the native Envoy module (libjitgate.so) instead of the wasm filter")
     args = p.parse_args()
     ports = (int(os.environ.get("JITGATE_DEMO_PORT", 10000)), int(os.environ.get("JITGATE_DEMO_UPSTREAM_PORT", 10001)),
              int(os.environ.get("JITGATE_DEMO_ADMIN_PORT", 9901)))
@@ -41,9 +44,10 @@ def main():
         {"name": "payments", "path": {"prefix": "/payments"}, "scopes": ["payments:write"], "replay": "single_use"},
         {"name": "transfers", "path": {"prefix": "/transfers"}, "scopes": ["payments:write"], "replay": "dpop"},
     ]
-    stack = Stack("demo", cfg, template="demo.yaml", ports=ports)
+    stack = Stack("demo", cfg, template="demo.yaml", ports=ports, native=args.native)
     with stack as s:
-        print(f"\njitgate demo: Envoy 1.40 (V8, 2 workers) on http://127.0.0.1:{s.listen}, "
+        how = "native dynamic module libjitgate.so" if args.native else "wasm filter, V8"
+        print(f"\njitgate demo: Envoy 1.40 ({how}, 2 workers) on http://127.0.0.1:{s.listen}, "
               f"echo upstream on :{s.upstream_port}, admin on :{s.admin}\n")
         print("  #  request                                      status  reason")
         alice = keys.mint(claims(scope="orders:read"))
@@ -77,13 +81,15 @@ def main():
         print(f"\nAudit trail: {len(audits)} events in {s.envoy_log} (prefix 'jitgate.audit'); the last one:")
         print("  " + json.dumps(audits[-1]) if audits else "  (none)")
         prom = [l for l in s.admin_get("/stats/prometheus").splitlines()
-                if l.startswith("jitgate_") and not l.endswith(" 0")]
+                if re.match(r"(envoy_dynamicmodulescustom_)?jitgate_", l) and not l.endswith(" 0")]
         print("\nCounters (/stats/prometheus, non-zero):\n  " + "\n  ".join(prom))
         allowed = sum(1 for _, st, _ in ROWS if st == 200)
         denied = {d.split()[0] for _, st, d in ROWS if st != 200}
         print(f"\n{allowed} allowed, {len(ROWS) - allowed} denied ({len(denied)} distinct reasons).")
     if allowed < 1 or len(denied) < 4:
         raise SystemExit("demo did not show the expected decisions")
+    if args.native:
+        print("\nThe JIT loop below runs with the wasm filter: the native module has no sidecar support yet.")
     jit_loop(ports, args.keep)
 
 

@@ -58,8 +58,10 @@ impl Engine {
         let allow = d.reason.is_allow();
         let code = d.reason.code();
         host.count(if allow { Metric::Allow } else { Metric::Deny(code) });
-        host.set_filter_state(STATE_DECISION, if allow { "allow" } else { "deny" });
-        host.set_filter_state(STATE_REASON, code);
+        if self.config.filter_state {
+            host.set_filter_state(STATE_DECISION, if allow { "allow" } else { "deny" });
+            host.set_filter_state(STATE_REASON, code);
+        }
 
         let ship = self.config.sidecar.as_ref().is_some_and(|s| s.audit.is_some());
         if !ship && !host.log_enabled(Level::Info) {

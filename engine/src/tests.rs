@@ -142,7 +142,7 @@ fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
 
 #[test]
 fn valid_token_is_forwarded_with_claim_headers_and_audited() {
-    let f = fixture(json!({}));
+    let f = fixture(json!({"filter_state": true}));
     let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
     let (action, host) = f.run("GET", "/orders/7?x=1", &[("authorization", &bearer), ("x-jit-sub", "root")]);
     let Action::Continue { remove, set, .. } = action else { panic!("denied: {action:?}") };
@@ -178,7 +178,6 @@ fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
             f.engine.on_request_headers(&host, view(&headers("GET", "/orders/7", &[("authorization", &bearer)])));
         assert!(matches!(action, Action::Continue { .. }));
         assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1), "metrics regardless");
-        assert_eq!(host.state.borrow().get(STATE_REASON).map(String::as_str), Some("verified"));
         assert_eq!(f.engine.audit_queue.borrow().len(), usize::from(expect_line), "queued for shipping");
         let dropped = host.counters.borrow().get("jitgate.audit.dropped").copied();
         assert_eq!(dropped, (!expect_line).then_some(1), "a decision nobody logs or ships is counted as dropped");
@@ -188,7 +187,7 @@ fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
 
 #[test]
 fn denials_have_the_right_status_challenge_and_counter() {
-    let f = fixture(json!({}));
+    let f = fixture(json!({"filter_state": true}));
     let good = f.token(&claims("orders:read"));
     let expired = f.token(&json!({"iss": "https://issuer.test", "aud": "api", "sub": "a", "iat": NOW - 500,
         "exp": NOW - 100, "jti": "j", "jit": {"grant": "g"}}));
@@ -498,4 +497,13 @@ fn a_repeated_token_skips_only_the_signature() {
     assert!(matches!(ok, Action::Continue { .. }), "{ok:?}");
     let capped = f.engine.on_request_headers(&host, view(&headers("GET", "/admin/x", &[("authorization", &bearer)])));
     assert_eq!((respond(&capped).status, host.counters.borrow().get("jitgate.cache.hit")), (401, Some(&4)));
+}
+
+#[test]
+fn filter_state_is_written_only_when_configured() {
+    let f = fixture(json!({}));
+    let bearer = format!("Bearer {}", f.token(&claims("orders:read")));
+    let (action, host) = f.run("GET", "/orders/7", &[("authorization", &bearer)]);
+    assert!(matches!(action, Action::Continue { .. }));
+    assert!(host.state.borrow().is_empty(), "no host call for state nobody reads: {:?}", host.state.borrow());
 }

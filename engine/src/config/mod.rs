@@ -39,6 +39,10 @@ struct RawConfig {
     /// headers must not collect bearer tokens.
     #[serde(default = "yes")]
     strip_token: bool,
+    /// Write the decision to filter state (two host calls per request): only for access logs
+    /// or filters that read it.
+    #[serde(default)]
+    filter_state: bool,
     #[serde(default)]
     default: DefaultAction,
     #[serde(default = "default_realm")]
@@ -226,6 +230,7 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub default: DefaultAction,
     pub strip_token: bool,
+    pub filter_state: bool,
     pub realm: String,
     pub max_token_bytes: usize,
     pub crypto: CryptoMode,
@@ -435,6 +440,7 @@ impl RawConfig {
             sidecar,
             default: self.default,
             strip_token: self.strip_token,
+            filter_state: self.filter_state,
             realm: self.realm,
             max_token_bytes: self.max_token_bytes,
             crypto: self.crypto,
