@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 /// Counter of panics caught at the FFI boundary (each answered 503).
 pub const METRIC_PANIC: &str = "jitgate.native.panic";
@@ -24,6 +25,8 @@ pub struct FilterConfig {
     panic_id: Option<usize>,
     /// Whether the engine passed its self-test of the host (ring) signature path.
     host_crypto: bool,
+    /// Dropped with the configuration: workers then drop their engine for it.
+    alive: Arc<()>,
 }
 
 impl FilterConfig {
@@ -77,30 +80,46 @@ fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterCo
     }
     let panic_id = handle.define_counter(METRIC_PANIC);
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let mut c =
-        FilterConfig { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), config, metric_ids, panic_id, host_crypto: false };
+    let mut c = FilterConfig {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        config,
+        metric_ids,
+        panic_id,
+        host_crypto: false,
+        alive: Arc::new(()),
+    };
     // Start once here so that a configuration the engine refuses is refused at load, not per request.
     c.host_crypto = Engine::start(c.config.clone(), &NativeHost { stream: None, config: &c })?.host_crypto;
     Ok(c)
 }
 
+/// Each configuration's engine on one worker thread (its caches are per thread; the replay ledger
+/// and nonce key are process-wide, in `store`), with a handle that dies with the configuration.
+type Engines = HashMap<u64, (Weak<()>, Rc<Engine>)>;
+
 thread_local! {
-    /// The engine of each configuration on this worker thread (its caches are per thread; the
-    /// replay ledger and nonce key are process-wide, in `store`).
-    static ENGINES: RefCell<HashMap<u64, Rc<Engine>>> = RefCell::default();
+    static ENGINES: RefCell<Engines> = RefCell::default();
 }
 
 fn engine_for(config: &FilterConfig, stream: Stream) -> Option<Rc<Engine>> {
-    ENGINES.with(|engines| {
-        let mut engines = engines.try_borrow_mut().ok()?;
-        if let Some(e) = engines.get(&config.id) {
-            return Some(e.clone());
-        }
-        let host = NativeHost { stream: Some(stream), config };
-        let engine = Rc::new(Engine::start(config.config.clone(), &host).ok()?);
-        engines.insert(config.id, engine.clone());
-        Some(engine)
-    })
+    let start = || Engine::start(config.config.clone(), &NativeHost { stream: Some(stream), config }).ok();
+    ENGINES.with(|engines| cached_engine(&mut *engines.try_borrow_mut().ok()?, config, start))
+}
+
+/// This worker's engine for `config`, started on first use; engines of configurations Envoy has
+/// destroyed since (a listener update) are dropped here, so reloads do not pile up engines.
+fn cached_engine(
+    engines: &mut Engines,
+    config: &FilterConfig,
+    start: impl FnOnce() -> Option<Engine>,
+) -> Option<Rc<Engine>> {
+    engines.retain(|_, (alive, _)| alive.strong_count() > 0);
+    if let Some((_, e)) = engines.get(&config.id) {
+        return Some(e.clone());
+    }
+    let engine = Rc::new(start()?);
+    engines.insert(config.id, (Arc::downgrade(&config.alive), engine.clone()));
+    Some(engine)
 }
 
 /// One stream's state.
@@ -230,5 +249,43 @@ impl Host for NativeHost<'_> {
 
     fn random(&self, buf: &mut [u8]) -> bool {
         getrandom::getrandom(buf).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn config(id: u64) -> FilterConfig {
+        let json = br#"{"issuer": "https://i", "audience": "a", "hs256_secrets": [{"kid": "h", "secret": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}], "rules": [{"name": "r", "path": {"prefix": "/"}}]}"#;
+        let config = Config::parse(json).unwrap();
+        FilterConfig { id, config, metric_ids: HashMap::new(), panic_id: None, host_crypto: false, alive: Arc::new(()) }
+    }
+
+    #[test]
+    fn a_worker_keeps_one_engine_per_live_configuration() {
+        let mut engines = Engines::new();
+        let (first, second) = (config(1), config(2));
+        let start = |c: &FilterConfig| Some(Engine::new(c.config.clone()));
+        let a = cached_engine(&mut engines, &first, || start(&first)).unwrap();
+        let again = cached_engine(&mut engines, &first, || panic!("started twice")).unwrap();
+        assert!(Rc::ptr_eq(&a, &again), "one engine per configuration and thread");
+        cached_engine(&mut engines, &second, || start(&second)).unwrap();
+        assert_eq!(engines.len(), 2);
+        drop(first);
+        let third = config(3);
+        cached_engine(&mut engines, &third, || start(&third)).unwrap();
+        assert_eq!(
+            engines.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+            [2, 3].into(),
+            "the destroyed configuration's engine is gone"
+        );
+        assert_eq!(
+            cached_engine(&mut engines, &config(4), || None).map(|_| ()),
+            None,
+            "an engine that cannot start is not cached"
+        );
+        assert_eq!(engines.len(), 2);
     }
 }
