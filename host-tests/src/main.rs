@@ -108,8 +108,8 @@ fn request(args: &Args) -> Result<bool> {
     }
     let worker = args.flag("--worker").map(str::parse).transpose()?.unwrap_or(0);
     let o = plugin.send(worker, req);
-    let state = |k: &str| o.filter_state.get(k).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-    println!("decision: {} ({})", state("wasm.jitgate_decision"), state("wasm.jitgate_reason"));
+    let (decision, reason) = decision_of(&o);
+    println!("decision: {decision} ({reason})");
     match (&o.local_response, &o.forwarded) {
         (Some(r), _) => {
             println!("response: {} (local)", r.status);
@@ -133,6 +133,23 @@ fn request(args: &Args) -> Result<bool> {
         println!("trap: {t}");
     }
     Ok(true)
+}
+
+/// The decision from filter state (`filter_state: true`), else from the filter's audit line.
+fn decision_of(o: &jitgate_harness::plugin::Outcome) -> (String, String) {
+    let state = |k: &str| o.filter_state.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+    if let (Some(d), Some(r)) = (state("wasm.jitgate_decision"), state("wasm.jitgate_reason")) {
+        return (d, r);
+    }
+    let audit = o.logs.iter().rev().find_map(|l| l.message.strip_prefix("jitgate.audit "));
+    let event: serde_json::Value = audit.and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+    let field = |k: &str| event.get(k).and_then(serde_json::Value::as_str);
+    let decision = match field("event") {
+        Some("access.allow") => "allow",
+        Some("access.deny") => "deny",
+        _ => "unknown",
+    };
+    (decision.to_owned(), field("reason").unwrap_or("-").to_owned())
 }
 
 fn now_ns() -> u64 {

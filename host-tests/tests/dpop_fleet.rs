@@ -28,7 +28,7 @@ fn client() -> SigningKey {
 /// A proxy with a DPoP rule that demands server nonces; `extra` merges into the configuration.
 fn proxy(extra: Value, seed: u64) -> Plugin {
     let mut config = json!({
-        "issuer": "https://jit", "audience": "orders", "jwks": {"keys": [issuer().public_jwk()]},
+        "issuer": "https://jit", "audience": "orders", "jwks": {"keys": [issuer().public_jwk()]}, "filter_state": true,
         "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "replay": "dpop", "dpop_nonce": true}]
     });
     for (k, v) in extra.as_object().unwrap() {

@@ -75,7 +75,7 @@ fn path_of(call: &CallRecord) -> String {
 
 fn start(sidecar_block: Value, extra: Value, fake: &FakeSidecar) -> Plugin {
     let mut config = json!({
-        "issuer": "https://jit", "audience": "orders",
+        "issuer": "https://jit", "audience": "orders", "filter_state": true,
         "sidecar": sidecar_block,
         "rules": [
             {"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]},
@@ -526,7 +526,7 @@ fn an_exchanged_token_on_a_single_use_route_is_never_reused() {
 }
 
 fn start_with_rules(block: Value, config: Value, answer: impl Fn(&CallRecord) -> (u16, String) + 'static) -> Plugin {
-    let mut full = json!({"issuer": "https://jit", "audience": "orders", "sidecar": block});
+    let mut full = json!({"issuer": "https://jit", "audience": "orders", "filter_state": true, "sidecar": block});
     for (k, v) in config.as_object().unwrap() {
         full[k] = v.clone();
     }
