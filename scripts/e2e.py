@@ -55,31 +55,30 @@ def run_scenario(path: Path, native: bool = False):
                   f"{sent} requests, {len(audited)} distinct audited request ids")
 
 
-def native_refuses(spec: dict):
-    """The native module checks its configuration when Envoy loads it: a configuration the wasm
-    filter refuses stops a static bootstrap, with the same error line."""
-    stack = Stack(f"e2e-native-{spec['name']}", json.loads(spec["config"]), native=True)
+def refuses_to_start(stack: Stack, line: str) -> tuple[bool, str]:
+    """Whether Envoy refused to start with this stack, logging `line`; and what was seen."""
     try:
         with stack:
             started = True
     except RuntimeError:
         started = False
-    named = "jitgate: invalid configuration" in stack.envoy_log.read_text()
-    check(f"{spec['name']} (native): Envoy refuses the configuration", not started and named,
-          f"started={started}, log has the error={named}")
+    logged = line in stack.envoy_log.read_text()
+    return not started and logged, f"started={started}, log has {line!r}: {logged}"
+
+
+def native_refuses(spec: dict):
+    """The native module checks its configuration when Envoy loads it: a configuration the wasm
+    filter refuses stops a static bootstrap, with the same error line."""
+    stack = Stack(f"e2e-native-{spec['name']}", json.loads(spec["config"]), native=True)
+    check(f"{spec['name']} (native): Envoy refuses the configuration",
+          *refuses_to_start(stack, "jitgate: invalid configuration"))
 
 
 def run_static_bad_config():
     spec = render(ROOT / "host-tests" / "scenarios" / "bad-config.yaml")
     stack = Stack("e2e-bad-config-local", json.loads(spec["config"]))
-    try:
-        with stack:
-            started = True
-    except RuntimeError:
-        started = False
-    named = "field `rules[0].scopes[0]`" in stack.envoy_log.read_text()
-    check("invalid config in a static bootstrap: Envoy refuses to start", not started and named,
-          f"started={started}, log names the field={named}")
+    check("invalid config in a static bootstrap: Envoy refuses to start",
+          *refuses_to_start(stack, "field `rules[0].scopes[0]`"))
 
 
 def patched_module(name: str, old: bytes, new: bytes) -> Path:
@@ -108,14 +107,8 @@ def run_native_version_mismatch():
     lib = patched_module("e2e-abi-symbol", b"envoy_dynamic_module_callback_log_enabled",
                          b"envoy_dynamic_module_callback_log_enabl3d")
     stack = Stack("e2e-abi-symbol", cfg, native=True, native_dir=lib)
-    try:
-        with stack:
-            started = True
-    except RuntimeError:
-        started = False
-    line = next((l for l in stack.envoy_log.read_text().splitlines() if "undefined symbol" in l), "")
-    check("native: a callback this Envoy lacks: Envoy refuses to load the module", not started and
-          "envoy_dynamic_module_callback_log_enabl3d" in line, line[-160:] or f"started={started}")
+    check("native: a callback this Envoy lacks: Envoy refuses to load the module",
+          *refuses_to_start(stack, "undefined symbol: envoy_dynamic_module_callback_log_enabl3d"))
 
 
 def race(port: int, headers_per_connection: list[dict]) -> list[int]:

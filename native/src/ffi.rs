@@ -142,34 +142,23 @@ pub fn log_enabled(level: Level) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigHandle(*mut c_void);
 
+/// `..._config_define_counter` and `..._config_define_histogram` share this signature.
+type DefineMetric = unsafe extern "C" fn(*mut c_void, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
+
 impl ConfigHandle {
     pub fn define_counter(self, name: &str) -> Option<usize> {
-        let mut id = 0usize;
-        // SAFETY: `self.0` is Envoy's config for this call; name is live; id is a valid out pointer.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_define_counter(
-                self.0,
-                ModuleBuffer::of(name.as_bytes()),
-                std::ptr::null_mut(),
-                0,
-                &mut id,
-            )
-        };
-        (r == METRICS_SUCCESS).then_some(id)
+        self.define(envoy_dynamic_module_callback_http_filter_config_define_counter, name)
     }
 
     pub fn define_histogram(self, name: &str) -> Option<usize> {
+        self.define(envoy_dynamic_module_callback_http_filter_config_define_histogram, name)
+    }
+
+    fn define(self, define: DefineMetric, name: &str) -> Option<usize> {
         let mut id = 0usize;
-        // SAFETY: as for `define_counter`.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_define_histogram(
-                self.0,
-                ModuleBuffer::of(name.as_bytes()),
-                std::ptr::null_mut(),
-                0,
-                &mut id,
-            )
-        };
+        // SAFETY: `self.0` is Envoy's config for this call; the name is live; no labels; `id` is a
+        // valid out pointer.
+        let r = unsafe { define(self.0, ModuleBuffer::of(name.as_bytes()), std::ptr::null_mut(), 0, &mut id) };
         (r == METRICS_SUCCESS).then_some(id)
     }
 }
