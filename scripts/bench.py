@@ -38,9 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-import os
-
-from jitgate_env import ENVOY, NATIVE_DIR, ROOT, WASM, Keys, claims, cli, free_ports, run_dir, wait_port
+from jitgate_env import ENVOY, NATIVE_DIR, ROOT, WASM, Keys, claims, cli, envoy_env, free_ports, run_dir, wait_port
 
 TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
 RESULTS = ROOT / "benches" / "results"
@@ -235,7 +233,7 @@ class Proxy:
             self.proc = subprocess.Popen([str(ENVOY), "-c", str(cfg), "--concurrency", str(workers),
                                           "--use-dynamic-base-id", "--log-level", "warn"],
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)})
+                                         env=envoy_env())
         wait_port(self.listen, self.proc, key)
         self.ready_s = time.monotonic() - t0
 

@@ -23,6 +23,11 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "jitgate_filter.wasm"
 # The native Envoy module (libjitgate.so), built with `cargo build --profile native -p jitgate-envoy`.
 NATIVE_DIR = ROOT / "target" / "native"
+
+
+def envoy_env(native_dir: Path = NATIVE_DIR) -> dict:
+    """The environment Envoy runs in: where it finds the native module (`lib<name>.so`)."""
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(native_dir)}
 TOKEN_CLI = ROOT / "target" / "release" / "jitgate-token"
 SIDECAR_BIN = ROOT / "target" / "release" / "jitgate-sidecar"
 ISSUER = "https://jitgate.local"
@@ -188,7 +193,7 @@ class Stack:
                                  "--file-flush-interval-msec", "100",  # access log lines within 0.1 s
                                  "--component-log-level",
                                  f"wasm:{self.wasm_log_level},dynamic_modules:{self.wasm_log_level}"],
-                                self.envoy_log, env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.native_dir)})
+                                self.envoy_log, env=envoy_env(self.native_dir))
             wait_port(self.listen, envoy, "envoy")
             wait_port(self.admin, envoy, "envoy admin")
         except BaseException:

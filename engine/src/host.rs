@@ -3,7 +3,6 @@
 
 use crate::ledger::{self, SharedData, SharedRead, SharedWrite};
 use crate::metrics::Metric;
-use jitgate_token::verify_signature::{decode_result, encode_args};
 use jitgate_token::HostVerifier;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +31,10 @@ pub trait Host {
     fn record(&self, _metric: Metric, _value: u64) {}
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
-    /// Calls the host's `verify_signature` foreign function with a serialized
-    /// `VerifySignatureArguments`; `None` when the host has no such function or it failed.
-    fn verify_signature(&self, _args: &[u8]) -> Option<Vec<u8>> {
+    /// Verifies `signature` over `text` with the host's crypto, the key a DER
+    /// SubjectPublicKeyInfo and `hash` `"sha256"` (ES256, RS256); `None` when the host has no
+    /// such service or it failed.
+    fn verify_signature(&self, _hash: &str, _public_key: &[u8], _signature: &[u8], _text: &[u8]) -> Option<bool> {
         None
     }
     /// Proxy-wide shared data (the replay ledger). Hosts without it fail, and rules that need
@@ -80,12 +80,11 @@ pub(crate) fn shared_nonce_key(host: &impl Host) -> Option<[u8; 32]> {
     }
 }
 
-/// `HostVerifier` over the host's `verify_signature` foreign function.
+/// The token library's `HostVerifier` over the host's `verify_signature`.
 pub(crate) struct ForeignVerifier<'h, H: Host>(pub(crate) &'h H);
 
 impl<H: Host> HostVerifier for ForeignVerifier<'_, H> {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let args = encode_args(hash, public_key, signature, text);
-        decode_result(&self.0.verify_signature(&args)?).map(|(ok, _)| ok)
+        self.0.verify_signature(hash, public_key, signature, text)
     }
 }

@@ -49,15 +49,13 @@ impl Host for RecordingHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         (path == ["source", "address"]).then(|| b"127.0.0.1:5555".to_vec())
     }
-    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
+    fn verify_signature(&self, _hash: &str, _key: &[u8], _signature: &[u8], text: &[u8]) -> Option<bool> {
         if !self.has_verify_signature.get() {
             return None;
         }
-        let a = jitgate_token::verify_signature::VerifyArgs::decode(args)?;
-        self.foreign_calls.borrow_mut().push(a.text.clone());
+        self.foreign_calls.borrow_mut().push(text.to_vec());
         // A stand-in for BoringSSL: the self-test's message verifies, everything else per `host_says`.
-        let ok = a.text == b"69819" || (a.text != b"69818" && self.host_says_valid.get());
-        Some(jitgate_token::verify_signature::encode_result(ok, ""))
+        Some(text == b"69819" || (text != b"69818" && self.host_says_valid.get()))
     }
 }
 

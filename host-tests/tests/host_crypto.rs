@@ -3,10 +3,12 @@
 //! protobuf the filter sends). The verdicts must be identical, vector by vector.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "../../token/tests/support/wycheproof.rs"]
+mod wycheproof;
+
 use jitgate_harness::foreign;
-use jitgate_token::alg::{host_signature, HostVerifier};
-use jitgate_token::Jwk;
-use serde_json::Value;
+use jitgate_token::alg::HostVerifier;
+use wycheproof::compare_host_path;
 
 struct HarnessHost;
 
@@ -18,57 +20,15 @@ impl HostVerifier for HarnessHost {
     }
 }
 
-fn vectors(file: &str) -> Value {
-    let path = format!("{}/../token/tests/vectors/wycheproof/{file}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// Runs every vector of `file` whose key loads; returns (compared, accepted by both).
-fn compare(file: &str, key_of: impl Fn(&Value) -> Value) -> (usize, usize) {
-    let doc = vectors(file);
-    let (mut compared, mut accepted) = (0, 0);
-    for group in doc["testGroups"].as_array().unwrap() {
-        let Ok(jwk) = Jwk::from_json(key_of(group).to_string().as_bytes()) else { continue };
-        let der = jwk.spki_der.clone().expect("ES256 and RS256 keys have a DER form");
-        for t in group["tests"].as_array().unwrap() {
-            let (msg, sig) =
-                (hex::decode(t["msg"].as_str().unwrap()).unwrap(), hex::decode(t["sig"].as_str().unwrap()).unwrap());
-            let wasm = jwk.key.verify(&msg, &sig).is_ok();
-            let host = match host_signature(&jwk.key, &sig) {
-                Some(s) => HarnessHost.verify("sha256", &der, &s, &msg).expect("the host answers"),
-                None => false,
-            };
-            assert_eq!(wasm, host, "{file} tcId {} ({}): wasm {wasm}, host {host}", t["tcId"], t["comment"]);
-            compared += 1;
-            accepted += usize::from(wasm);
-        }
-    }
-    eprintln!("{file}: {compared} vectors, identical verdicts, {accepted} accepted by both");
-    (compared, accepted)
-}
-
 #[test]
 fn es256_vectors_agree_between_wasm_and_host() {
-    let (n, ok) = compare("ecdsa_secp256r1_sha256_p1363_test.json", |g| {
-        let coord = |name: &str| {
-            let raw = hex::decode(g["publicKey"][name].as_str().unwrap()).unwrap();
-            let mut out = [0u8; 32];
-            let tail = &raw[raw.len().saturating_sub(32)..];
-            out[32 - tail.len()..].copy_from_slice(tail);
-            jitgate_token::encoding::b64_encode(&out)
-        };
-        if g["jwk"].is_object() {
-            g["jwk"].clone()
-        } else {
-            serde_json::json!({"kty": "EC", "crv": "P-256", "x": coord("wx"), "y": coord("wy")})
-        }
-    });
+    let (n, ok) = compare_host_path("ecdsa_secp256r1_sha256_p1363_test.json", "publicKeyJwk", &HarnessHost);
     assert!(n > 250 && ok > 150, "{n} compared, {ok} accepted");
 }
 
 #[test]
 fn rs256_vectors_agree_between_wasm_and_host() {
-    let (n, ok) = compare("rsa_signature_2048_sha256_test.json", |g| g["keyJwk"].clone());
+    let (n, ok) = compare_host_path("rsa_signature_2048_sha256_test.json", "keyJwk", &HarnessHost);
     assert!(n > 250 && ok >= 9, "{n} compared, {ok} accepted");
 }
 

@@ -1,16 +1,10 @@
-//! Native signature checks for the engine's host path (`Host::verify_signature`, the same
-//! protobuf arguments Envoy's wasm foreign function takes): ES256 and RS256 through `ring`, where
-//! the wasm filter would use BoringSSL via Envoy. The other algorithms verify in the engine's own
-//! Rust code, natively compiled.
+//! Native signature checks for the engine's host path (`Host::verify_signature`): ES256 and RS256
+//! through `ring`, where the wasm filter uses BoringSSL behind Envoy's foreign function. The other
+//! algorithms verify in the engine's own Rust code, natively compiled.
 
-use jitgate_token::verify_signature::{encode_result, VerifyArgs};
+use jitgate_token::alg::P256_SPKI_PREFIX;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, RSA_PKCS1_2048_8192_SHA256};
 
-/// DER SubjectPublicKeyInfo prefix of an uncompressed P-256 point (id-ecPublicKey, prime256v1).
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 /// DER AlgorithmIdentifier of rsaEncryption with NULL parameters.
 const RSA_ALGORITHM: [u8; 15] =
     [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
@@ -20,24 +14,17 @@ enum Key<'a> {
     RsaPublicKey(&'a [u8]),
 }
 
-/// Answers a serialized `VerifySignatureArguments` as Envoy does: `None` for arguments or a key
-/// it cannot import, else the result message (`false` with an error text for other hashes).
-pub fn verify_signature(args: &[u8]) -> Option<Vec<u8>> {
-    let a = VerifyArgs::decode(args)?;
-    if !a.public_key_pem.is_empty() {
-        return None;
+/// Verifies as Envoy's `verify_signature` does: `None` for a key it cannot import, `false` for a
+/// hash other than SHA-256 or a signature (DER for ECDSA) that does not verify.
+pub fn verify(hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+    let key = spki_key(public_key)?;
+    if hash != "sha256" {
+        return Some(false);
     }
-    let key = spki_key(&a.public_key)?;
-    if a.hash_function != "sha256" {
-        return Some(encode_result(false, &format!("{} is not supported.", a.hash_function)));
-    }
-    let ok = match key {
-        Key::P256Point(p) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, p).verify(&a.text, &a.signature).is_ok(),
-        Key::RsaPublicKey(k) => {
-            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, k).verify(&a.text, &a.signature).is_ok()
-        }
-    };
-    Some(encode_result(ok, if ok { "" } else { "Failed to verify digest." }))
+    Some(match key {
+        Key::P256Point(p) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, p).verify(text, signature).is_ok(),
+        Key::RsaPublicKey(k) => UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, k).verify(text, signature).is_ok(),
+    })
 }
 
 /// The key inside a DER SubjectPublicKeyInfo of a P-256 or RSA key.

@@ -45,6 +45,20 @@ struct HttpHeader {
     value_length: usize,
 }
 
+impl HttpHeader {
+    // SAFETY (both): a header Envoy filled in during the current hook; its map owns the bytes
+    // until the hook returns or a header is set, and the slices are only used before either.
+    fn key(&self) -> &[u8] {
+        // SAFETY: see above.
+        unsafe { bytes(self.key_ptr, self.key_length) }
+    }
+
+    fn value(&self) -> &[u8] {
+        // SAFETY: see above.
+        unsafe { bytes(self.value_ptr, self.value_length) }
+    }
+}
+
 /// `envoy_dynamic_module_type_http_header_type`.
 const REQUEST_HEADER: u32 = 0;
 const RESPONSE_HEADER: u32 = 2;
@@ -181,14 +195,11 @@ impl Stream {
         {
             return None;
         }
-        let mut pairs = Vec::with_capacity(n);
-        for h in &raw {
-            // SAFETY: Envoy's header map owns these bytes until the hook returns or a header is
-            // set; the slices are dropped before either (they live only inside `f`).
-            let (key, value) = unsafe { (bytes(h.key_ptr, h.key_length), bytes(h.value_ptr, h.value_length)) };
-            pairs.push((std::str::from_utf8(key).ok()?, value));
+        // Checked whole before anything is decided on it.
+        if raw.iter().any(|h| std::str::from_utf8(h.key()).is_err()) {
+            return None;
         }
-        Some(f(&mut pairs.into_iter()))
+        Some(f(&mut raw.iter().filter_map(|h| Some((std::str::from_utf8(h.key()).ok()?, h.value())))))
     }
 
     /// Replaces a request (`response: false`) or response header; `None` removes it.
@@ -464,72 +475,28 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
 
 // Stream callouts (`start_http_stream`) and config-level callouts and schedules: unused (the
-// native module has no sidecar yet); never called because never started.
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(_: *mut c_void, _: *const c_void, _id: u64) {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(_: *mut c_void, _: *const c_void, _id: u64) {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(_: *mut c_void, _: *const c_void, _id: u64) {
+// native module has no sidecar yet), so never called; Envoy only requires the symbols. Each takes
+// the Envoy object, the module object and an id first; the rest is never read.
+macro_rules! unused_hooks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[no_mangle]
+            pub extern "C" fn $name(_: *mut c_void, _: *const c_void, _id: u64) {}
+        )*
+    };
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(_: *mut c_void, _: *const c_void, _id: u64) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(_: *mut c_void, _: *const c_void, _id: u64) {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
-    _: *mut c_void,
-    _: *const c_void,
-    _id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(_: *mut c_void, _: *const c_void, _id: u64) {}
+unused_hooks!(
+    envoy_dynamic_module_on_http_filter_http_stream_headers,
+    envoy_dynamic_module_on_http_filter_http_stream_data,
+    envoy_dynamic_module_on_http_filter_http_stream_trailers,
+    envoy_dynamic_module_on_http_filter_http_stream_complete,
+    envoy_dynamic_module_on_http_filter_http_stream_reset,
+    envoy_dynamic_module_on_http_filter_config_http_callout_done,
+    envoy_dynamic_module_on_http_filter_config_http_stream_headers,
+    envoy_dynamic_module_on_http_filter_config_http_stream_data,
+    envoy_dynamic_module_on_http_filter_config_http_stream_trailers,
+    envoy_dynamic_module_on_http_filter_config_http_stream_complete,
+    envoy_dynamic_module_on_http_filter_config_http_stream_reset,
+    envoy_dynamic_module_on_http_filter_config_scheduled,
+);

@@ -23,8 +23,6 @@ pub struct FilterConfig {
     config: Config,
     metric_ids: HashMap<Metric, usize>,
     panic_id: Option<usize>,
-    /// Whether the engine passed its self-test of the host (ring) signature path.
-    host_crypto: bool,
     /// Dropped with the configuration: workers then drop their engine for it.
     alive: Arc<()>,
 }
@@ -40,21 +38,7 @@ impl FilterConfig {
 /// Parses the filter configuration (the same JSON as the wasm filter's) and defines the metrics;
 /// `None`, after one log line naming the problem, refuses it.
 pub fn new_config(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<FilterConfig> {
-    match configure(handle, name, bytes) {
-        Ok(c) => {
-            let rules = c.config.rules.len();
-            let crypto = if c.host_crypto { "ring (ES256, RS256) and Rust" } else { "Rust" };
-            ffi::log(
-                Level::Info,
-                &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"),
-            );
-            Some(c)
-        }
-        Err(e) => {
-            ffi::log(Level::Error, &format!("jitgate: {e}"));
-            None
-        }
-    }
+    configure(handle, name, bytes).map_err(|e| ffi::log(Level::Error, &format!("jitgate: {e}"))).ok()
 }
 
 fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterConfig, String> {
@@ -80,16 +64,13 @@ fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterCo
     }
     let panic_id = handle.define_counter(METRIC_PANIC);
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let mut c = FilterConfig {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        config,
-        metric_ids,
-        panic_id,
-        host_crypto: false,
-        alive: Arc::new(()),
-    };
+    let c =
+        FilterConfig { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), config, metric_ids, panic_id, alive: Arc::new(()) };
     // Start once here so that a configuration the engine refuses is refused at load, not per request.
-    c.host_crypto = Engine::start(c.config.clone(), &NativeHost { stream: None, config: &c })?.host_crypto;
+    let engine = Engine::start(c.config.clone(), &NativeHost { stream: None, config: &c })?;
+    let rules = c.config.rules.len();
+    let crypto = if engine.host_crypto { "ring (ES256, RS256) and Rust" } else { "Rust" };
+    ffi::log(Level::Info, &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"));
     Ok(c)
 }
 
@@ -106,17 +87,18 @@ fn engine_for(config: &FilterConfig, stream: Stream) -> Option<Rc<Engine>> {
     ENGINES.with(|engines| cached_engine(&mut *engines.try_borrow_mut().ok()?, config, start))
 }
 
-/// This worker's engine for `config`, started on first use; engines of configurations Envoy has
-/// destroyed since (a listener update) are dropped here, so reloads do not pile up engines.
+/// This worker's engine for `config`, started on first use. A new configuration means a listener
+/// update: engines of configurations Envoy has destroyed are dropped then, so reloads do not pile
+/// up engines (and a stream on a known configuration pays only the lookup).
 fn cached_engine(
     engines: &mut Engines,
     config: &FilterConfig,
     start: impl FnOnce() -> Option<Engine>,
 ) -> Option<Rc<Engine>> {
-    engines.retain(|_, (alive, _)| alive.strong_count() > 0);
     if let Some((_, e)) = engines.get(&config.id) {
         return Some(e.clone());
     }
+    engines.retain(|_, (alive, _)| alive.strong_count() > 0);
     let engine = Rc::new(start()?);
     engines.insert(config.id, (Arc::downgrade(&config.alive), engine.clone()));
     Some(engine)
@@ -243,8 +225,8 @@ impl Host for NativeHost<'_> {
         store::set(key, value, cas)
     }
 
-    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
-        crate::crypto::verify_signature(args)
+    fn verify_signature(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        crate::crypto::verify(hash, public_key, signature, text)
     }
 
     fn random(&self, buf: &mut [u8]) -> bool {
@@ -260,7 +242,7 @@ mod tests {
     fn config(id: u64) -> FilterConfig {
         let json = br#"{"issuer": "https://i", "audience": "a", "hs256_secrets": [{"kid": "h", "secret": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}], "rules": [{"name": "r", "path": {"prefix": "/"}}]}"#;
         let config = Config::parse(json).unwrap();
-        FilterConfig { id, config, metric_ids: HashMap::new(), panic_id: None, host_crypto: false, alive: Arc::new(()) }
+        FilterConfig { id, config, metric_ids: HashMap::new(), panic_id: None, alive: Arc::new(()) }
     }
 
     #[test]

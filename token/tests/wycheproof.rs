@@ -2,19 +2,13 @@
 //! Project Wycheproof vectors: every `valid` vector verifies and every `invalid` one is rejected,
 //! for each primitive and for the JWS/JWK files, except where noted (and then asserted explicitly).
 
+#[path = "support/wycheproof.rs"]
+mod support;
+
 use jitgate_token::alg::{self, KeyMaterial};
 use jitgate_token::{jws, Jwk, KeySet};
 use serde_json::Value;
-
-fn load(name: &str) -> Value {
-    let path = format!("{}/tests/vectors/wycheproof/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn hex(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap_or_default()).unwrap_or_else(|e| panic!("bad hex {v}: {e}"))
-}
+use support::{group_jwk, hex, load};
 
 fn groups(doc: &Value) -> &Vec<Value> {
     doc["testGroups"].as_array().unwrap_or_else(|| panic!("no testGroups"))
@@ -24,26 +18,12 @@ fn tests(group: &Value) -> &Vec<Value> {
     group["tests"].as_array().unwrap_or_else(|| panic!("no tests"))
 }
 
-/// A few ECDSA groups carry only the raw point; express it as a JWK (coordinates are 32 bytes).
-fn ec_jwk(public_key: &Value) -> Value {
-    let coord = |name: &str| {
-        let raw = hex(&public_key[name]);
-        let mut out = [0u8; 32];
-        let tail = &raw[raw.len().saturating_sub(32)..];
-        out[32 - tail.len()..].copy_from_slice(tail);
-        jitgate_token::encoding::b64_encode(&out)
-    };
-    serde_json::json!({"kty": "EC", "crv": "P-256", "x": coord("wx"), "y": coord("wy")})
-}
-
 /// Runs `verify` over every test of every group; returns (valid checked, invalid checked).
 fn run_primitive(file: &str, key_field: &str, verify: impl Fn(&KeyMaterial, &[u8], &[u8]) -> bool) -> (usize, usize) {
     let doc = load(file);
     let (mut valid, mut invalid) = (0, 0);
     for group in groups(&doc) {
-        let key_json =
-            if group[key_field].is_object() { group[key_field].clone() } else { ec_jwk(&group["publicKey"]) };
-        let jwk = Jwk::from_json(key_json.to_string().as_bytes());
+        let jwk = Jwk::from_json(group_jwk(group, key_field).to_string().as_bytes());
         for t in tests(group) {
             let id = &t["tcId"];
             let accepted = match &jwk {

@@ -9,6 +9,7 @@ use jitgate_engine::config::Config;
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
 use jitgate_engine::sidecar::{Answer, Call, MAX_ANSWER_BYTES};
 use jitgate_engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, MetricKind, Task};
+use jitgate_token::verify_signature::{decode_result, encode_args};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -182,11 +183,10 @@ pub(crate) fn on_request_headers(context_id: u32) -> u32 {
     if abi::now_nanos().is_err() {
         return unavailable();
     }
-    let map = request_header_map();
-    let Some(headers) = map.as_deref().and_then(HeaderPairs::parse) else { return unavailable() };
-    let host = ProxyHost { metric_ids: &shared.metric_ids };
-    let action = shared.engine.on_request_headers(&host, headers);
-    http.apply(&shared, action)
+    with_request_headers(|headers| {
+        let action = shared.engine.on_request_headers(&ProxyHost { metric_ids: &shared.metric_ids }, headers);
+        http.apply(&shared, action)
+    })
 }
 
 pub(crate) fn on_response_headers(context_id: u32) -> u32 {
@@ -226,9 +226,11 @@ fn call_response_body(size: usize) -> Vec<u8> {
     abi::buffer(abi::BUFFER_CALL_RESPONSE_BODY, 0, len).ok().flatten().unwrap_or_default()
 }
 
-/// The request header map, serialized; `None` if the host fails.
-fn request_header_map() -> Option<Vec<u8>> {
-    abi::header_pairs(abi::MAP_REQUEST_HEADERS).ok()
+/// Runs `decide` over the request headers, read in place; 503 if the host fails or sends a
+/// malformed map.
+fn with_request_headers(decide: impl FnOnce(HeaderPairs<'_>) -> u32) -> u32 {
+    let map = abi::header_pairs(abi::MAP_REQUEST_HEADERS).ok();
+    map.as_deref().and_then(HeaderPairs::parse).map_or_else(unavailable, decide)
 }
 
 fn now_ms() -> u64 {
@@ -277,11 +279,12 @@ impl Http {
                 }
                 None => {
                     // Could not even send it (unknown cluster, ...): the answer is "no answer".
-                    let map = request_header_map();
-                    let Some(headers) = map.as_deref().and_then(HeaderPairs::parse) else { return unavailable() };
-                    let host = ProxyHost { metric_ids: &shared.metric_ids };
-                    let action = shared.engine.resume(&host, headers, continuation, Answer { status: None, body: &[] });
-                    self.apply(shared, action)
+                    with_request_headers(|headers| {
+                        let host = ProxyHost { metric_ids: &shared.metric_ids };
+                        let no_answer = Answer { status: None, body: &[] };
+                        let action = shared.engine.resume(&host, headers, continuation, no_answer);
+                        self.apply(shared, action)
+                    })
                 }
             },
         }
@@ -290,17 +293,11 @@ impl Http {
     fn on_call_answer(&mut self, token: u32, answer: Answer<'_>) {
         let Some(shared) = shared_of(self.root_id) else { return };
         let resumed = match self.waiting.take() {
-            Some((expected, continuation)) if expected == token => {
-                let map = request_header_map();
-                match map.as_deref().and_then(HeaderPairs::parse) {
-                    Some(headers) => {
-                        let host = ProxyHost { metric_ids: &shared.metric_ids };
-                        let action = shared.engine.resume(&host, headers, continuation, answer);
-                        self.apply(&shared, action)
-                    }
-                    None => unavailable(),
-                }
-            }
+            Some((expected, continuation)) if expected == token => with_request_headers(|headers| {
+                let host = ProxyHost { metric_ids: &shared.metric_ids };
+                let action = shared.engine.resume(&host, headers, continuation, answer);
+                self.apply(&shared, action)
+            }),
             _ => unavailable(),
         };
         if resumed == abi::CONTINUE && abi::continue_request().is_err() {
@@ -348,8 +345,11 @@ impl Host for ProxyHost<'_> {
         abi::property(path.join("\0").as_bytes()).ok().flatten()
     }
 
-    fn verify_signature(&self, args: &[u8]) -> Option<Vec<u8>> {
-        abi::call_foreign_function("verify_signature", args).ok().flatten()
+    fn verify_signature(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        // Envoy's foreign function takes and answers protobuf messages (verify_signature.proto).
+        let args = encode_args(hash, public_key, signature, text);
+        let answer = abi::call_foreign_function("verify_signature", &args).ok().flatten()?;
+        decode_result(&answer).map(|(ok, _)| ok)
     }
 
     fn shared_get(&self, key: &str) -> SharedRead {
