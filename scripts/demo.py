@@ -33,7 +33,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--keep", action="store_true", help="leave Envoy running until Ctrl-C")
     p.add_argument("--native", action="store_true",
-                   help="the filter decisions with the native Envoy module (libjitgate.so) instead of the wasm filter")
+                   help="both parts with the native Envoy module (libjitgate.so) instead of the wasm filter")
     args = p.parse_args()
     ports = (int(os.environ.get("JITGATE_DEMO_PORT", 10000)), int(os.environ.get("JITGATE_DEMO_UPSTREAM_PORT", 10001)),
              int(os.environ.get("JITGATE_DEMO_ADMIN_PORT", 9901)))
@@ -88,9 +88,7 @@ def main():
         print(f"\n{allowed} allowed, {len(ROWS) - allowed} denied ({len(denied)} distinct reasons).")
     if allowed < 1 or len(denied) < 4:
         raise SystemExit("demo did not show the expected decisions")
-    if args.native:
-        print("\nThe JIT loop below runs with the wasm filter: the native module has no sidecar support yet.")
-    jit_loop(ports, args.keep)
+    jit_loop(ports, args.keep, args.native)
 
 
 class Timeline:
@@ -105,7 +103,7 @@ class Timeline:
         print(f"  t+{time.monotonic() - self.t0:6.2f}s  {who:<8} {what:<58} {outcome}", flush=True)
 
 
-def jit_loop(ports, keep):
+def jit_loop(ports, keep, native):
     """Part 2: the sidecar issues, Envoy enforces, revocation reaches the filter within a poll."""
     work = run_dir("demo-loop")
     shutil.rmtree(work / "data", ignore_errors=True)  # each demo starts with no grants
@@ -124,7 +122,7 @@ def jit_loop(ports, keep):
     }
     try:
         with Stack("demo-loop", cfg, template="demo.yaml", ports=ports, sidecar_port=sc.port,
-                   vm_env=sc.vm_env()) as s:
+                   vm_env=sc.vm_env(), native=native) as s:
             print(f"\nThe JIT loop: jitgate-sidecar on :{sc.port} (policy sidecar/examples/policy.yaml) issues,"
                   f" Envoy on :{s.listen} enforces\n")
             alice, bob = sc.identity("alice", "sre"), sc.identity("bob", "sre-leads")

@@ -2,7 +2,7 @@
 # The demo: installs what is missing, builds the filter and the token tool, starts the echo
 # upstream and Envoy with jitgate, and walks through allowed and denied requests; then starts the
 # issuance sidecar and shows the JIT loop (request, approval, exchange, replay, revocation) as a timeline.
-# Pass --keep to leave the stack running afterwards; --native shows the filter decisions with the
+# Pass --keep to leave the stack running afterwards; --native runs both parts with the
 # native Envoy module (libjitgate.so) instead of the wasm filter.
 set -euo pipefail
 cd "$(dirname "$0")/.."

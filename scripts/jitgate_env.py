@@ -174,6 +174,9 @@ class Stack:
             PLUGIN_CONFIG=json.dumps(json.dumps(plugin_cfg)), VM_ENV=json.dumps(vm_env or {}),
             SIDECAR_TRANSPORT=json.dumps(sidecar_transport))
         self.wasm_log_level = wasm_log_level
+        # The wasm filter reads `secret_env` from its VM's environment; the native module from
+        # Envoy's process environment.
+        self.process_env = {**envoy_env(native_dir), **((vm_env or {}) if native else {})}
         self.config = self.dir / "envoy.yaml"
         self.config.write_text(rendered)
         self.concurrency = concurrency
@@ -193,7 +196,7 @@ class Stack:
                                  "--file-flush-interval-msec", "100",  # access log lines within 0.1 s
                                  "--component-log-level",
                                  f"wasm:{self.wasm_log_level},dynamic_modules:{self.wasm_log_level}"],
-                                self.envoy_log, env=envoy_env(self.native_dir))
+                                self.envoy_log, env=self.process_env)
             wait_port(self.listen, envoy, "envoy")
             wait_port(self.admin, envoy, "envoy admin")
         except BaseException:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The JIT loop with real processes: jitgate-sidecar (embedded store), Envoy 1.40 (V8, 2 workers)
-with the filter fetching keys, exchanging tokens, polling revocations and shipping audit batches
-to the sidecar, and the echo upstream.
+"""The JIT loop with real processes: jitgate-sidecar (embedded store), Envoy 1.40 (2 workers) with
+the filter fetching keys, exchanging tokens, polling revocations and shipping audit batches to the
+sidecar, and the echo upstream; once with the wasm filter (V8), once with the native module.
 
 Checks what users rely on and measures what the closing note quotes: exchange latency (cold and
 cached), revoke-to-first-401 over 20+ trials, sidecar issuance throughput. Measurements are printed
@@ -13,6 +13,7 @@ import http.client
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -110,20 +111,29 @@ def policy_limits(sc, alice, bob, lead_alice):
 
 
 def main():
-    work = run_dir("loop")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    sc = Sidecar(work).start()
-    alice = sc.identity("alice", "sre")
-    bob = sc.identity("bob", "sre-leads")
-    lead_alice = sc.identity("lead-alice", "sre,sre-leads")
-    stack = Stack("loop", plugin_config(sc), concurrency=2, sidecar_port=sc.port, vm_env=sc.vm_env())
-    try:
-        with stack as s:
-            run(s, sc, alice, bob, lead_alice)
-    finally:
-        sc.stop()
-    (work / "measurements.json").write_text(json.dumps(measured, indent=2))
+    """The whole loop with the wasm filter, then with the native module (its own sidecar each);
+    `--only wasm|native` runs one."""
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    for native in (False, True):
+        if only and only != ("native" if native else "wasm"):
+            continue
+        name = "loop-native" if native else "loop"
+        print(f"== {name}: Envoy with the {'native module' if native else 'wasm filter'}", flush=True)
+        measured.clear()
+        work = run_dir(name)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        sc = Sidecar(work).start()
+        alice = sc.identity("alice", "sre")
+        bob = sc.identity("bob", "sre-leads")
+        lead_alice = sc.identity("lead-alice", "sre,sre-leads")
+        stack = Stack(name, plugin_config(sc), concurrency=2, sidecar_port=sc.port, vm_env=sc.vm_env(), native=native)
+        try:
+            with stack as s:
+                run(s, sc, alice, bob, lead_alice)
+        finally:
+            sc.stop()
+        (work / "measurements.json").write_text(json.dumps(measured, indent=2))
 
 
 def run(s, sc, alice, bob, lead_alice):

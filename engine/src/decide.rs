@@ -58,9 +58,12 @@ const NONCE_STEP_S: u64 = 60;
 impl Engine {
     /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
     fn verify(&self, host: &impl Host, token: &str, now_s: u64, rule: &Rule) -> Result<Rc<AccessToken>, Reason> {
-        let guard = self.verifier.borrow();
-        let verifier = guard.as_ref().ok_or(Reason::KeysUnavailable)?;
+        let (verifier, generation) = self.state.verifier().ok_or(Reason::KeysUnavailable)?;
         let mut cache = self.cache.borrow_mut();
+        if self.cache_generation.replace(generation) != generation {
+            // Tokens verified with a key that is gone must be checked again.
+            cache.clear();
+        }
         let verified = if let Some(cached) = cache.get(token, now_s) {
             host.count(Metric::CacheHit);
             verifier.recheck(cached, now_s, rule.max_ttl_s).map_err(Reason::Token)?;
@@ -70,7 +73,7 @@ impl Engine {
             let checked = verifier.check_signature(token, via_host.as_ref().map(|v| v as &dyn HostVerifier));
             let (jws, path) = checked.map_err(|e| {
                 if e == jitgate_token::Error::UnknownKid {
-                    self.refresh_keys_soon(now_s);
+                    self.state.refresh_keys_soon(&self.config, now_s);
                 }
                 Reason::Token(e)
             })?;
@@ -120,7 +123,7 @@ impl Engine {
         if rule.dpop_nonce {
             let step = now_s / NONCE_STEP_S;
             // The fleet key from the sidecar is not fetched yet: no nonce can be judged or issued.
-            let key = (*self.nonce_key.borrow()).ok_or(Reason::KeysUnavailable)?;
+            let key = self.state.nonce_key().ok_or(Reason::KeysUnavailable)?;
             if !proof.nonce.as_deref().is_some_and(|n| dpop::nonce_valid(&key, n, step)) {
                 return Err(Reason::UseDpopNonce);
             }
@@ -224,7 +227,7 @@ impl Engine {
             return Decision::new(Reason::Public, Some(rule));
         }
         if let Some(p) = self.config.sidecar.as_ref().and_then(|s| s.revocations) {
-            if self.revocations.borrow().stale(now_s, p.fail_closed_after_s) {
+            if self.state.revocations().is_none_or(|r| r.stale(now_s, p.fail_closed_after_s)) {
                 return Decision::new(Reason::RevocationStale, Some(rule));
             }
         }
@@ -274,7 +277,7 @@ impl Engine {
         let checked = self.verify(host, token, now_s, rule);
         // A revoked token is still a verified one: its claims go into the audit event.
         let (reason, token_seen) = match checked {
-            Ok(t) if self.revocations.borrow().revoked(&t.claims) => (Reason::Revoked, Some(t)),
+            Ok(t) if self.state.revocations().is_none_or(|r| r.revoked(&t.claims)) => (Reason::Revoked, Some(t)),
             Ok(t) => (Reason::Verified, Some(t)),
             Err(reason) => (reason, None),
         };
@@ -333,7 +336,7 @@ impl Engine {
             }
         };
         if d.reason == Reason::UseDpopNonce {
-            d.nonce = self.nonce_key.borrow().as_ref().map(|k| dpop::issue_nonce(k, now_s / NONCE_STEP_S));
+            d.nonce = self.state.nonce_key().map(|k| dpop::issue_nonce(&k, now_s / NONCE_STEP_S));
         }
         d.token = Some(verified);
         d

@@ -103,7 +103,7 @@ impl Engine {
         host.record(Metric::DecisionLatencyUs, event.latency_us);
         let line = event.to_line();
         host.log(Level::Info, &line);
-        if ship && !self.audit_queue.borrow_mut().push(line) {
+        if ship && !self.state.audit_queue().is_some_and(|mut q| q.push(line)) {
             host.count(Metric::AuditDropped);
         }
     }

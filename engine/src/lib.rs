@@ -16,31 +16,30 @@ pub mod response;
 pub mod revocations;
 pub mod rules;
 pub mod sidecar;
+mod state;
 mod tasks;
 
 #[cfg(test)]
 mod tests;
 
-use audit::AuditQueue;
 use cache::{Cache, CacheKey, TokenCache};
 use config::{Config, CryptoMode, NonceKeySource};
 use decide::Decision;
 use host::{shared_nonce_key, ForeignVerifier, HostShared};
-use jitgate_token::Verifier;
 use reason::Reason;
 use request::Request;
 use response::LocalResponse;
-use revocations::Revocations;
 use rules::Replay;
 use sidecar::{Answer, Call, Exchanged};
 use std::borrow::Cow;
-use std::cell::RefCell;
-use tasks::Schedule;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 pub use host::{Host, Level};
 pub use metrics::{metrics, Metric, MetricKind};
 pub use request::Header;
-pub use tasks::{Task, TICK_MS};
+pub use state::SharedState;
+pub use tasks::{tick_period_ms, Task, TICK_MS};
 
 /// Headers jitgate sets upstream from a verified token; any client-sent copy is removed first.
 pub const CLAIM_HEADERS: [&str; 3] = ["x-jit-sub", "x-jit-scope", "x-jit-grant"];
@@ -95,56 +94,57 @@ struct Inputs<'a> {
 
 const NO_INPUTS: Inputs<'static> = Inputs { exchanged: None, exchange_key: None, replay: ClusterReplay::NotAsked };
 
-/// The engine: a compiled configuration, per-VM state, and the per-request decision.
+/// The engine: a compiled configuration, per-worker caches, the state its workers share, and
+/// the per-request decision.
 #[derive(Debug)]
 pub struct Engine {
     pub config: Config,
     /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
     pub host_crypto: bool,
-    /// Trusted keys: inline ones, or the sidecar's last good JWKS (`None` before the first fetch).
-    verifier: RefCell<Option<Verifier>>,
+    /// Keys, revocations, nonce key, audit queue: shared with the other workers of the
+    /// configuration where the host has threads (the native module), this engine's own otherwise.
+    state: Arc<SharedState>,
     cache: RefCell<TokenCache>,
+    /// The key generation the token cache was filled under.
+    cache_generation: Cell<u64>,
     /// Tokens the sidecar issued, by subject token and scope set.
     exchanged: RefCell<Cache<CacheKey, String>>,
-    revocations: RefCell<Revocations>,
-    audit_queue: RefCell<AuditQueue>,
-    schedule: RefCell<Schedule>,
-    /// Key of the stateless DPoP server nonces: shared by every worker (via shared data), by
-    /// the fleet (a configured secret), or fetched from the sidecar (`None` until then).
-    nonce_key: RefCell<Option<[u8; 32]>>,
 }
 
 impl Engine {
-    /// An engine that verifies in wasm (tests, and hosts without crypto).
+    /// An engine with its own state that verifies in wasm (tests, and hosts without crypto).
     pub fn new(mut config: Config) -> Engine {
+        let state = Arc::new(SharedState::new(&mut config));
+        Engine::with_state(config, state)
+    }
+
+    /// An engine over `state`, made by `SharedState::new` from the same configuration.
+    pub fn with_state(config: Config, state: Arc<SharedState>) -> Engine {
         let cache = RefCell::new(TokenCache::new(config.token_cache_entries));
         let sidecar = config.sidecar.as_ref();
         let exchanged = Cache::new(sidecar.and_then(|s| s.exchange.as_ref()).map_or(0, |x| x.cache_entries));
-        let audit_queue = AuditQueue::new(sidecar.and_then(|s| s.audit).map_or(0, |a| a.buffer_events));
-        let revocations = Revocations::new(sidecar.and_then(|s| s.revocations).map_or(0, |r| r.max_entries));
-        let verifier = RefCell::new(config.verifier.take());
-        let nonce_key = match config.nonce_key {
-            NonceKeySource::Shared(k) => Some(k),
-            NonceKeySource::Proxy | NonceKeySource::Sidecar => None,
-        };
         Engine {
             config,
             host_crypto: false,
-            verifier,
+            state,
             cache,
+            cache_generation: Cell::new(0),
             exchanged: RefCell::new(exchanged),
-            revocations: RefCell::new(revocations),
-            audit_queue: RefCell::new(audit_queue),
-            schedule: RefCell::default(),
-            nonce_key: RefCell::new(nonce_key),
         }
     }
 
-    /// Starts on `host`: with `crypto: auto | host`, uses the host's `verify_signature` if it
-    /// passes a known-answer self-test. `crypto: host` without a working one is an error.
-    pub fn start(config: Config, host: &impl Host) -> Result<Engine, String> {
+    /// Starts on `host` with its own state; see `start_with`.
+    pub fn start(mut config: Config, host: &impl Host) -> Result<Engine, String> {
+        let state = Arc::new(SharedState::new(&mut config));
+        Engine::start_with(config, state, host)
+    }
+
+    /// Starts on `host` over `state`: with `crypto: auto | host`, uses the host's
+    /// `verify_signature` if it passes a known-answer self-test. `crypto: host` without a working
+    /// one is an error.
+    pub fn start_with(config: Config, state: Arc<SharedState>, host: &impl Host) -> Result<Engine, String> {
         let mode = config.crypto;
-        let mut engine = Engine::new(config);
+        let mut engine = Engine::with_state(config, state);
         engine.host_crypto = mode != CryptoMode::Wasm && jitgate_token::alg::host_self_test(&ForeignVerifier(host));
         if mode == CryptoMode::Host && !engine.host_crypto {
             return Err("invalid configuration: field `crypto`: `host`, but the proxy has no working \
@@ -158,9 +158,29 @@ impl Engine {
         }
         if engine.config.rules.iter().any(|r| r.dpop_nonce) && engine.config.nonce_key == NonceKeySource::Proxy {
             let key = shared_nonce_key(host).ok_or("cannot create the DPoP nonce key in shared data")?;
-            *engine.nonce_key.borrow_mut() = Some(key);
+            engine.state.set_nonce_key(key);
         }
         Ok(engine)
+    }
+
+    /// The state this engine shares with the other workers of its configuration.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+
+    /// The root context's tick period, when some background work is configured.
+    pub fn tick_period_ms(&self) -> Option<u64> {
+        tick_period_ms(&self.config)
+    }
+
+    /// Background calls due at `now_ms`: key fetch, revocation poll, audit batches.
+    pub fn due_calls(&self, now_ms: u64) -> Vec<(Task, Call)> {
+        self.state.due_calls(&self.config, now_ms)
+    }
+
+    /// The answer to a background call (a failed dispatch is an answer with no status).
+    pub fn on_task_answer(&self, host: &impl Host, task: Task, answer: Answer<'_>, now_ms: u64) {
+        self.state.on_task_answer(&self.config, host, task, answer, now_ms);
     }
 
     /// The host's signature verifier, if start-up chose it.

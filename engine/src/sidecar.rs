@@ -2,8 +2,9 @@
 //! parsing of their answers. Every answer is untrusted input: bounded, and a malformed one is an
 //! error the caller fails closed on.
 
-use crate::config::sidecar::CallerKey;
+use crate::config::sidecar::{CallerKey, Sidecar};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Largest answer body the filter reads from the sidecar.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -237,6 +238,29 @@ pub fn authorization(key: &CallerKey, call: &Call, now_s: u64, nonce: &[u8]) -> 
         &call.path,
         &call.body,
     )
+}
+
+/// The request headers of `call`: pseudo-headers, content type and, when the filter signs its
+/// calls, `authorization` at `now_s` with a fresh `nonce`. `None` if the signature cannot be
+/// made (the sidecar would refuse the call, so it is not sent).
+pub fn call_headers<'a>(
+    sidecar: &'a Sidecar,
+    call: &'a Call,
+    now_s: u64,
+    nonce: &[u8],
+) -> Option<Vec<(&'static str, Cow<'a, str>)>> {
+    let mut headers = vec![
+        (":method", Cow::Borrowed(call.method)),
+        (":path", Cow::Borrowed(call.path.as_str())),
+        (":authority", Cow::Borrowed(sidecar.authority.as_str())),
+    ];
+    if let Some(ct) = call.content_type {
+        headers.push(("content-type", Cow::Borrowed(ct)));
+    }
+    if let Some(key) = &sidecar.auth {
+        headers.push(("authorization", Cow::Owned(authorization(key, call, now_s, nonce)?)));
+    }
+    Some(headers)
 }
 
 /// The JWKS body, if the answer carries one (parsed and checked by the caller).

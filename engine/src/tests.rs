@@ -8,6 +8,7 @@ use jitgate_token::Alg;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -134,6 +135,10 @@ fn respond(a: &Action) -> &LocalResponse {
     }
 }
 
+fn ok(body: &str) -> Answer<'_> {
+    Answer { status: Some(200), body: body.as_bytes() }
+}
+
 fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
     r.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
 }
@@ -176,7 +181,7 @@ fn no_audit_line_is_built_when_the_log_level_drops_it_unless_it_is_shipped() {
             f.engine.on_request_headers(&host, view(&headers("GET", "/orders/7", &[("authorization", &bearer)])));
         assert!(matches!(action, Action::Continue { .. }));
         assert_eq!(host.counters.borrow().get(METRIC_ALLOW), Some(&1), "metrics regardless");
-        assert_eq!(f.engine.audit_queue.borrow().len(), usize::from(expect_line), "queued for shipping");
+        assert_eq!(f.engine.state.audit_queue().unwrap().len(), usize::from(expect_line), "queued for shipping");
         let dropped = host.counters.borrow().get("jitgate.audit.dropped").copied();
         assert_eq!(dropped, (!expect_line).then_some(1), "a decision nobody logs or ships is counted as dropped");
         assert_eq!(host.latencies.borrow().len(), 1, "the decision latency is recorded either way");
@@ -504,4 +509,60 @@ fn filter_state_is_written_only_when_configured() {
     let (action, host) = f.run("GET", "/orders/7", &[("authorization", &bearer)]);
     assert!(matches!(action, Action::Continue { .. }));
     assert!(host.state.borrow().is_empty(), "no host call for state nobody reads: {:?}", host.state.borrow());
+}
+
+#[test]
+fn workers_sharing_one_state_poll_once_and_see_the_same_keys_and_revocations() {
+    let (k1, k2) =
+        (SigningKey::generate(Alg::ES256, Some("k1")).unwrap(), SigningKey::generate(Alg::ES256, Some("k2")).unwrap());
+    let mut c = config_json(
+        &k1,
+        json!({"sidecar": {"cluster": "c", "jwks": {"refresh_s": 60}, "revocations": {"poll_ms": 1000}}}),
+    );
+    c.as_object_mut().unwrap().remove("jwks");
+    let mut config = Config::parse(c.to_string().as_bytes()).unwrap();
+    let state = Arc::new(SharedState::new(&mut config));
+    let (a, b) = (Engine::with_state(config.clone(), state.clone()), Engine::with_state(config, state.clone()));
+    let host = RecordingHost::default();
+    let token = mint(&k1, "at+jwt", &claims("orders:read")).unwrap();
+    let bearer = format!("Bearer {token}");
+    let get =
+        |e: &Engine| e.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &bearer)])));
+    assert_eq!(respond(&get(&b)).status, 503, "no keys before the first fetch");
+
+    let now_ms = NOW * 1000;
+    let due = a.due_calls(now_ms);
+    assert_eq!(due.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), [Task::Jwks, Task::Revocations]);
+    assert!(b.due_calls(now_ms).is_empty(), "the other worker finds the calls in flight: one poll, not one per worker");
+    let jwks = |k: &SigningKey| json!({"keys": [k.public_jwk()]}).to_string();
+    let (j1, empty) = (jwks(&k1), r#"{"epoch": "e", "seq": 1, "revocations": []}"#.to_owned());
+    b.on_task_answer(&host, Task::Jwks, ok(&j1), now_ms);
+    b.on_task_answer(&host, Task::Revocations, ok(&empty), now_ms);
+    assert!(matches!(get(&a), Action::Continue { .. }), "keys fetched through one worker serve the other");
+    assert!(matches!(get(&b), Action::Continue { .. }));
+
+    // A revocation applied once is seen by both, cached token or not.
+    let later = now_ms + 2000;
+    let revoked = r#"{"epoch": "e", "seq": 2, "revocations": [{"kind": "jti", "value": "j-1", "at": 1800000000, "until": 1800000300}]}"#;
+    assert!(a.due_calls(later).iter().any(|(t, _)| *t == Task::Revocations));
+    a.on_task_answer(&host, Task::Revocations, ok(revoked), later);
+    for e in [&a, &b] {
+        assert_eq!(respond(&get(e)).status, 401);
+        assert_eq!(host.audit()["reason"], "revoked");
+    }
+
+    // A new key set without k1 empties every worker's token cache: the cached token is checked again.
+    let mut unrevoked = claims("orders:read");
+    unrevoked["jti"] = json!("j-2");
+    let fresh = mint(&k1, "at+jwt", &unrevoked).unwrap();
+    let fresh_bearer = format!("Bearer {fresh}");
+    let get_fresh = |e: &Engine| {
+        e.on_request_headers(&host, view(&headers("GET", "/orders/1", &[("authorization", &fresh_bearer)])))
+    };
+    let first = get_fresh(&b);
+    assert!(matches!(first, Action::Continue { .. }), "cached by b: {first:?} {}", host.audit());
+    let j2 = jwks(&k2);
+    a.on_task_answer(&host, Task::Jwks, ok(&j2), later + 61_000);
+    assert_eq!(respond(&get_fresh(&b)).status, 401, "k1 is gone: b's cached verdict is not used");
+    assert_eq!(host.audit()["reason"], "unknown_kid");
 }

@@ -4,7 +4,9 @@
 //! crosses the boundary: each hook runs under `catch_unwind`, and a caught panic answers 503.
 #![allow(unsafe_code)]
 
-use crate::filter::{self, Filter, FilterConfig};
+use crate::config::{self, FilterConfig};
+use crate::filter::{self, Filter, Verdict};
+use jitgate_engine::sidecar::{Answer, MAX_ANSWER_BYTES};
 use jitgate_engine::{Header, Level};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,7 +40,7 @@ impl ModuleBuffer {
 /// `envoy_dynamic_module_type_envoy_http_header` / `..._module_http_header`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct HttpHeader {
+pub struct HttpHeader {
     key_ptr: *const u8,
     key_length: usize,
     value_ptr: *const u8,
@@ -50,12 +52,12 @@ impl HttpHeader {
     // until the hook returns or a header is set, and the slices are only used before either.
     fn key(&self) -> &[u8] {
         // SAFETY: see above.
-        unsafe { bytes(self.key_ptr, self.key_length) }
+        unsafe { slice(self.key_ptr, self.key_length) }
     }
 
     fn value(&self) -> &[u8] {
         // SAFETY: see above.
-        unsafe { bytes(self.value_ptr, self.value_length) }
+        unsafe { slice(self.value_ptr, self.value_length) }
     }
 }
 
@@ -69,6 +71,13 @@ const METRICS_SUCCESS: u32 = 0;
 /// `..._request_headers_status_Continue` / `_StopIteration` (the response statuses share them).
 const CONTINUE: u32 = 0;
 const STOP_ITERATION: u32 = 1;
+/// `..._request_headers_status_StopAllIterationAndBuffer`: a request waiting on a sidecar call
+/// (its body is buffered until the decision).
+const STOP_ALL_AND_BUFFER: u32 = 3;
+/// `..._request_body_status_StopIterationAndBuffer`.
+const BODY_STOP_AND_BUFFER: u32 = 1;
+/// `envoy_dynamic_module_type_http_callout_init_result_Success` / `..._http_callout_result_Success`.
+const CALLOUT_SUCCESS: u32 = 0;
 
 extern "C" {
     fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
@@ -131,6 +140,120 @@ extern "C" {
         labels_size: usize,
         value: u64,
     ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+        config: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: *mut c_void,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *mut HttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: *mut c_void,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *mut HttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: *mut c_void) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+}
+
+/// Module-owned header pairs in Envoy's layout, borrowing `pairs` for one call.
+fn module_headers(pairs: &[(&str, &str)]) -> Vec<HttpHeader> {
+    pairs
+        .iter()
+        .map(|(k, v)| HttpHeader {
+            key_ptr: k.as_ptr(),
+            key_length: k.len(),
+            value_ptr: v.as_ptr(),
+            value_length: v.len(),
+        })
+        .collect()
+}
+
+/// A sidecar call: cluster, headers, body and timeout.
+#[derive(Debug)]
+pub struct Callout<'a> {
+    pub cluster: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    pub timeout_ms: u64,
+}
+
+/// `..._config_http_callout` and `..._filter_http_callout` share this signature.
+type SendCallout =
+    unsafe extern "C" fn(*mut c_void, *mut u64, ModuleBuffer, *mut HttpHeader, usize, ModuleBuffer, u64) -> u32;
+
+/// Sends `callout` through `send` on `target`; the id names its answer.
+fn send_callout(send: SendCallout, target: *mut c_void, callout: &Callout<'_>) -> Option<u64> {
+    let mut headers = module_headers(callout.headers);
+    let mut id = 0u64;
+    // SAFETY: `target` is the live Envoy object of the current hook; the cluster, header array
+    // and body outlive the call (Envoy copies them into its request); `id` is a valid out pointer.
+    let r = unsafe {
+        send(
+            target,
+            &mut id,
+            ModuleBuffer::of(callout.cluster.as_bytes()),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::of(callout.body),
+            callout.timeout_ms,
+        )
+    };
+    (r == CALLOUT_SUCCESS).then_some(id)
+}
+
+/// A callout's answer as the engine reads it: the status (none if the call failed) and at most
+/// `limit + 1` bytes of body, so an oversized answer is seen as such.
+///
+/// # Safety
+/// `headers` and `chunks` must be null or point at `n_headers` / `n_chunks` entries Envoy owns
+/// for the current hook.
+unsafe fn callout_answer(
+    result: u32,
+    headers: *const HttpHeader,
+    n_headers: usize,
+    chunks: *const EnvoyBuffer,
+    n_chunks: usize,
+    limit: usize,
+) -> (Option<u16>, Vec<u8>) {
+    if result != CALLOUT_SUCCESS {
+        return (None, Vec::new());
+    }
+    // SAFETY: the caller's contract.
+    let headers = unsafe { slice(headers, n_headers) };
+    let status =
+        headers.iter().find(|h| h.key() == b":status").and_then(|h| std::str::from_utf8(h.value()).ok()?.parse().ok());
+    let mut body = Vec::new();
+    // SAFETY: the caller's contract.
+    for chunk in unsafe { slice(chunks, n_chunks) } {
+        // SAFETY: each chunk is a buffer Envoy owns for this hook.
+        let part = unsafe { slice(chunk.ptr, chunk.length) };
+        let room = (limit + 1).saturating_sub(body.len());
+        body.extend_from_slice(part.get(..room.min(part.len())).unwrap_or_default());
+    }
+    (status, body)
 }
 
 fn log_level(level: Level) -> u32 {
@@ -152,14 +275,24 @@ pub fn log_enabled(level: Level) -> bool {
     unsafe { envoy_dynamic_module_callback_log_enabled(log_level(level)) }
 }
 
-/// An Envoy filter configuration (`DynamicModuleHttpFilterConfig`), valid during `config_new`.
+/// An Envoy filter configuration (`DynamicModuleHttpFilterConfig`): it outlives the module's
+/// configuration (Envoy destroys ours from its destructor).
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigHandle(*mut c_void);
+
+// SAFETY: the handle is an address; the configuration's callbacks that use it (callouts,
+// schedulers, config-level metrics) are only made on Envoy's main thread, in config hooks.
+unsafe impl Send for ConfigHandle {}
+// SAFETY: as above; worker threads hold the handle but never call through it.
+unsafe impl Sync for ConfigHandle {}
 
 /// `..._config_define_counter` and `..._config_define_histogram` share this signature.
 type DefineMetric = unsafe extern "C" fn(*mut c_void, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
 
 impl ConfigHandle {
+    #[cfg(test)]
+    pub const NULL: ConfigHandle = ConfigHandle(std::ptr::null_mut());
+
     pub fn define_counter(self, name: &str) -> Option<usize> {
         self.define(envoy_dynamic_module_callback_http_filter_config_define_counter, name)
     }
@@ -168,12 +301,76 @@ impl ConfigHandle {
         self.define(envoy_dynamic_module_callback_http_filter_config_define_histogram, name)
     }
 
+    /// Sends a callout from the configuration (main thread); the answer comes to
+    /// `on_http_filter_config_http_callout_done`.
+    pub fn http_callout(self, callout: &Callout<'_>) -> Option<u64> {
+        send_callout(envoy_dynamic_module_callback_http_filter_config_http_callout, self.0, callout)
+    }
+
+    pub fn increment_counter(self, id: usize, n: u64) {
+        // SAFETY: the live configuration; `id` came from `define_counter` on it.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter(self.0, id, std::ptr::null_mut(), 0, n)
+        };
+    }
+
+    pub fn record_histogram(self, id: usize, value: u64) {
+        // SAFETY: the live configuration; `id` came from `define_histogram` on it.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+                self.0,
+                id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            )
+        };
+    }
+
+    /// A scheduler whose commits (from any thread) call `on_http_filter_config_scheduled` on the
+    /// main thread.
+    pub fn scheduler(self) -> Option<ConfigScheduler> {
+        // SAFETY: the live configuration.
+        let ptr = unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0) };
+        (!ptr.is_null()).then_some(ConfigScheduler(ptr))
+    }
+
     fn define(self, define: DefineMetric, name: &str) -> Option<usize> {
         let mut id = 0usize;
         // SAFETY: `self.0` is Envoy's config for this call; the name is live; no labels; `id` is a
         // valid out pointer.
         let r = unsafe { define(self.0, ModuleBuffer::of(name.as_bytes()), std::ptr::null_mut(), 0, &mut id) };
         (r == METRICS_SUCCESS).then_some(id)
+    }
+}
+
+/// The unit tests link without Envoy; the only callback their code can reach is this one (in the
+/// drop of a configuration, whose scheduler they never create), so it is a no-op there.
+#[cfg(test)]
+mod linked_without_envoy {
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(_: *mut std::ffi::c_void) {}
+}
+
+/// Envoy's scheduler for one configuration, deleted when dropped.
+#[derive(Debug)]
+pub struct ConfigScheduler(*mut c_void);
+
+// SAFETY: Envoy's config scheduler posts to the main thread's dispatcher: `commit` may be called
+// from any thread, and it is deleted once, by its owner.
+unsafe impl Send for ConfigScheduler {}
+
+impl ConfigScheduler {
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: a live scheduler (deleted only in `drop`).
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0, event_id) };
+    }
+}
+
+impl Drop for ConfigScheduler {
+    fn drop(&mut self) {
+        // SAFETY: made by `scheduler_new`, deleted once here.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0) };
     }
 }
 
@@ -251,7 +448,18 @@ impl Stream {
             envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, ATTRIBUTE_SOURCE_ADDRESS, &mut out)
         };
         // SAFETY: on success Envoy points `out` at bytes valid for this hook; copied at once.
-        ok.then(|| unsafe { bytes(out.ptr, out.length) }.to_vec())
+        ok.then(|| unsafe { slice(out.ptr, out.length) }.to_vec())
+    }
+
+    /// Sends a callout for this stream; the answer comes to `on_http_filter_http_callout_done`.
+    pub fn http_callout(self, callout: &Callout<'_>) -> Option<u64> {
+        send_callout(envoy_dynamic_module_callback_http_filter_http_callout, self.0, callout)
+    }
+
+    /// Lets a request that waited on a callout go on upstream.
+    pub fn continue_decoding(self) {
+        // SAFETY: live filter, in its callout-done hook.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.0) };
     }
 
     pub fn increment_counter(self, id: usize, n: u64) {
@@ -267,11 +475,11 @@ impl Stream {
     }
 }
 
-/// A borrowed view of `len` bytes at `ptr` (empty for a null pointer).
+/// A borrowed view of `len` values at `ptr` (empty for a null pointer).
 ///
 /// # Safety
-/// `ptr` must be null or point at `len` readable bytes that outlive the returned slice.
-unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+/// `ptr` must be null or point at `len` initialized values that outlive the returned slice.
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     if ptr.is_null() || len == 0 {
         &[]
     } else {
@@ -300,8 +508,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> *const c_void {
     let made = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: Envoy owns both buffers for the duration of this hook; nothing keeps them.
-        let (name, config) = unsafe { (bytes(name.ptr, name.length), bytes(config.ptr, config.length)) };
-        filter::new_config(ConfigHandle(config_envoy), name, config)
+        let (name, config) = unsafe { (slice(name.ptr, name.length), slice(config.ptr, config.length)) };
+        config::new_config(ConfigHandle(config_envoy), name, config)
     }));
     match made {
         Ok(Some(c)) => Box::into_raw(Box::new(c)).cast_const().cast(),
@@ -364,14 +572,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> u32 {
     let stream = Stream(filter_envoy);
     // SAFETY: `filter` is this stream's box (see `filter_box`).
-    let Some((f, config)) = (unsafe { filter_box(filter) }) else { return filter::unavailable(stream) };
-    match catch_unwind(AssertUnwindSafe(|| f.on_request_headers(config, stream))) {
-        Ok(true) => CONTINUE,
-        Ok(false) => STOP_ITERATION,
-        Err(_) => {
-            config.count_panic(stream);
-            filter::unavailable(stream)
+    let verdict = match unsafe { filter_box(filter) } {
+        None => filter::unavailable(stream),
+        Some((f, config)) => {
+            catch_unwind(AssertUnwindSafe(|| f.on_request_headers(config, stream))).unwrap_or_else(|_| {
+                config.count_panic(stream);
+                filter::unavailable(stream)
+            })
         }
+    };
+    match verdict {
+        Verdict::Continue => CONTINUE,
+        Verdict::Stop => STOP_ITERATION,
+        Verdict::Wait => STOP_ALL_AND_BUFFER,
     }
 }
 
@@ -389,8 +602,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(_: *mut c_void, _: *const c_void, _: bool) -> u32 {
-    CONTINUE
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _: *mut c_void,
+    filter: *const c_void,
+    _: bool,
+) -> u32 {
+    // SAFETY: as above.
+    match unsafe { filter_box(filter) } {
+        // Nothing of the request moves on while its decision waits on the sidecar.
+        Some((f, _)) if f.waiting() => BODY_STOP_AND_BUFFER,
+        _ => CONTINUE,
+    }
 }
 
 #[no_mangle]
@@ -411,12 +633,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(_: *mut 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_: *mut c_void, _: *const c_void) {}
 
-/// Status of a request that was answered locally (or could not be decided): stop iteration.
-pub const STOPPED: u32 = STOP_ITERATION;
-
-// Hooks Envoy resolves for every module. jitgate makes no stream callouts, schedules nothing
-// per stream and has no per-route configuration, so they do nothing; `local_reply` lets
-// Envoy's own local replies proceed unchanged.
+// Hooks Envoy resolves for every module. jitgate schedules nothing per stream and has no
+// per-route configuration, so they do nothing; `local_reply` lets Envoy's own local replies
+// proceed unchanged.
 
 /// `envoy_dynamic_module_type_on_http_filter_local_reply_status_Continue`.
 const LOCAL_REPLY_CONTINUE: u32 = 0;
@@ -434,15 +653,57 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _: *mut c_void,
-    _: *const c_void,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const c_void,
-    _headers_size: usize,
-    _body: *const c_void,
-    _body_size: usize,
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const HttpHeader,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
 ) {
+    let stream = Stream(filter_envoy);
+    // SAFETY: `filter` is this stream's box (see `filter_box`).
+    let Some((f, config)) = (unsafe { filter_box(filter) }) else { return };
+    // SAFETY: Envoy's headers and body chunks for this hook.
+    let (status, body) =
+        unsafe { callout_answer(result, headers, headers_size, chunks, chunks_size, MAX_ANSWER_BYTES) };
+    let answer = Answer { status, body: &body };
+    if catch_unwind(AssertUnwindSafe(|| f.on_callout_done(config, stream, callout_id, answer))).is_err() {
+        config.count_panic(stream);
+        filter::unavailable(stream);
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: *mut c_void,
+    config: *const c_void,
+    _event_id: u64,
+) {
+    // SAFETY: a live `FilterConfig` from `config_new` (Envoy calls this only while it lives).
+    if let Some(cfg) = unsafe { config.cast::<FilterConfig>().as_ref() } {
+        let _ = catch_unwind(AssertUnwindSafe(|| cfg.on_tick()));
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy: *mut c_void,
+    config: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const HttpHeader,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
+) {
+    // SAFETY: as above.
+    let Some(cfg) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else { return };
+    // SAFETY: Envoy's headers and body chunks for this hook.
+    let (status, body) =
+        unsafe { callout_answer(result, headers, headers_size, chunks, chunks_size, MAX_ANSWER_BYTES) };
+    let _ = catch_unwind(AssertUnwindSafe(|| cfg.on_answer(callout_id, Answer { status, body: &body })));
 }
 
 #[no_mangle]
@@ -474,9 +735,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_: *const c_void) {}
 
-// Stream callouts (`start_http_stream`) and config-level callouts and schedules: unused (the
-// native module has no sidecar yet), so never called; Envoy only requires the symbols. Each takes
-// the Envoy object, the module object and an id first; the rest is never read.
+// Streaming callouts (`start_http_stream`): unused, so never called; Envoy only requires the
+// symbols. Each takes the Envoy object, the module object and an id first; the rest is never read.
 macro_rules! unused_hooks {
     ($($name:ident),* $(,)?) => {
         $(
@@ -492,11 +752,9 @@ unused_hooks!(
     envoy_dynamic_module_on_http_filter_http_stream_trailers,
     envoy_dynamic_module_on_http_filter_http_stream_complete,
     envoy_dynamic_module_on_http_filter_http_stream_reset,
-    envoy_dynamic_module_on_http_filter_config_http_callout_done,
     envoy_dynamic_module_on_http_filter_config_http_stream_headers,
     envoy_dynamic_module_on_http_filter_config_http_stream_data,
     envoy_dynamic_module_on_http_filter_config_http_stream_trailers,
     envoy_dynamic_module_on_http_filter_config_http_stream_complete,
     envoy_dynamic_module_on_http_filter_config_http_stream_reset,
-    envoy_dynamic_module_on_http_filter_config_scheduled,
 );

@@ -1,81 +1,21 @@
-//! The safe side of the native adapter: the configuration Envoy hands over, one engine per worker
-//! thread, the engine's host services, and applying its decisions to the stream.
+//! The safe side of the native adapter for streams: one engine per worker thread and
+//! configuration, the engine's host services, and applying its decisions (with the sidecar
+//! callouts an exchange or a cluster replay check needs) to the stream.
 
-use crate::ffi::{self, ConfigHandle, Stream};
+use crate::config::{send_call, FilterConfig};
+use crate::ffi::{self, Stream};
 use crate::store;
-use jitgate_engine::config::Config;
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
-use jitgate_engine::{metrics, Action, Engine, Host, Level, Metric, MetricKind};
+use jitgate_engine::sidecar::Answer;
+use jitgate_engine::{Action, Continuation, Engine, Host, Level, Metric};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-/// Counter of panics caught at the FFI boundary (each answered 503).
-pub const METRIC_PANIC: &str = "jitgate.native.panic";
-
-/// One `DynamicModuleFilter` configuration: parsed and checked once, on Envoy's main thread.
-#[derive(Debug)]
-pub struct FilterConfig {
-    /// Distinguishes configurations in the per-thread engine table.
-    id: u64,
-    config: Config,
-    metric_ids: HashMap<Metric, usize>,
-    panic_id: Option<usize>,
-    /// Dropped with the configuration: workers then drop their engine for it.
-    alive: Arc<()>,
-}
-
-impl FilterConfig {
-    pub fn count_panic(&self, stream: Stream) {
-        if let Some(id) = self.panic_id {
-            stream.increment_counter(id, 1);
-        }
-    }
-}
-
-/// Parses the filter configuration (the same JSON as the wasm filter's) and defines the metrics;
-/// `None`, after one log line naming the problem, refuses it.
-pub fn new_config(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<FilterConfig> {
-    configure(handle, name, bytes).map_err(|e| ffi::log(Level::Error, &format!("jitgate: {e}"))).ok()
-}
-
-fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterConfig, String> {
-    if name != b"jitgate" {
-        return Err(format!(
-            "unknown filter_name {:?} (this module has one filter: jitgate)",
-            String::from_utf8_lossy(name)
-        ));
-    }
-    let config = Config::parse(bytes).map_err(|e| e.to_string())?;
-    if config.sidecar.is_some() {
-        return Err("invalid configuration: field `sidecar`: not supported by the native module yet; \
-                    use the wasm filter for exchange, cluster replay, JWKS polling, revocations and audit shipping"
-            .to_owned());
-    }
-    let mut metric_ids = HashMap::new();
-    for (metric, name, kind) in metrics() {
-        let id = match kind {
-            MetricKind::Counter => handle.define_counter(&name),
-            MetricKind::Histogram => handle.define_histogram(&name),
-        };
-        metric_ids.insert(metric, id.ok_or(format!("cannot define metric {name}"))?);
-    }
-    let panic_id = handle.define_counter(METRIC_PANIC);
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let c =
-        FilterConfig { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), config, metric_ids, panic_id, alive: Arc::new(()) };
-    // Start once here so that a configuration the engine refuses is refused at load, not per request.
-    let engine = Engine::start(c.config.clone(), &NativeHost { stream: None, config: &c })?;
-    let rules = c.config.rules.len();
-    let crypto = if engine.host_crypto { "ring (ES256, RS256) and Rust" } else { "Rust" };
-    ffi::log(Level::Info, &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"));
-    Ok(c)
-}
-
-/// Each configuration's engine on one worker thread (its caches are per thread; the replay ledger
-/// and nonce key are process-wide, in `store`), with a handle that dies with the configuration.
+/// Each configuration's engine on one worker thread (its token and exchange caches are per
+/// thread; keys, revocations and the audit queue are the configuration's `SharedState`, the
+/// replay ledger process-wide in `store`), with a handle that dies with the configuration.
 type Engines = HashMap<u64, (Weak<()>, Rc<Engine>)>;
 
 thread_local! {
@@ -83,7 +23,8 @@ thread_local! {
 }
 
 fn engine_for(config: &FilterConfig, stream: Stream) -> Option<Rc<Engine>> {
-    let start = || Engine::start(config.config.clone(), &NativeHost { stream: Some(stream), config }).ok();
+    let host = NativeHost { stream: Some(stream), config };
+    let start = || Engine::start_with(config.config.clone(), config.state.clone(), &host).ok();
     ENGINES.with(|engines| cached_engine(&mut *engines.try_borrow_mut().ok()?, config, start))
 }
 
@@ -104,31 +45,78 @@ fn cached_engine(
     Some(engine)
 }
 
+/// What the stream does after a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on upstream.
+    Continue,
+    /// Answered locally: nothing more passes.
+    Stop,
+    /// Waiting on a sidecar callout: everything, body included, is held until its answer.
+    Wait,
+}
+
 /// One stream's state.
 #[derive(Debug)]
 pub struct Filter {
     engine: Option<Rc<Engine>>,
+    /// The sidecar callout the request is paused on.
+    waiting: Option<(u64, Continuation)>,
     /// An exchanged token to return in `x-jit-token`.
     reply: Option<String>,
 }
 
 impl Filter {
     pub fn new(config: &FilterConfig, stream: Stream) -> Filter {
-        Filter { engine: engine_for(config, stream), reply: None }
+        Filter { engine: engine_for(config, stream), waiting: None, reply: None }
     }
 
-    /// Decides the request; true lets it continue upstream. Anything that cannot be applied
-    /// answers 503.
-    pub fn on_request_headers(&mut self, config: &FilterConfig, stream: Stream) -> bool {
-        let Some(engine) = self.engine.clone() else {
-            unavailable(stream);
-            return false;
-        };
+    pub fn waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Decides the request. Anything that cannot be applied answers 503.
+    pub fn on_request_headers(&mut self, config: &FilterConfig, stream: Stream) -> Verdict {
+        let Some(engine) = self.engine.clone() else { return unavailable(stream) };
         let host = NativeHost { stream: Some(stream), config };
-        let Some(action) = stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) else {
+        match stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) {
+            Some(action) => self.apply(&engine, config, stream, action),
+            None => unavailable(stream),
+        }
+    }
+
+    /// The sidecar's answer for a paused request: decide again with it, and let the request go
+    /// on or answer it.
+    pub fn on_callout_done(&mut self, config: &FilterConfig, stream: Stream, id: u64, answer: Answer<'_>) {
+        let (Some(engine), Some((expected, continuation))) = (self.engine.clone(), self.waiting.take()) else {
             unavailable(stream);
-            return false;
+            return;
         };
+        if expected != id {
+            unavailable(stream);
+            return;
+        }
+        if self.resume(&engine, config, stream, continuation, answer) == Verdict::Continue {
+            stream.continue_decoding();
+        }
+    }
+
+    fn resume(
+        &mut self,
+        engine: &Engine,
+        config: &FilterConfig,
+        stream: Stream,
+        continuation: Continuation,
+        answer: Answer<'_>,
+    ) -> Verdict {
+        let host = NativeHost { stream: Some(stream), config };
+        match stream.with_request_headers(|headers| engine.resume(&host, headers, continuation, answer)) {
+            Some(action) => self.apply(engine, config, stream, action),
+            None => unavailable(stream),
+        }
+    }
+
+    fn apply(&mut self, engine: &Engine, config: &FilterConfig, stream: Stream, action: Action) -> Verdict {
         match action {
             Action::Continue { remove, set, reply } => {
                 let removed = remove.iter().all(|h| stream.set_header(false, h, None));
@@ -136,22 +124,24 @@ impl Filter {
                 // A spoofed claim header that could not be removed must not reach the upstream.
                 if removed && set_ok {
                     self.reply = reply;
-                    true
+                    Verdict::Continue
                 } else {
-                    unavailable(stream);
-                    false
+                    unavailable(stream)
                 }
             }
             Action::Respond(r) => {
                 let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 stream.send_response(r.status, &headers, r.body.as_bytes());
-                false
+                Verdict::Stop
             }
-            // The configuration has no sidecar, so the engine never asks for a call.
-            Action::Call(..) => {
-                unavailable(stream);
-                false
-            }
+            Action::Call(call, continuation) => match send_call(&config.config, &call, |c| stream.http_callout(c)) {
+                Some(id) => {
+                    self.waiting = Some((id, continuation));
+                    Verdict::Wait
+                }
+                // Could not even send it (unknown cluster, ...): the answer is "no answer".
+                None => self.resume(engine, config, stream, continuation, Answer { status: None, body: &[] }),
+            },
         }
     }
 
@@ -163,17 +153,18 @@ impl Filter {
 }
 
 /// Answers 503 with `Retry-After`, byte for byte the wasm filter's: nothing passes undecided.
-pub fn unavailable(stream: Stream) -> u32 {
+pub fn unavailable(stream: Stream) -> Verdict {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
     let headers = [("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
     stream.send_response(503, &headers, body);
-    ffi::STOPPED
+    Verdict::Stop
 }
 
-/// The engine's host services on Envoy (no stream while the configuration loads).
-struct NativeHost<'a> {
-    stream: Option<Stream>,
-    config: &'a FilterConfig,
+/// The engine's host services on Envoy: for a stream, or for the configuration (loading it, and
+/// its background work on the main thread).
+pub(crate) struct NativeHost<'a> {
+    pub(crate) stream: Option<Stream>,
+    pub(crate) config: &'a FilterConfig,
 }
 
 impl Host for NativeHost<'_> {
@@ -191,14 +182,18 @@ impl Host for NativeHost<'_> {
     }
 
     fn add(&self, metric: Metric, n: u64) {
-        if let (Some(stream), Some(id)) = (self.stream, self.config.metric_ids.get(&metric)) {
-            stream.increment_counter(*id, n);
+        match (self.stream, self.config.metric_ids.get(&metric)) {
+            (Some(stream), Some(id)) => stream.increment_counter(*id, n),
+            (None, Some(id)) => self.config.handle.increment_counter(*id, n),
+            (_, None) => {}
         }
     }
 
     fn record(&self, metric: Metric, value: u64) {
-        if let (Some(stream), Some(id)) = (self.stream, self.config.metric_ids.get(&metric)) {
-            stream.record_histogram(*id, value);
+        match (self.stream, self.config.metric_ids.get(&metric)) {
+            (Some(stream), Some(id)) => stream.record_histogram(*id, value),
+            (None, Some(id)) => self.config.handle.record_histogram(*id, value),
+            (_, None) => {}
         }
     }
 
@@ -241,18 +236,18 @@ mod tests {
 
     fn config(id: u64) -> FilterConfig {
         let json = br#"{"issuer": "https://i", "audience": "a", "hs256_secrets": [{"kid": "h", "secret": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}], "rules": [{"name": "r", "path": {"prefix": "/"}}]}"#;
-        let config = Config::parse(json).unwrap();
-        FilterConfig { id, config, metric_ids: HashMap::new(), panic_id: None, alive: Arc::new(()) }
+        FilterConfig::for_test(id, json).unwrap()
     }
 
     #[test]
     fn a_worker_keeps_one_engine_per_live_configuration() {
         let mut engines = Engines::new();
         let (first, second) = (config(1), config(2));
-        let start = |c: &FilterConfig| Some(Engine::new(c.config.clone()));
+        let start = |c: &FilterConfig| Some(Engine::with_state(c.config.clone(), c.state.clone()));
         let a = cached_engine(&mut engines, &first, || start(&first)).unwrap();
         let again = cached_engine(&mut engines, &first, || panic!("started twice")).unwrap();
         assert!(Rc::ptr_eq(&a, &again), "one engine per configuration and thread");
+        assert!(Arc::ptr_eq(a.state(), &first.state), "the engine reads the configuration's shared state");
         cached_engine(&mut engines, &second, || start(&second)).unwrap();
         assert_eq!(engines.len(), 2);
         drop(first);

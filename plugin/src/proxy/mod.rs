@@ -7,7 +7,7 @@ mod abi;
 use crate::wire::{serialize_pairs, HeaderPairs};
 use jitgate_engine::config::Config;
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
-use jitgate_engine::sidecar::{Answer, Call, MAX_ANSWER_BYTES};
+use jitgate_engine::sidecar::{call_headers, Answer, Call, MAX_ANSWER_BYTES};
 use jitgate_engine::{metrics, Action, Continuation, Engine, Host, Level, Metric, MetricKind, Task};
 use jitgate_token::verify_signature::{decode_result, encode_args};
 use std::cell::RefCell;
@@ -201,18 +201,11 @@ pub(crate) fn on_response_headers(context_id: u32) -> u32 {
 /// names the answer. A call that cannot be signed is not sent (the sidecar would refuse it).
 fn dispatch(engine: &Engine, call: &Call) -> Option<u32> {
     let sidecar = engine.config.sidecar.as_ref()?;
-    let mut headers = vec![(":method", call.method), (":path", call.path.as_str()), (":authority", &sidecar.authority)];
-    if let Some(ct) = call.content_type {
-        headers.push(("content-type", ct));
-    }
-    let authorization;
-    if sidecar.auth.is_some() {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).ok()?;
-        authorization = engine.authorize(call, abi::now_nanos().ok()? / 1_000_000_000, &nonce)?;
-        headers.push(("authorization", &authorization));
-    }
-    abi::http_call(&sidecar.cluster, &serialize_pairs(&headers), &call.body, sidecar.timeout_ms).ok()
+    let mut nonce = [0u8; 16];
+    getrandom::getrandom(&mut nonce).ok()?;
+    let headers = call_headers(sidecar, call, abi::now_nanos().ok()? / 1_000_000_000, &nonce)?;
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    abi::http_call(&sidecar.cluster, &serialize_pairs(&pairs), &call.body, sidecar.timeout_ms).ok()
 }
 
 fn call_response_status() -> Option<u16> {
