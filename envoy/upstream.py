@@ -4,6 +4,7 @@
 The e2e tests and the demo read `headers` to prove what the filter forwarded (and stripped).
 """
 import argparse
+import hashlib
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,13 +16,11 @@ class Echo(BaseHTTPRequestHandler):
 
     def _answer(self):
         length = int(self.headers.get("content-length") or 0)
+        seen = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
         if length:
-            self.rfile.read(min(length, 1 << 20))
-        body = json.dumps({
-            "method": self.command,
-            "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-        }).encode()
+            # What arrived, so a test can tell a body held by the filter from one lost or cut.
+            seen["body_sha256"] = hashlib.sha256(self.rfile.read(min(length, 1 << 20))).hexdigest()
+        body = json.dumps(seen).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))

@@ -111,6 +111,25 @@ def run_native_version_mismatch():
           *refuses_to_start(stack, "undefined symbol: envoy_dynamic_module_callback_log_enabl3d"))
 
 
+PANIC_PROBE_DIR = ROOT / ".run" / "panic-probe"
+
+
+def run_native_panic():
+    """A panic inside the module (the `panic-probe` test build, kept in .run/panic-probe by
+    e2e.sh) is caught at the FFI boundary: 503 with Retry-After, counted, and Envoy keeps serving."""
+    keys = Keys(run_dir("e2e-native-panic"))
+    token = keys.mint(claims(scope="orders:read"))
+    with Stack("e2e-native-panic", plugin_config(keys.jwks), native=True, native_dir=PANIC_PROBE_DIR) as s:
+        r = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}", "x-jitgate-panic-probe": "1"})
+        after = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status
+        counted = "jitgate.native.panic: 1" in s.admin_get("/stats?filter=jitgate.native.panic")
+        logged = "jitgate panic probe" in s.envoy_log.read_text()
+    check("native: a panic in the request hook answers 503 + Retry-After and is counted",
+          r.status == 503 and r.header("retry-after") == "1" and counted and logged,
+          f"{r.status} retry-after={r.header('retry-after')} counted={counted} logged={logged}")
+    check("and Envoy keeps serving: the next request is decided", after == 200, f"{after}")
+
+
 def race(port: int, headers_per_connection: list[dict]) -> list[int]:
     """Sends one request per connection, all released at once; returns the statuses."""
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in headers_per_connection]
@@ -199,6 +218,7 @@ def main():
         run_scenario(path, native=True)
     run_static_bad_config()
     run_native_version_mismatch()
+    run_native_panic()
     for native in (False, True):
         run_single_use_race(native=native)
         run_dpop_race(native=native)

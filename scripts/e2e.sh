@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
-cargo build --profile native -p jitgate-envoy  # target/native/libjitgate.so
+# The panic-probe test build first (kept apart), then the real module: target/native/libjitgate.so.
+cargo build --profile native -p jitgate-envoy --features panic-probe
+mkdir -p .run/panic-probe && cp target/native/libjitgate.so .run/panic-probe/
+cargo build --profile native -p jitgate-envoy
 cargo build -p jitgate-harness
 cargo build --release -p jitgate-token --bin jitgate-token  # mints the race test tokens
 # Backstop: whatever the Python driver started is stopped by pid, even if it is killed itself.

@@ -225,14 +225,17 @@ class Stack:
                     p.wait()
         self.procs.clear()
 
-    def request(self, method: str, path: str, headers: list | dict | None = None, port: int | None = None) -> Response:
+    def request(self, method: str, path: str, headers: list | dict | None = None, port: int | None = None,
+                body: bytes | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", port or self.listen, timeout=10)
         try:
             items = list(headers.items() if isinstance(headers, dict) else (headers or []))
             conn.putrequest(method, path, skip_accept_encoding=True, skip_host=any(k.lower() == "host" for k, _ in items))
             for k, v in items:
                 conn.putheader(k, v)
-            conn.endheaders()
+            if body is not None:
+                conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
             r = conn.getresponse()
             return Response(r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read())
         finally:

@@ -9,8 +9,10 @@ and written to .run/loop/measurements.json; no check depends on a timing except 
 Prints `loop: N passed, N failed`.
 """
 import base64
+import hashlib
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -140,6 +142,16 @@ def run(s, sc, alice, bob, lead_alice):
     admin = sc.identity("sam", "secops")
     ok = wait_until(lambda: s.request("GET", "/orders/1", bearer("x.y.z")).status == 401, 10)
     check("filter fetched the sidecar's keys and its first revocation poll", ok)
+    # How many polls Envoy makes per interval: one per worker VM (wasm), one per process (native).
+    p0, t0 = stat(s, "jitgate_revocation_poll_ok"), time.monotonic()
+    time.sleep(6)
+    polls, secs = stat(s, "jitgate_revocation_poll_ok") - p0, time.monotonic() - t0
+    per_interval = polls / secs * POLL_MS / 1000
+    measured["revocation_polls_per_interval"] = round(per_interval, 2)
+    print(f"      revocation polls: {polls} in {secs:.1f} s = {per_interval:.2f} per {POLL_MS} ms interval", flush=True)
+    if s.native:
+        check("native: the feed is polled once per process, not once per worker", 0 < per_interval <= 1.25,
+              f"{per_interval:.2f} per interval with 2 workers")
 
     # 1. The story: request -> pending -> approval -> exchange through Envoy -> use -> replay -> revoke.
     st, req = sc.call("POST", "/v1/requests", {"scope": "orders:write", "duration": "30m",
@@ -164,6 +176,17 @@ def run(s, sc, alice, bob, lead_alice):
     r = s.request("POST", "/orders", bearer(jit))
     check("the same token replayed: refused", r.status == 401 and r.json().get("error_description") == "replayed",
           f"{r.status} {r.body[:80]}")
+    payload = os.urandom(256 * 1024)
+    r = s.request("POST", "/orders", {"x-jit-subject-token": alice}, body=payload)
+    check("a 256 KiB request body waits for the exchange and reaches the upstream intact",
+          r.status == 200 and r.json().get("body_sha256") == hashlib.sha256(payload).hexdigest(), f"{r.status}")
+    # The body arrives while the exchange is in flight; none of the request may pass before the answer.
+    before = upstream_requests(s)
+    refused = [s.request("POST", "/orders", {"x-jit-subject-token": sc.identity("carol", "sre")},
+                         body=os.urandom(n)).status for n in (1, 64 * 1024, 256 * 1024)]
+    leaked = upstream_requests(s) - before
+    check("bodies of requests whose exchange is refused never reach the upstream", refused == [403] * 3 and leaked == 0,
+          f"{refused}, upstream requests {leaked}")
 
     # 2. Exchange latency through Envoy: cold (a new identity token each time) and cached.
     cold = [cold_ms]
@@ -313,6 +336,12 @@ def run(s, sc, alice, bob, lead_alice):
     out = subprocess.run([str(SIDECAR_BIN), "audit", "verify", str(tampered)], capture_output=True, text=True)
     check("and fails on a tampered copy, naming the line", out.returncode != 0 and f"line {i + 1}" in out.stdout + out.stderr,
           (out.stdout + out.stderr).strip()[:100])
+
+
+def upstream_requests(s):
+    """Requests Envoy has sent to the echo upstream."""
+    line = s.admin_get("/stats?filter=^cluster.upstream.upstream_rq_total$").strip()
+    return int(line.split(":")[1]) if ":" in line else 0
 
 
 def stat(s, name):

@@ -77,6 +77,8 @@ impl Filter {
 
     /// Decides the request. Anything that cannot be applied answers 503.
     pub fn on_request_headers(&mut self, config: &FilterConfig, stream: Stream) -> Verdict {
+        #[cfg(feature = "panic-probe")]
+        panic_probe(stream);
         let Some(engine) = self.engine.clone() else { return unavailable(stream) };
         let host = NativeHost { stream: Some(stream), config };
         match stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) {
@@ -149,6 +151,15 @@ impl Filter {
         if let Some(token) = self.reply.take() {
             stream.set_header(true, "x-jit-token", Some(&token));
         }
+    }
+}
+
+/// Test builds only: the panic the FFI boundary must catch (503, counted, Envoy keeps serving).
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)]
+fn panic_probe(stream: Stream) {
+    if stream.with_request_headers(|mut h| Iterator::any(&mut h, |(k, _)| k == "x-jitgate-panic-probe")) == Some(true) {
+        panic!("jitgate panic probe");
     }
 }
 
