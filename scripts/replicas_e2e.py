@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Two jitgate-sidecar replicas on one real Redis (Debian's redis-server), each behind its own
-Envoy 1.40 with the filter: approvals, revocations, the cluster replay ledger and the audit stream
-are shared. Prints `replicas: N passed, N failed`.
+Envoy 1.40 (the first with the wasm filter, the second with the native module): approvals,
+revocations, the cluster replay ledger and the audit stream are shared, across replicas and across
+adapters. Prints `replicas: N passed, N failed`.
 """
 import shutil
 import subprocess
@@ -76,7 +77,7 @@ def main():
         a, b = replica(work, "a", url).start(), replica(work, "b", url).start()
         try:
             with Stack("replicas-1", plugin_config(a), sidecar_port=a.port, vm_env=a.vm_env()) as e1, \
-                    Stack("replicas-2", plugin_config(b), sidecar_port=b.port, vm_env=b.vm_env()) as e2:
+                    Stack("replicas-2", plugin_config(b), sidecar_port=b.port, vm_env=b.vm_env(), native=True) as e2:
                 run(work, a, b, e1, e2)
         finally:
             a.stop()
