@@ -88,9 +88,14 @@ pub(crate) fn send_call(config: &Config, call: &Call, send: impl FnOnce(&Callout
     })
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Wall-clock Unix time in nanoseconds (the engine's clock on Envoy).
+pub(crate) fn now_nanos() -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> u64 {
+    now_nanos() / 1_000_000
 }
 
 /// A thread that commits the config scheduler every tick until it is dropped, then hands the

@@ -408,15 +408,7 @@ impl Stream {
     }
 
     pub fn send_response(self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        let mut raw: Vec<HttpHeader> = headers
-            .iter()
-            .map(|(k, v)| HttpHeader {
-                key_ptr: k.as_ptr(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr(),
-                value_length: v.len(),
-            })
-            .collect();
+        let mut raw = module_headers(headers);
         // SAFETY: live filter; the header array and body outlive the call; no details string.
         unsafe {
             envoy_dynamic_module_callback_http_send_response(

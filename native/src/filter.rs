@@ -180,8 +180,7 @@ pub(crate) struct NativeHost<'a> {
 
 impl Host for NativeHost<'_> {
     fn now_nanos(&self) -> u64 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+        crate::config::now_nanos()
     }
 
     fn log(&self, level: Level, message: &str) {
