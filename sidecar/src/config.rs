@@ -42,6 +42,9 @@ struct RawConfig {
     revocations: RevocationConfig,
     #[serde(default)]
     audit: RawAudit,
+    /// Webhooks on approval events (absent: none).
+    #[serde(default)]
+    notifications: Option<crate::notify::RawNotifications>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +205,7 @@ pub struct Config {
     pub replay: ReplayConfig,
     pub revocations: RevocationConfig,
     pub audit: AuditConfig,
+    pub notifications: Option<crate::notify::Notifications>,
 }
 
 /// Who may call the filter-facing endpoints, with the secrets read from their files.
@@ -255,8 +259,9 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
-/// Whether a JWKS URL may be fetched: https, or http to this machine (tests, a local agent).
-pub fn jwks_url_allowed(url: &str) -> bool {
+/// Whether the sidecar may call a URL (a JWKS, a webhook): https, or http to this machine (tests,
+/// a local agent).
+pub fn outbound_url_allowed(url: &str) -> bool {
     let Ok(uri) = url.parse::<axum::http::Uri>() else { return false };
     let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
     let no_userinfo = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
@@ -291,7 +296,7 @@ impl Config {
         for i in &mut identity.issuers {
             match (&i.jwks_file, &i.jwks_url) {
                 (Some(f), None) => i.jwks_file = Some(base.join(f)),
-                (None, Some(u)) if jwks_url_allowed(u) && u.len() <= 2048 => {}
+                (None, Some(u)) if outbound_url_allowed(u) && u.len() <= 2048 => {}
                 (None, Some(_)) => {
                     return Err(format!(
                         "{}: identity issuer `{}`: jwks_url must be https (plain http only to 127.0.0.1, ::1 \
@@ -373,8 +378,11 @@ impl Config {
             anchor_file: a.anchor_file.map(|f| base.join(f)),
             anchor_every: a.anchor_every,
         };
+        let notifications =
+            raw.notifications.map(|n| n.compile(base)).transpose().map_err(|e| format!("{}: {e}", path.display()))?;
         let data_dir = base.join(raw.data_dir);
         Ok(Config {
+            notifications,
             callers,
             tls,
             limits: l,

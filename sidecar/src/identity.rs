@@ -71,7 +71,7 @@ pub struct Identity {
 /// GET a JWKS over https (or http to this machine), bounded in time and size; redirects are
 /// not followed (a redirect to plain http would undo the scheme check).
 fn fetch_jwks(url: &str) -> Result<(KeySet, Vec<&'static str>), String> {
-    if !crate::config::jwks_url_allowed(url) {
+    if !crate::config::outbound_url_allowed(url) {
         return Err(format!("{url}: not https"));
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod redis_store;
 pub mod replay;
@@ -91,6 +92,8 @@ pub struct App {
     /// With the Redis store: the audit stream every replica appends to (its own connection).
     audit_stream: Option<Mutex<Redis>>,
     replay: ReplayStore,
+    /// Webhooks on approval events, sent off the request path.
+    notifier: notify::Notifier,
     revocation_rate: Mutex<RevocationRate>,
     /// The DPoP server nonce key the filters of this deployment share.
     pub nonce_key: Vec<u8>,
@@ -154,7 +157,12 @@ impl App {
         if let Some(path) = &config.audit.anchor_file {
             audit.anchor_to(Anchoring { file: files::DurableAppend::open(path)?, every: config.audit.anchor_every });
         }
+        let notifier = match config.notifications.clone() {
+            Some(n) => notify::Notifier::start(n, metrics.notifications.clone())?,
+            None => notify::Notifier::off(metrics.notifications.clone()),
+        };
         let app = App {
+            notifier,
             keys: Mutex::new(Keys { ring, version: file_version(&keys_path) }),
             keys_path,
             identity,
@@ -225,6 +233,8 @@ impl App {
         let kind = lifecycle_kind(event.get("event").and_then(Value::as_str).unwrap_or(""));
         let seq = self.append_audit(&[event.to_string()])?;
         self.metrics.audit_event(kind);
+        // Only once the event is on record: a notice never announces what was not kept.
+        self.notifier.audit_event(&event, self.clock.now());
         Ok(seq)
     }
 

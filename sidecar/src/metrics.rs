@@ -33,6 +33,24 @@ struct IssuerLabel {
     issuer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    /// A configured webhook's name, or `*` for a notice dropped before it reached one.
+    webhook: String,
+    outcome: &'static str,
+}
+
+/// Webhook deliveries by webhook and outcome (`delivered`, `retried`, `failed`, `refused`,
+/// `dropped`), shared with the delivery thread.
+#[derive(Clone, Debug, Default)]
+pub struct NotificationCounters(Family<NotificationLabel, Counter>);
+
+impl NotificationCounters {
+    pub fn count(&self, webhook: &str, outcome: &'static str) {
+        self.0.get_or_create(&NotificationLabel { webhook: webhook.to_owned(), outcome }).inc();
+    }
+}
+
 /// Every metric the sidecar exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -42,6 +60,7 @@ pub struct Metrics {
     unauthenticated: Family<EndpointLabel, Counter>,
     shed: Family<GroupLabel, Counter>,
     identity_keys_skipped: Family<IssuerLabel, Counter>,
+    pub notifications: NotificationCounters,
     pub replay_full: Counter,
     pub rate_limited: Counter,
     pub torn_records_truncated: Counter,
@@ -59,6 +78,7 @@ impl Default for Metrics {
             unauthenticated: Family::default(),
             shed: Family::default(),
             identity_keys_skipped: Family::default(),
+            notifications: NotificationCounters::default(),
             replay_full: Counter::default(),
             rate_limited: Counter::default(),
             torn_records_truncated: Counter::default(),
@@ -73,6 +93,11 @@ impl Default for Metrics {
             "unauthenticated",
             "Calls to caller-only endpoints without valid credentials (401)",
             m.unauthenticated.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Webhook notices by webhook and outcome (delivered, retried, failed, refused, dropped)",
+            m.notifications.0.clone(),
         );
         registry.register("shed", "Requests refused because their group was at its limit (503)", m.shed.clone());
         registry.register(
