@@ -1,33 +1,105 @@
 //! `jitgate-sidecar`: serve the API, mint development identity tokens, rotate keys, verify audit files.
 
+use clap::{Parser, Subcommand};
 use jitgate_sidecar::config::Config;
 use jitgate_sidecar::{audit, identity, keys, App};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage:
-  jitgate-sidecar serve --config FILE [--store embedded|redis://HOST:PORT]
-  jitgate-sidecar identity mint --config FILE --sub NAME [--groups a,b] [--ttl 1h]
-  jitgate-sidecar keys rotate --config FILE
-  jitgate-sidecar caller-secret          # a new caller secret (base64url) for callers.secrets
-  jitgate-sidecar audit verify FILE [--anchors ANCHOR_FILE]";
+/// jitgate's issuance sidecar: token exchange, grants and approvals, JWKS, revocations, audit.
+#[derive(Parser)]
+#[command(name = "jitgate-sidecar", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on the configured listener.
+    Serve {
+        /// The sidecar's YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// `embedded`, or redis://HOST:PORT (overrides the configuration's `store`).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// The development identity issuer (`identity.dev_issuer: true`).
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print a new caller secret (base64url) for `callers.secrets`.
+    CallerSecret,
+    /// The hash-chained audit file.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Mint an identity token for a demo or test user.
+    Mint {
+        /// The sidecar's YAML configuration (its keys directory holds the dev issuer's key).
+        #[arg(long)]
+        config: PathBuf,
+        /// The subject (`sub`) of the token.
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime: seconds, or <n>s, <n>m, <n>h, <n>d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Start signing with a new key; the previous one stays in the JWKS until its tokens expire.
+    Rotate {
+        /// The sidecar's YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the chain of an audit file (and, with --anchors, that no tail was cut).
+    Verify {
+        /// The audit file (data_dir/audit.jsonl).
+        file: PathBuf,
+        /// The anchor file the chain heads were published to (`audit.anchor_file`).
+        #[arg(long)]
+        anchors: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match words.as_slice() {
-        ["serve", rest @ ..] => serve(rest),
-        ["identity", "mint", rest @ ..] => identity_mint(rest),
-        ["keys", "rotate", rest @ ..] => rotate(rest),
-        ["caller-secret"] => {
+    let result = match Cli::parse().command {
+        Command::Serve { config, store } => serve(&config, store.as_deref()),
+        Command::Identity { command: IdentityCommand::Mint { config, sub, groups, ttl } } => {
+            identity_mint(&config, &sub, &groups, &ttl)
+        }
+        Command::Keys { command: KeysCommand::Rotate { config } } => rotate(&config),
+        Command::CallerSecret => {
             let mut secret = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
             println!("{}", jitgate_token::encoding::b64_encode(&secret));
             Ok(())
         }
-        ["audit", "verify", file, rest @ ..] => verify(file, rest),
-        _ => Err(USAGE.to_owned()),
+        Command::Audit { command: AuditCommand::Verify { file, anchors } } => verify(&file, anchors.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,33 +110,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--name value` pairs; anything else is an error naming it.
-fn flags<'a>(rest: &[&'a str], known: &[&str]) -> Result<std::collections::HashMap<String, &'a str>, String> {
-    let mut out = std::collections::HashMap::new();
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let name = flag
-            .strip_prefix("--")
-            .filter(|n| known.contains(n))
-            .ok_or(format!("unknown argument `{flag}`\n{USAGE}"))?;
-        let value = it.next().ok_or(format!("`{flag}` needs a value"))?;
-        out.insert(name.to_owned(), *value);
-    }
-    Ok(out)
-}
-
-fn config(f: &std::collections::HashMap<String, &str>) -> Result<Config, String> {
-    Config::load(&PathBuf::from(f.get("config").ok_or(format!("--config is required\n{USAGE}"))?))
-}
-
 fn now() -> u64 {
     jitgate_sidecar::Clock::default().now()
 }
 
-fn serve(rest: &[&str]) -> Result<(), String> {
-    let f = flags(rest, &["config", "store"])?;
-    let mut config = config(&f)?;
-    if let Some(store) = f.get("store") {
+fn serve(config: &Path, store: Option<&str>) -> Result<(), String> {
+    let mut config = Config::load(config)?;
+    if let Some(store) = store {
         config.store = jitgate_sidecar::config::StoreKind::parse(store)?;
     }
     let listen = config.listen;
@@ -117,37 +169,28 @@ fn serve(rest: &[&str]) -> Result<(), String> {
     })
 }
 
-fn identity_mint(rest: &[&str]) -> Result<(), String> {
-    let f = flags(rest, &["config", "sub", "groups", "ttl"])?;
-    let config = config(&f)?;
+fn identity_mint(config: &Path, sub: &str, groups: &[String], ttl: &str) -> Result<(), String> {
+    let config = Config::load(config)?;
     if !config.identity.dev_issuer {
         return Err("identity.dev_issuer is off in this configuration".to_owned());
     }
-    let sub = f.get("sub").ok_or("--sub is required")?;
-    let groups: Vec<String> = f.get("groups").map_or(Vec::new(), |g| g.split(',').map(str::to_owned).collect());
-    let ttl = match f.get("ttl") {
-        Some(t) => jitgate_sidecar::policy::parse_duration(t).ok_or(format!("--ttl `{t}` is not a duration"))?,
-        None => 3600,
-    };
+    let ttl = jitgate_sidecar::policy::parse_duration(ttl).ok_or(format!("--ttl `{ttl}` is not a duration"))?;
     std::fs::create_dir_all(&config.keys_dir).map_err(|e| e.to_string())?;
-    println!("{}", identity::dev_mint(&config.keys_dir, sub, &groups, ttl, now())?);
+    println!("{}", identity::dev_mint(&config.keys_dir, sub, groups, ttl, now())?);
     Ok(())
 }
 
-fn rotate(rest: &[&str]) -> Result<(), String> {
-    let config = config(&flags(rest, &["config"])?)?;
+fn rotate(config: &Path) -> Result<(), String> {
+    let config = Config::load(config)?;
     let kid = keys::KeyRing::rotate(&config.keys_dir.join("signing-keys.json"), now())?;
     println!("new signing key {kid}; the previous key stays in the JWKS until its tokens expire");
     Ok(())
 }
 
-fn verify(file: &str, rest: &[&str]) -> Result<(), String> {
-    let f = flags(rest, &["anchors"])?;
-    let anchors = match f.get("anchors") {
-        Some(path) => audit::read_anchors(&PathBuf::from(path))?,
-        None => Vec::new(),
-    };
-    let report = audit::verify_anchored(&PathBuf::from(file), &anchors)?;
+fn verify(file: &Path, anchors: Option<&Path>) -> Result<(), String> {
+    let anchors = anchors.map(audit::read_anchors).transpose()?.unwrap_or_default();
+    let report = audit::verify_anchored(file, &anchors)?;
+    let file = file.display();
     match report.problem {
         None => {
             let checked =

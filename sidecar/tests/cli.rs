@@ -169,3 +169,25 @@ fn a_torn_last_record_after_a_crash_is_truncated_at_start_not_fatal() {
     let events = jitgate_sidecar::audit::events(&audit).unwrap();
     assert_eq!(events.iter().filter(|e| e["event"] == "store.repaired").count(), 2, "each repair is audited");
 }
+
+#[test]
+fn every_command_has_help_and_a_wrong_argument_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["identity", "mint", "--help"],
+        &["keys", "rotate", "--help"],
+        &["caller-secret", "--help"],
+        &["audit", "verify", "--help"],
+    ] {
+        let out = sidecar(args, dir.path());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Usage: jitgate-sidecar"), "{args:?}: {text}");
+    }
+    let out = sidecar(&["serve", "--config", "x.yaml", "--bogus", "1"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unexpected argument '--bogus'"), "{err}");
+    let out = sidecar(&["identity", "mint", "--sub", "alice"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config <CONFIG>"), "a missing flag is named");
+}
