@@ -160,6 +160,20 @@ pub struct IdentityConfig {
     pub dev_issuer: bool,
     #[serde(default)]
     pub issuers: Vec<IdentityIssuer>,
+    /// Who may sign in at the development issuer's sign-in page (needs `dev_issuer`).
+    #[serde(default)]
+    pub dev_users: Vec<DevUser>,
+}
+
+/// A demo or test user of the development issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    pub sub: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The password (12 to 256 characters), relative to the configuration file.
+    pub password_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +307,13 @@ impl Config {
             return Err(format!("{}: `identity` trusts no issuer", path.display()));
         }
         let mut identity = raw.identity;
+        if !identity.dev_users.is_empty() && !identity.dev_issuer {
+            return Err(format!("{}: identity.dev_users needs identity.dev_issuer: true", path.display()));
+        }
+        if identity.dev_users.len() > 100 || identity.dev_users.iter().any(|u| u.sub.is_empty() || u.sub.len() > 64) {
+            return Err(format!("{}: identity.dev_users: at most 100, each `sub` 1-64 bytes", path.display()));
+        }
+        crate::devidp::resolve(&mut identity.dev_users, base);
         for i in &mut identity.issuers {
             match (&i.jwks_file, &i.jwks_url) {
                 (Some(f), None) => i.jwks_file = Some(base.join(f)),

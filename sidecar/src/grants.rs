@@ -151,9 +151,10 @@ pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
 /// An approver's decision on a pending request. With several replicas it is written only over
 /// the version it was made from: if another replica decided first, this one is made again on
 /// the new state (and then finds the request no longer pending).
-pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
+/// Records `who`'s approval or denial of request `id`, with an optional comment for the audit trail.
+pub fn decide(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> ApiResult<Grant> {
     for _ in 0..8 {
-        match decide_once(app, who, id, approve) {
+        match decide_once(app, who, id, approve, comment) {
             Err(e) if e.error == "conflict" => continue,
             done => return done,
         }
@@ -161,7 +162,7 @@ pub fn decide(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Gr
     Err(ApiError::unavailable("the request keeps changing; retry"))
 }
 
-fn decide_once(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<Grant> {
+fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> ApiResult<Grant> {
     let mut store = app.store()?;
     let Some(mut grant) = store.state.grants.get(id).cloned() else {
         return Err(ApiError::not_found(format!("no request `{id}`")));
@@ -195,6 +196,10 @@ fn decide_once(app: &App, who: &Subject, id: &str, approve: bool) -> ApiResult<G
     }
     let grant = store.put_grant(grant).map_err(written)?;
     drop(store);
+    if let Some(c) = comment {
+        app.audit(json!({"event": "grant.comment", "grant": grant.id, "by": who.sub, "by_iss": who.iss,
+            "approve": approve, "comment": c}))?;
+    }
     match grant.status {
         GrantStatus::Approved => audit_approved(app, &grant, &who.sub)?,
         GrantStatus::Denied => app.audit(json!({"event": "grant.denied", "grant": grant.id, "iss": grant.iss,

@@ -110,6 +110,11 @@ fn dev_key(data_dir: &Path) -> Result<SigningKey, String> {
     SigningKey::from_private_jwk(&jwk).map_err(at(&path))
 }
 
+/// The development issuer's public key set.
+pub fn dev_jwks(data_dir: &Path) -> Result<serde_json::Value, String> {
+    Ok(json!({"keys": [dev_key(data_dir)?.public_jwk()]}))
+}
+
 /// A subject token from the development issuer (`identity mint`).
 pub fn dev_mint(data_dir: &Path, sub: &str, groups: &[String], ttl_s: u64, now: u64) -> Result<String, String> {
     let key = dev_key(data_dir)?;

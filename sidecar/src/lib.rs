@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod devidp;
 pub mod error;
 pub mod files;
 pub mod grants;
@@ -94,6 +95,8 @@ pub struct App {
     replay: ReplayStore,
     /// Webhooks on approval events, sent off the request path.
     notifier: notify::Notifier,
+    /// The development issuer's sign-in (with `identity.dev_issuer`).
+    pub dev_idp: Mutex<devidp::DevIdp>,
     revocation_rate: Mutex<RevocationRate>,
     /// The DPoP server nonce key the filters of this deployment share.
     pub nonce_key: Vec<u8>,
@@ -161,7 +164,9 @@ impl App {
             Some(n) => notify::Notifier::start(n, metrics.notifications.clone())?,
             None => notify::Notifier::off(metrics.notifications.clone()),
         };
+        let dev_idp = Mutex::new(devidp::DevIdp::load(&config.identity.dev_users)?);
         let app = App {
+            dev_idp,
             notifier,
             keys: Mutex::new(Keys { ring, version: file_version(&keys_path) }),
             keys_path,
@@ -394,7 +399,7 @@ fn note_skipped(metrics: &Metrics, s: &identity::Skipped) {
 
 /// The metric label of a lifecycle event this code writes.
 fn lifecycle_kind(name: &str) -> &'static str {
-    const KINDS: [&str; 14] = [
+    const KINDS: [&str; 16] = [
         "grant.requested",
         "grant.approval_recorded",
         "grant.approved",
@@ -409,6 +414,8 @@ fn lifecycle_kind(name: &str) -> &'static str {
         "access.allow",
         "access.deny",
         "grant.cancelled",
+        "grant.comment",
+        "identity.signed_in",
     ];
     KINDS.iter().find(|k| **k == name).copied().unwrap_or("other")
 }

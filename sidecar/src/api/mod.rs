@@ -5,6 +5,7 @@
 //! filters' revocation feed above all. Work that locks, fsyncs or talks to Redis runs on the
 //! blocking pool (`crate::blocking`), never on the async runtime's threads.
 
+mod devidp;
 mod filters;
 mod people;
 
@@ -62,7 +63,11 @@ pub fn router(app: Arc<App>) -> Router {
     let exchange = Router::new().route("/v1/token", post(people::token)).route_layer(budget("exchange", l.exchange));
     let api = Router::new()
         .route("/.well-known/jwks.json", get(people::jwks))
-        .route("/v1/requests", post(people::create_request))
+        .route("/v1/requests", post(people::create_request).get(people::list_requests))
+        .route("/dev-idp/.well-known/openid-configuration", get(devidp::discovery))
+        .route("/dev-idp/jwks", get(devidp::jwks))
+        .route("/dev-idp/authorize", get(devidp::sign_in_page).post(devidp::sign_in))
+        .route("/dev-idp/token", post(devidp::token))
         .route("/v1/requests/{id}", get(people::show_request))
         .route("/v1/requests/{id}/approve", post(people::approve))
         .route("/v1/requests/{id}/deny", post(people::deny))

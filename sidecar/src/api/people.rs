@@ -63,20 +63,78 @@ pub async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(
     counted(&app, r)
 }
 
-#[derive(Deserialize)]
+/// Most requests one listing returns.
+const MAX_LISTED: usize = 200;
+
+/// `GET /v1/requests?view=mine|to_decide|all`: the caller's requests, the pending ones the caller
+/// may decide (never their own), or every request (admins); newest first.
+pub async fn list_requests(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        let Query(q) = query.map_err(|_| ApiError::bad_request("invalid_request", "malformed query string"))?;
+        if let Some(other) = q.keys().find(|k| *k != "view") {
+            return Err(ApiError::bad_request("invalid_request", format!("unknown parameter `{other}`")));
+        }
+        let who = person(&a, &headers)?;
+        let view = q.get("view").map_or("mine", String::as_str);
+        let admin = a.config.policy.is_admin(&who.groups);
+        let store = a.store()?;
+        let mut listed: Vec<&crate::store::Grant> = store
+            .state
+            .grants
+            .values()
+            .filter(|g| match view {
+                "mine" => who.is(&g.owner()),
+                "to_decide" => {
+                    g.status == crate::store::GrantStatus::Pending
+                        && !who.is(&g.owner())
+                        && !g.approvers.iter().any(|x| who.is(x))
+                        && grants::may_approve(&a, &who, g)
+                }
+                _ => admin,
+            })
+            .collect();
+        if !matches!(view, "mine" | "to_decide" | "all") {
+            return Err(ApiError::bad_request("invalid_request", "view is mine, to_decide or all"));
+        }
+        if view == "all" && !admin {
+            return Err(ApiError::forbidden("every request is for admins"));
+        }
+        listed.sort_by(|x, y| y.created_at.cmp(&x.created_at).then_with(|| y.id.cmp(&x.id)));
+        listed.truncate(MAX_LISTED);
+        Ok(Json(json!({"requests": listed})).into_response())
+    })
+    .await;
+    counted(&app, r)
+}
+
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Decision {}
+struct Decision {
+    /// Why, for the audit trail (at most 500 characters).
+    #[serde(default)]
+    comment: Option<String>,
+}
 
 async fn decide(app: Arc<App>, headers: HeaderMap, id: String, body: Body, approve: bool) -> Response {
     let r = async {
         let bytes = read_body(body, MAX_BODY_BYTES).await?;
-        if !bytes.is_empty() {
-            json_body::<Decision>(&bytes)?;
+        let decision = if bytes.is_empty() { Decision::default() } else { json_body::<Decision>(&bytes)? };
+        let comment = decision.comment.filter(|c| !c.is_empty());
+        if comment.as_ref().is_some_and(|c| c.chars().count() > 500 || c.chars().any(char::is_control)) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "comment: at most 500 characters, no control characters",
+            ));
         }
         let a = app.clone();
         blocking(move || {
             let who = person(&a, &headers)?;
-            Ok(Json(grants::decide(&a, &who, &id, approve)?).into_response())
+            Ok(Json(grants::decide(&a, &who, &id, approve, comment.as_deref())?).into_response())
         })
         .await
     };
