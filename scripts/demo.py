@@ -91,6 +91,11 @@ def main():
     jit_loop(ports, args.keep, args.native)
 
 
+# People who sign in to the console and the CLI at the sidecar's development issuer (demo only).
+DEMO_USERS = {"alice": (["sre"], "alice-demo-password"), "bob": (["sre-leads"], "bob-demo-password"),
+              "sam": (["secops"], "sam-demo-password")}
+
+
 class Timeline:
     """Prints each step with the time since the loop started."""
 
@@ -107,7 +112,9 @@ def jit_loop(ports, keep, native):
     """Part 2: the sidecar issues, Envoy enforces, revocation reaches the filter within a poll."""
     work = run_dir("demo-loop")
     shutil.rmtree(work / "data", ignore_errors=True)  # each demo starts with no grants
-    sc = Sidecar(work, port=int(os.environ.get("JITGATE_DEMO_SIDECAR_PORT", 9180))).start()
+    port = int(os.environ.get("JITGATE_DEMO_SIDECAR_PORT", 9180))
+    sc = Sidecar(work, port=port, dev_users=DEMO_USERS,
+                 extra=f"console: {{public_url: 'http://127.0.0.1:{port}'}}\n").start()
     cfg = {
         "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
         "sidecar": {"cluster": "jitgate_sidecar", "jwks": {"refresh_s": 10},
@@ -170,6 +177,10 @@ def jit_loop(ports, keep, native):
             print(f"\nSidecar audit chain {sc.audit_file}: {len(events)} events, "
                   f"{len(events) - len(lifecycle)} shipped by the filter; lifecycle: {', '.join(lifecycle)}")
             print("  " + sc.cli("audit", "verify", str(sc.audit_file)))
+            print(f"\nFor people: the console at http://127.0.0.1:{sc.port}/ui/ and the CLI "
+                  f"(target/release/jitgate login --sidecar http://127.0.0.1:{sc.port}); demo users:")
+            for user, (groups, password) in DEMO_USERS.items():
+                print(f"  {user:<6} password {password:<22} groups {', '.join(groups)}")
             if keep:
                 print(f"\nStack left running: Envoy http://127.0.0.1:{s.listen}, sidecar http://127.0.0.1:{sc.port}"
                       f"\n  token: target/release/jitgate-sidecar identity mint --config {sc.config} --sub alice --groups sre"

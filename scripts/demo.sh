@@ -11,6 +11,7 @@ cargo build --release --target wasm32-wasip1 -p jitgate-filter
 cargo build --profile native -p jitgate-envoy
 cargo build --release -p jitgate-token --bin jitgate-token
 cargo build --release -p jitgate-sidecar
+cargo build --release -p jitgate-cli  # target/release/jitgate, for people
 cleanup() { for f in .run/demo/pids .run/demo-loop/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
 trap cleanup EXIT
 python3 scripts/demo.py "$@"

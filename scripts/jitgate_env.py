@@ -277,7 +277,7 @@ class Sidecar:
 
     def __init__(self, workdir: Path, port: int | None = None, issuer: str = ISSUER, audience: str = AUDIENCE,
                  policy: Path = ROOT / "sidecar" / "examples" / "policy.yaml", secret_file: Path | None = None,
-                 extra: str = ""):
+                 extra: str = "", dev_users: dict | None = None):
         self.dir = workdir
         self.port = port or free_port()
         self.config = workdir / "sidecar.yaml"
@@ -286,9 +286,16 @@ class Sidecar:
         if not self.secret_file.exists():
             self.secret_file.write_text(b64(os.urandom(32)))
         self.secret = base64.urlsafe_b64decode(self.secret_file.read_text().strip() + "==")
+        # Sign-in users of the development issuer: {sub: (groups, password)}.
+        users = ""
+        for sub, (groups, password) in (dev_users or {}).items():
+            (workdir / f"{sub}.password").write_text(password)
+            users += f"    - {{sub: {sub}, groups: [{', '.join(groups)}], password_file: {sub}.password}}\n"
+        if users:
+            users = "  dev_users:\n" + users
         self.config.write_text(
             f"listen: 127.0.0.1:{self.port}\ndata_dir: data\npolicy_file: policy.yaml\nissuer: {issuer}\n"
-            f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n"
+            f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n{users}"
             f"callers: {{secrets: [{{id: filters, file: {self.secret_file}}}], metrics_token_file: {self.secret_file}}}\n"
             f"{extra}")
         self.log = workdir / "sidecar.log"

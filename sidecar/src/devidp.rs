@@ -14,8 +14,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
-/// The one client this provider knows: the `jitgate` CLI.
+/// The clients this provider knows: the `jitgate` CLI (loopback redirect) and the sidecar's own
+/// console (its configured `console.public_url` + `/ui/callback`).
 pub const CLI_CLIENT: &str = "jitgate-cli";
+pub const CONSOLE_CLIENT: &str = "jitgate-console";
 const CODE_TTL_S: u64 = 60;
 const MAX_CODES: usize = 1000;
 const MAX_TRACKED: usize = 1000;
@@ -27,6 +29,7 @@ pub const ID_TOKEN_TTL_S: u64 = 3600;
 /// A checked authorization request (`GET` or `POST /dev-idp/authorize`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRequest {
+    pub client_id: &'static str,
     pub redirect_uri: String,
     pub state: String,
     pub code_challenge: String,
@@ -123,6 +126,7 @@ impl DevIdp {
     /// Redeems a code once: the subject and groups, if the redirect URI and PKCE verifier match.
     pub fn redeem(
         &mut self,
+        client_id: &str,
         code: &str,
         redirect_uri: &str,
         verifier: &str,
@@ -133,24 +137,27 @@ impl DevIdp {
             && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
         let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes()));
         let pkce = bool::from(challenge.as_bytes().ct_eq(c.request.code_challenge.as_bytes()));
-        if c.expires <= now || c.request.redirect_uri != redirect_uri || !verifier_ok || !pkce {
+        let same_client = c.request.client_id == client_id && c.request.redirect_uri == redirect_uri;
+        if c.expires <= now || !same_client || !verifier_ok || !pkce {
             return Err(Refusal::InvalidGrant);
         }
         Ok((c.sub, c.groups))
     }
 }
 
-/// Checks the parameters of an authorization request: the CLI client, a loopback redirect
-/// (`http://127.0.0.1:<port>/callback`, any port), the code flow with an S256 challenge.
-pub fn auth_request(q: &HashMap<String, String>) -> Result<AuthRequest, String> {
+/// Checks the parameters of an authorization request: the CLI with a loopback redirect
+/// (`http://127.0.0.1:<port>/callback`, any port) or the console with its own redirect
+/// (`console_redirect`), the code flow with an S256 challenge.
+pub fn auth_request(q: &HashMap<String, String>, console_redirect: Option<&str>) -> Result<AuthRequest, String> {
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
-    if get("client_id") != CLI_CLIENT {
-        return Err(format!("unknown client_id (this provider serves `{CLI_CLIENT}`)"));
-    }
     let redirect_uri = get("redirect_uri");
-    if !loopback_redirect(redirect_uri) {
-        return Err("redirect_uri must be http://127.0.0.1:<port>/callback".to_owned());
-    }
+    let client_id = match (get("client_id"), console_redirect) {
+        (CLI_CLIENT, _) if loopback_redirect(redirect_uri) => CLI_CLIENT,
+        (CLI_CLIENT, _) => return Err("redirect_uri must be http://127.0.0.1:<port>/callback".to_owned()),
+        (CONSOLE_CLIENT, Some(r)) if r == redirect_uri => CONSOLE_CLIENT,
+        (CONSOLE_CLIENT, _) => return Err("redirect_uri is not the console's".to_owned()),
+        _ => return Err("unknown client_id".to_owned()),
+    };
     if get("response_type") != "code" || get("code_challenge_method") != "S256" {
         return Err("response_type=code with code_challenge_method=S256 (PKCE) is required".to_owned());
     }
@@ -163,6 +170,7 @@ pub fn auth_request(q: &HashMap<String, String>) -> Result<AuthRequest, String> 
         return Err("state is 1-256 printable characters".to_owned());
     }
     Ok(AuthRequest {
+        client_id,
         redirect_uri: redirect_uri.to_owned(),
         state: state.to_owned(),
         code_challenge: challenge.to_owned(),
@@ -198,6 +206,7 @@ mod tests {
 
     fn request(verifier: &str) -> AuthRequest {
         AuthRequest {
+            client_id: CLI_CLIENT,
             redirect_uri: "http://127.0.0.1:5000/callback".into(),
             state: "s".into(),
             code_challenge: jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes())),
@@ -211,15 +220,15 @@ mod tests {
         let (_d, mut idp) = idp();
         let code = idp.sign_in("alice", "correct horse battery", request(VERIFIER), 100).unwrap();
         let uri = "http://127.0.0.1:5000/callback";
-        assert_eq!(idp.redeem(&code, uri, VERIFIER, 101), Ok(("alice".to_owned(), vec!["sre".to_owned()])));
-        assert_eq!(idp.redeem(&code, uri, VERIFIER, 101), Err(Refusal::InvalidGrant), "used once");
+        assert_eq!(idp.redeem(CLI_CLIENT, &code, uri, VERIFIER, 101), Ok(("alice".to_owned(), vec!["sre".to_owned()])));
+        assert_eq!(idp.redeem(CLI_CLIENT, &code, uri, VERIFIER, 101), Err(Refusal::InvalidGrant), "used once");
         for (verifier, redirect, at) in [
             ("0123456789012345678901234567890123456789abce", uri, 101),
             (VERIFIER, "http://127.0.0.1:5001/callback", 101),
             (VERIFIER, uri, 100 + CODE_TTL_S),
         ] {
             let code = idp.sign_in("alice", "correct horse battery", request(VERIFIER), 100).unwrap();
-            assert_eq!(idp.redeem(&code, redirect, verifier, at), Err(Refusal::InvalidGrant));
+            assert_eq!(idp.redeem(CLI_CLIENT, &code, redirect, verifier, at), Err(Refusal::InvalidGrant));
         }
     }
 
@@ -250,9 +259,10 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        assert!(auth_request(&base).is_ok());
+        assert!(auth_request(&base, None).is_ok());
         for (k, v) in [
             ("client_id", "other"),
+            ("client_id", CONSOLE_CLIENT),
             ("redirect_uri", "http://evil.example:5000/callback"),
             ("redirect_uri", "http://127.0.0.1:5000/elsewhere"),
             ("redirect_uri", "http://127.0.0.1@evil.example/callback"),
@@ -262,7 +272,7 @@ mod tests {
         ] {
             let mut q = base.clone();
             q.insert(k.to_owned(), v.to_owned());
-            assert!(auth_request(&q).is_err(), "{k}={v}");
+            assert!(auth_request(&q, None).is_err(), "{k}={v}");
         }
     }
 }

@@ -256,6 +256,13 @@ fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
 
 /// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not.
 pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
+    let t0 = std::time::Instant::now();
+    let issued = exchange_now(app, form)?;
+    crate::lock(&app.issuance_us).record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+    Ok(issued)
+}
+
+fn exchange_now(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
     if required(&form.grant_type, "grant_type")? != TOKEN_EXCHANGE {
         return Err(ApiError::bad_request("unsupported_grant_type", "only token exchange is supported"));
     }

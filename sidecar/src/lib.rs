@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod devidp;
 pub mod error;
 pub mod files;
@@ -97,6 +98,10 @@ pub struct App {
     notifier: notify::Notifier,
     /// The development issuer's sign-in (with `identity.dev_issuer`).
     pub dev_idp: Mutex<devidp::DevIdp>,
+    /// The web console's sessions.
+    pub console: console::Console,
+    /// How long the last token exchanges took (the console's issuance SLI).
+    pub issuance_us: Mutex<LatencyRing>,
     revocation_rate: Mutex<RevocationRate>,
     /// The DPoP server nonce key the filters of this deployment share.
     pub nonce_key: Vec<u8>,
@@ -166,6 +171,8 @@ impl App {
         };
         let dev_idp = Mutex::new(devidp::DevIdp::load(&config.identity.dev_users)?);
         let app = App {
+            console: console::Console::default(),
+            issuance_us: Mutex::default(),
             dev_idp,
             notifier,
             keys: Mutex::new(Keys { ring, version: file_version(&keys_path) }),
@@ -190,6 +197,11 @@ impl App {
         app.note_key_rotation()?;
         app.update_gauges();
         Ok(app)
+    }
+
+    /// Where the development issuer sends the console's sign-ins back to (with a console).
+    pub fn console_redirect(&self) -> Option<String> {
+        self.config.console.as_ref().map(|c| format!("{}/ui/callback", c.public_url))
     }
 
     /// The key ring, re-read when `keys rotate` changed the file; a rotation is audited once.
@@ -418,6 +430,31 @@ fn lifecycle_kind(name: &str) -> &'static str {
         "identity.signed_in",
     ];
     KINDS.iter().find(|k| **k == name).copied().unwrap_or("other")
+}
+
+/// The last `LATENCY_SAMPLES` durations, in microseconds.
+#[derive(Debug, Default)]
+pub struct LatencyRing {
+    samples: std::collections::VecDeque<u64>,
+}
+
+const LATENCY_SAMPLES: usize = 1000;
+
+impl LatencyRing {
+    pub fn record(&mut self, us: u64) {
+        if self.samples.len() == LATENCY_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(us);
+    }
+
+    /// The given percentiles of what is kept; `None` before the first sample.
+    pub fn percentiles(&self, ps: &[usize]) -> Option<Vec<u64>> {
+        let mut sorted: Vec<u64> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let last = sorted.len().checked_sub(1)?;
+        Some(ps.iter().map(|p| sorted.get(last * p.min(&100) / 100).copied().unwrap_or(0)).collect())
+    }
 }
 
 /// Runs blocking work (locks, fsync, Redis I/O) off the async runtime's threads.

@@ -2,7 +2,7 @@
 //! page and the token endpoint. They answer 404 unless `identity.dev_issuer` is on.
 
 use super::{counted, read_body, MAX_BODY_BYTES};
-use crate::devidp::{self, Refusal, CLI_CLIENT, ID_TOKEN_TTL_S};
+use crate::devidp::{self, Refusal, ID_TOKEN_TTL_S};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{self, DEV_ISSUER};
 use crate::{blocking, lock, App};
@@ -75,7 +75,8 @@ pub async fn sign_in_page(
 ) -> Response {
     let r = enabled(&app).and_then(|()| {
         let Query(q) = query.map_err(|_| ApiError::bad_request("invalid_request", "malformed query string"))?;
-        let request = devidp::auth_request(&q).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+        let request = devidp::auth_request(&q, app.console_redirect().as_deref())
+            .map_err(|e| ApiError::bad_request("invalid_request", e))?;
         let users: Vec<String> = lock(&app.dev_idp).user_names().into_iter().map(str::to_owned).collect();
         Ok(page(StatusCode::OK, &q, &request, &users, None))
     });
@@ -85,7 +86,8 @@ pub async fn sign_in_page(
 pub async fn sign_in(State(app): State<Arc<App>>, body: Body) -> Response {
     let r = async {
         let form = form(&read_body(body, MAX_BODY_BYTES).await?)?;
-        let request = devidp::auth_request(&form).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+        let request = devidp::auth_request(&form, app.console_redirect().as_deref())
+            .map_err(|e| ApiError::bad_request("invalid_request", e))?;
         enabled(&app)?;
         let a = app.clone();
         blocking(move || {
@@ -132,7 +134,7 @@ pub async fn token(State(app): State<Arc<App>>, body: Body) -> Response {
         if get("grant_type") != "authorization_code" {
             return Err(ApiError::bad_request("unsupported_grant_type", "grant_type must be authorization_code"));
         }
-        if get("client_id") != CLI_CLIENT {
+        if get("client_id") != devidp::CLI_CLIENT {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client_id"));
         }
         let (code, redirect, verifier) =
@@ -140,12 +142,15 @@ pub async fn token(State(app): State<Arc<App>>, body: Body) -> Response {
         let a = app.clone();
         blocking(move || {
             let now = a.clock.now();
-            let (sub, groups) = lock(&a.dev_idp).redeem(&code, &redirect, &verifier, now).map_err(|_| {
-                ApiError::bad_request("invalid_grant", "the code is unknown, used, expired or not yours")
-            })?;
+            let (sub, groups) =
+                lock(&a.dev_idp).redeem(devidp::CLI_CLIENT, &code, &redirect, &verifier, now).map_err(|_| {
+                    ApiError::bad_request("invalid_grant", "the code is unknown, used, expired or not yours")
+                })?;
             let id_token = identity::dev_mint(&a.config.keys_dir, &sub, &groups, ID_TOKEN_TTL_S, now)
                 .map_err(ApiError::unavailable)?;
-            a.audit(json!({"event": "identity.signed_in", "sub": sub, "iss": DEV_ISSUER, "client": CLI_CLIENT}))?;
+            a.audit(
+                json!({"event": "identity.signed_in", "sub": sub, "iss": DEV_ISSUER, "client": devidp::CLI_CLIENT}),
+            )?;
             Ok((
                 [(header::CACHE_CONTROL, "no-store")],
                 Json(json!({"id_token": id_token, "access_token": id_token, "token_type": "Bearer",
@@ -191,7 +196,7 @@ fn page(
     error: Option<&str>,
 ) -> Response {
     let hidden: String = [
-        ("client_id", CLI_CLIENT),
+        ("client_id", request.client_id),
         ("redirect_uri", request.redirect_uri.as_str()),
         ("response_type", "code"),
         ("code_challenge_method", "S256"),

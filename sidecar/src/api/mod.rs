@@ -26,7 +26,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
 /// Largest body of any endpoint but the audit sink.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest `Authorization` header accepted.
 const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 
@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dev-idp/jwks", get(devidp::jwks))
         .route("/dev-idp/authorize", get(devidp::sign_in_page).post(devidp::sign_in))
         .route("/dev-idp/token", post(devidp::token))
+        .merge(crate::console::router())
         .route("/v1/requests/{id}", get(people::show_request))
         .route("/v1/requests/{id}/approve", post(people::approve))
         .route("/v1/requests/{id}/deny", post(people::deny))
@@ -87,7 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", format!("body larger than {limit} bytes"))
     })
@@ -117,7 +118,7 @@ fn person(app: &App, headers: &HeaderMap) -> ApiResult<Subject> {
 }
 
 /// The response, counted by status.
-fn counted(app: &App, r: ApiResult<Response>) -> Response {
+pub(crate) fn counted(app: &App, r: ApiResult<Response>) -> Response {
     let response = r.unwrap_or_else(IntoResponse::into_response);
     app.metrics.response(response.status().as_u16());
     response

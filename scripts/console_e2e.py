@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""The web console in a real browser (Debian's headless Chromium driven by Selenium), with the
+real sidecar and real Envoy (wasm filter): alice signs in at the development issuer's page and asks
+for access (a bad, then a good justification), bob approves from his queue, alice gets a token and
+a request through Envoy passes, an admin revokes it in the console and Envoy refuses the next
+request within the poll interval; alice cannot approve her own request (no button, and a forged
+POST is refused), and a POST without the CSRF token is refused. Screenshots of the main pages go
+to docs/console/. Run with the project virtualenv's Python (Selenium is installed there).
+Prints `console: N passed, N failed`.
+"""
+import http.client
+import shutil
+import tempfile
+import time
+import urllib.parse
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from jitgate_env import ROOT, Sidecar, Stack, check, run_checks, run_dir
+
+SHOTS = ROOT / "docs" / "console"
+USERS = {"alice": (["sre"], "alice-password-1"), "bob": (["sre-leads"], "bob-password-12"),
+         "sam": (["secops"], "sam-password-123")}
+
+
+def browser(profile: str):
+    o = Options()
+    o.binary_location = "/usr/bin/chromium"
+    # This machine has no outside network: Chromium's background fetches are switched off.
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1280,1000", f"--user-data-dir={profile}"):
+        o.add_argument(a)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+
+
+def plugin_config(sc):
+    return {
+        "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
+        "sidecar": {"cluster": "jitgate_sidecar", "timeout_ms": 1000, "jwks": {"refresh_s": 5},
+                    "revocations": {"poll_ms": 1000, "fail_closed_after_s": 30}, "auth": sc.filter_auth()},
+        "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]}],
+    }
+
+
+def sign_in(d, base, user):
+    d.get(f"{base}/ui/")
+    WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "password"))
+    d.find_element(By.ID, "username").send_keys(user)
+    d.find_element(By.ID, "password").send_keys(USERS[user][1])
+    d.find_element(By.ID, "sign-in").click()
+    WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "whoami"))
+    return user in d.find_element(By.ID, "whoami").text
+
+
+def shot(d, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def post(port, path, fields, cookie=None):
+    """A form POST outside the browser (a forger's request)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["cookie"] = f"jitgate_console={cookie}"
+    conn.request("POST", path, urllib.parse.urlencode(fields), headers)
+    r = conn.getresponse()
+    body = r.read().decode(errors="replace")
+    conn.close()
+    return r.status, body
+
+
+def main():
+    work = run_dir("console")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    from jitgate_env import free_port
+    port = free_port()
+    sc = Sidecar(work, port=port, dev_users=USERS, extra=f"console: {{public_url: 'http://127.0.0.1:{port}'}}\n").start()
+    base = f"http://127.0.0.1:{port}"
+    profiles = tempfile.mkdtemp(prefix="jitgate-chromium-")
+    browsers = []
+    try:
+        with Stack("console", plugin_config(sc), sidecar_port=sc.port, vm_env=sc.vm_env()) as s:
+            alice, bob, sam = (browser(f"{profiles}/{u}") for u in ("alice", "bob", "sam"))
+            browsers += [alice, bob, sam]
+            run(s, base, port, alice, bob, sam)
+    finally:
+        for b in browsers:
+            b.quit()
+        sc.stop()
+        shutil.rmtree(profiles, ignore_errors=True)
+
+
+def run(s, base, port, alice, bob, sam):
+    alice.get(f"{base}/ui/")
+    WebDriverWait(alice, 10).until(lambda d: d.find_elements(By.ID, "password"))
+    shot(alice, "sign-in")
+    wrong = alice.find_element(By.ID, "username")
+    wrong.send_keys("alice")
+    alice.find_element(By.ID, "password").send_keys("not-her-password")
+    alice.find_element(By.ID, "sign-in").click()
+    check("a wrong password is refused at the sign-in page", "Wrong user name or password" in alice.page_source)
+    check("alice signs in at the development issuer", sign_in(alice, base, "alice"))
+
+    Select(alice.find_element(By.ID, "scope")).select_by_value("orders:write")
+    alice.find_element(By.ID, "justification").send_keys("please")
+    hint = alice.find_element(By.ID, "justification-hint")
+    check("the justification is checked live against the policy", "bad" in hint.get_attribute("class"), hint.text)
+    alice.find_element(By.ID, "ask").click()
+    error = alice.find_elements(By.ID, "form-error")
+    check("a bad justification is refused with the policy's rule", error and "must match" in error[0].text,
+          error[0].text if error else alice.page_source[:200])
+    field = alice.find_element(By.ID, "justification")
+    field.clear()
+    field.send_keys("INC-4711 orders-db disk full")
+    check("a good one passes the live check", "bad" not in alice.find_element(By.ID, "justification-hint").get_attribute("class"))
+    alice.find_element(By.ID, "ask").click()
+    rows = alice.find_elements(By.CSS_SELECTOR, "#my-requests tbody tr")
+    states = [r.find_element(By.CLASS_NAME, "state").text for r in rows]
+    check("alice's request is listed as pending", states == ["pending"], f"{states}")
+    request_id = rows[0].get_attribute("data-id")
+    shot(alice, "requester")
+
+    check("bob signs in", sign_in(bob, base, "bob"))
+    bob.get(f"{base}/ui/queue")
+    articles = bob.find_elements(By.CSS_SELECTOR, "article.request")
+    check("bob sees it in his queue with who, what and why",
+          [a.get_attribute("data-id") for a in articles] == [request_id] and "INC-4711" in articles[0].text)
+    shot(bob, "queue")
+    articles[0].find_element(By.NAME, "comment").send_keys("go ahead, watch the disk")
+    articles[0].find_element(By.CSS_SELECTOR, "button.approve").click()
+    check("bob approves: his queue is empty", bob.find_elements(By.ID, "queue-empty"))
+
+    alice.get(f"{base}/ui/")
+    row = alice.find_element(By.CSS_SELECTOR, f"#my-requests tr[data-id='{request_id}']")
+    check("alice's grant is active, with a countdown", row.find_element(By.CLASS_NAME, "state").text == "active"
+          and row.find_elements(By.CLASS_NAME, "countdown"))
+    row.find_element(By.CSS_SELECTOR, "button.get-token").click()
+    token = alice.find_element(By.ID, "token").get_attribute("value").strip()
+    check("'Get a token' shows a token and a copy-ready curl line",
+          token.count(".") == 2 and token in alice.find_element(By.ID, "curl").text)
+    shot(alice, "token")
+    r = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}"})
+    check("a request through real Envoy with it: 200", r.status == 200, f"{r.status}")
+
+    # alice cannot approve her own request: no button, and a forged POST is refused.
+    alice.get(f"{base}/ui/")
+    Select(alice.find_element(By.ID, "scope")).select_by_value("orders:write")
+    alice.find_element(By.ID, "justification").send_keys("CHG-7 second request")
+    alice.find_element(By.ID, "ask").click()
+    own = alice.find_element(By.CSS_SELECTOR, "#my-requests tbody tr").get_attribute("data-id")
+    alice.get(f"{base}/ui/queue")
+    check("alice's queue shows no approve button for her own request",
+          not alice.find_elements(By.CSS_SELECTOR, f"article[data-id='{own}'] button.approve"))
+    cookie = alice.get_cookie("jitgate_console")
+    csrf = alice.find_element(By.NAME, "csrf").get_attribute("value")
+    status, body = post(port, f"/ui/requests/{own}/decide", {"decision": "approve", "csrf": csrf}, cookie["value"])
+    check("a forged approval of her own request: 403", status == 403 and "own request" in body, f"{status}")
+    status, body = post(port, f"/ui/requests/{own}/decide", {"decision": "deny"}, cookie["value"])
+    check("a POST without the CSRF token: 403", status == 403 and "CSRF" in body, f"{status}")
+    check("the session cookie is HttpOnly and SameSite=Lax",
+          cookie.get("httpOnly") is True and cookie.get("sameSite") == "Lax", f"{cookie}")
+
+    check("sam (secops) signs in", sign_in(sam, base, "sam"))
+    sam.get(f"{base}/ui/admin")
+    check("the admin page shows the SLIs and an intact chain",
+          sam.find_elements(By.ID, "sli-issuance") and "Chain intact" in sam.find_element(By.ID, "chain").text)
+    shot(sam, "admin")
+    sam.find_element(By.CSS_SELECTOR, f"#active-grants tr[data-id='{request_id}'] button.revoke").click()
+    t0 = time.monotonic()
+    status = 200
+    while time.monotonic() - t0 < 5:
+        status = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status
+        if status == 401:
+            break
+        time.sleep(0.05)
+    check("the admin revokes in the console: Envoy refuses the token within the poll interval", status == 401,
+          f"{status} after {time.monotonic() - t0:.2f} s")
+    bob.get(f"{base}/ui/admin")
+    check("bob is no admin: 403", "for admins" in bob.page_source)
+
+
+if __name__ == "__main__":
+    run_checks("console", main)

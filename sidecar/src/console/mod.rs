@@ -1,0 +1,368 @@
+//! The web console under `/ui/`: people request, approve, use and revoke access without curl.
+//! Server-rendered (maud escapes everything it prints); one small script for countdowns and the
+//! live justification check, served from `/ui/static/` so the Content-Security-Policy allows no
+//! inline script at all.
+//!
+//! Sign-in is the development issuer's authorization-code flow with PKCE (client
+//! `jitgate-console`); the ID token it yields is checked by the same identity verifier as every
+//! API call. Sessions are server-side (a random id in an `HttpOnly; SameSite=Lax` cookie, `Secure`
+//! unless the console is served to this machine over plain http), bounded, and end with the ID
+//! token. Every state change is a POST carrying the session's CSRF token.
+
+mod pages;
+
+use crate::api::{counted, read_body, MAX_BODY_BYTES};
+use crate::devidp::{self, CONSOLE_CLIENT};
+use crate::error::{ApiError, ApiResult};
+use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
+use crate::identity::{self, Subject};
+use crate::{blocking, lock, App};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+const COOKIE: &str = "jitgate_console";
+const MAX_SESSIONS: usize = 10_000;
+const MAX_PENDING_SIGN_INS: usize = 1000;
+const SIGN_IN_TTL_S: u64 = 600;
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Clone)]
+struct Session {
+    who: Subject,
+    id_token: String,
+    csrf: String,
+    expires: u64,
+}
+
+/// Sessions and sign-ins in progress, both bounded.
+#[derive(Default)]
+pub struct Console {
+    sessions: Mutex<HashMap<String, Session>>,
+    /// `state` -> (PKCE verifier, expiry) of sign-ins sent to the provider.
+    pending: Mutex<HashMap<String, (String, u64)>>,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console").field("sessions", &lock(&self.sessions).len()).finish()
+    }
+}
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/ui/", get(home))
+        .route("/ui/login", get(login))
+        .route("/ui/callback", get(callback))
+        .route("/ui/logout", post(logout))
+        .route("/ui/requests", post(create_request))
+        .route("/ui/requests/{id}/decide", post(decide))
+        .route("/ui/queue", get(queue))
+        .route("/ui/token", post(token))
+        .route("/ui/revoke", post(revoke))
+        .route("/ui/admin", get(admin))
+        .route("/ui/static/console.css", get(|| async { asset("text/css", include_str!("console.css")) }))
+        .route("/ui/static/console.js", get(|| async { asset("text/javascript", include_str!("console.js")) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+fn enabled(app: &App) -> ApiResult<()> {
+    if app.config.console.is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such endpoint"))
+    }
+}
+
+/// The console's security headers on every page it renders.
+fn page(status: StatusCode, html: maud::Markup) -> Response {
+    let mut r = (status, axum::response::Html(html.into_string())).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    r
+}
+
+fn to(path: &str) -> Response {
+    Redirect::to(path).into_response()
+}
+
+/// An error as a console page (never JSON, never a stack of framework text).
+fn error_page(app: &App, e: &ApiError, who: Option<&Session>) -> Response {
+    page(e.status, pages::error(app, who.map(|s| (&s.who, s.csrf.as_str())), &e.description))
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))
+}
+
+fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
+    let id = session_id(headers)?;
+    let mut sessions = lock(&app.console.sessions);
+    let s = sessions.get(&id)?.clone();
+    if s.expires <= app.clock.now() {
+        sessions.remove(&id);
+        return None;
+    }
+    Some(s)
+}
+
+/// A form body, each field at most once.
+fn form(bytes: &[u8]) -> ApiResult<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            return Err(ApiError::bad_request("invalid_request", format!("`{k}` given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// The signed-in session of a POST whose CSRF token matches; else 403 (or the sign-in).
+fn checked(app: &App, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Session, Box<Response>> {
+    let Some(s) = session(app, headers) else { return Err(Box::new(to("/ui/login"))) };
+    let sent = f.get("csrf").map(String::as_bytes).unwrap_or_default();
+    if !bool::from(sent.ct_eq(s.csrf.as_bytes())) || sent.is_empty() {
+        let e = ApiError::forbidden("the form is missing its CSRF token, or it is stale");
+        return Err(Box::new(error_page(app, &e, Some(&s))));
+    }
+    Ok(s)
+}
+
+async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        enabled(&a)?;
+        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        Ok(page(StatusCode::OK, pages::home(&a, &s.who, &s.csrf, None)))
+    })
+    .await;
+    counted(&app, r)
+}
+
+async fn login(State(app): State<Arc<App>>) -> Response {
+    let r = enabled(&app).and_then(|()| {
+        let redirect = app.console_redirect().ok_or_else(|| ApiError::not_found("no console"))?;
+        let (state, verifier) = (crate::random_hex(16), crate::random_hex(32));
+        let now = app.clock.now();
+        {
+            let mut pending = lock(&app.console.pending);
+            pending.retain(|_, (_, exp)| *exp > now);
+            if pending.len() >= MAX_PENDING_SIGN_INS {
+                return Err(ApiError::unavailable("too many sign-ins in progress"));
+            }
+            pending.insert(state.clone(), (verifier.clone(), now + SIGN_IN_TTL_S));
+        }
+        let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes()));
+        let start = "/dev-idp/authorize?".to_owned();
+        let mut url = form_urlencoded::Serializer::for_suffix(start.clone(), start.len());
+        url.append_pair("client_id", CONSOLE_CLIENT)
+            .append_pair("redirect_uri", &redirect)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid")
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(to(&url.finish()))
+    });
+    counted(&app, r)
+}
+
+async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        enabled(&a)?;
+        let (state, code) = (q.get("state").cloned().unwrap_or_default(), q.get("code").cloned().unwrap_or_default());
+        let now = a.clock.now();
+        let verifier = lock(&a.console.pending)
+            .remove(&state)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(v, _)| v)
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "this sign-in was not started here, or took too long"))?;
+        let redirect = a.console_redirect().unwrap_or_default();
+        let (sub, groups) = lock(&a.dev_idp)
+            .redeem(CONSOLE_CLIENT, &code, &redirect, &verifier, now)
+            .map_err(|_| ApiError::bad_request("invalid_grant", "the sign-in code is unknown, used or expired"))?;
+        let id_token = identity::dev_mint(&a.config.keys_dir, &sub, &groups, devidp::ID_TOKEN_TTL_S, now)
+            .map_err(ApiError::unavailable)?;
+        let who = a
+            .identity
+            .verify(&id_token, now)
+            .map_err(|e| ApiError::unauthorized(format!("identity token rejected: {e}")))?;
+        a.audit(serde_json::json!({"event": "identity.signed_in", "sub": who.sub, "iss": who.iss, "client": CONSOLE_CLIENT}))?;
+        let id = crate::random_hex(32);
+        let session = Session { who, id_token, csrf: crate::random_hex(32), expires: now + devidp::ID_TOKEN_TTL_S };
+        {
+            let mut sessions = lock(&a.console.sessions);
+            sessions.retain(|_, s| s.expires > now);
+            if sessions.len() >= MAX_SESSIONS {
+                return Err(ApiError::unavailable("too many sessions"));
+            }
+            sessions.insert(id.clone(), session);
+        }
+        let public = a.config.console.as_ref().map_or("", |c| c.public_url.as_str());
+        // `Secure` is relaxed only for a console served to this machine over plain http.
+        let loopback = public.starts_with("http://127.0.0.1") || public.starts_with("http://localhost");
+        let secure = if loopback { "" } else { "; Secure" };
+        let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}{secure}", devidp::ID_TOKEN_TTL_S);
+        let mut r = to("/ui/");
+        r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::unavailable(e.to_string()))?);
+        Ok(r)
+    })
+    .await;
+    match r {
+        Ok(r) => counted(&app, Ok(r)),
+        Err(e) => counted(&app, Ok(error_page(&app, &e, None))),
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        enabled(&app)?;
+        let f = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        Ok(match checked(&app, &headers, &f) {
+            Ok(_) => {
+                if let Some(id) = session_id(&headers) {
+                    lock(&app.console.sessions).remove(&id);
+                }
+                let mut r = page(StatusCode::OK, pages::signed_out());
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, HeaderValue::from_static("jitgate_console=; Path=/ui; Max-Age=0"));
+                r
+            }
+            Err(r) => *r,
+        })
+    };
+    counted(&app, r.await)
+}
+
+/// Runs a console POST: body read, CSRF checked, then `act` with the session and the form.
+async fn post_action(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Body,
+    act: impl FnOnce(&App, &Session, HashMap<String, String>) -> ApiResult<Response> + Send + 'static,
+) -> Response {
+    let r = async {
+        enabled(&app)?;
+        let f = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        let a = app.clone();
+        blocking(move || {
+            let s = match checked(&a, &headers, &f) {
+                Ok(s) => s,
+                Err(r) => return Ok(*r),
+            };
+            Ok(act(&a, &s, f).unwrap_or_else(|e| error_page(&a, &e, Some(&s))))
+        })
+        .await
+    };
+    counted(&app, r.await)
+}
+
+async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    post_action(app, headers, body, |a, s, f| {
+        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+        let duration = crate::policy::parse_duration(&get("duration"))
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "duration: seconds, or <n>m, <n>h"))?;
+        let body = AccessRequest {
+            scope: get("scope"),
+            duration: crate::policy::Seconds(duration),
+            justification: get("justification"),
+        };
+        match grants::request(a, &s.who, body) {
+            Ok(_) => Ok(to("/ui/")),
+            // The form again, with what was wrong, so nothing typed is lost.
+            Err(e) => Ok(page(e.status, pages::home(a, &s.who, &s.csrf, Some((&e.description, &f))))),
+        }
+    })
+    .await
+}
+
+async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Response {
+    post_action(app, headers, body, move |a, s, f| {
+        let approve = match f.get("decision").map(String::as_str) {
+            Some("approve") => true,
+            Some("deny") => false,
+            _ => return Err(ApiError::bad_request("invalid_request", "decision is approve or deny")),
+        };
+        let comment = f.get("comment").map(|c| c.trim()).filter(|c| !c.is_empty());
+        if comment.is_some_and(|c| c.chars().count() > 500 || c.chars().any(char::is_control)) {
+            return Err(ApiError::bad_request("invalid_request", "comment: at most 500 characters"));
+        }
+        grants::decide(a, &s.who, &id, approve, comment)?;
+        Ok(to("/ui/queue"))
+    })
+    .await
+}
+
+async fn queue(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        enabled(&a)?;
+        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        Ok(page(StatusCode::OK, pages::queue(&a, &s.who, &s.csrf)))
+    })
+    .await;
+    counted(&app, r)
+}
+
+/// "Get a token": the one place a token is ever shown, on an explicit POST.
+async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    post_action(app, headers, body, |a, s, f| {
+        let scope = f.get("scope").cloned().unwrap_or_default();
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("subject_token", &s.id_token)
+            .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
+            .append_pair("scope", &scope);
+        let answer = grants::exchange(a, &ExchangeForm::parse(form.finish().as_bytes())?)?;
+        let token = answer.get("access_token").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let expires_in = answer.get("expires_in").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(page(StatusCode::OK, pages::token(a, &s.who, &s.csrf, &scope, &token, expires_in)))
+    })
+    .await
+}
+
+async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    post_action(app, headers, body, |a, s, f| {
+        let value = f.get("value").cloned().unwrap_or_default();
+        let req = match f.get("kind").map(String::as_str) {
+            Some("grant") => RevokeRequest { grant: Some(value), ..RevokeRequest::default() },
+            Some("sub") => RevokeRequest { sub: Some(value), ..RevokeRequest::default() },
+            Some("jti") => RevokeRequest { jti: Some(value), ..RevokeRequest::default() },
+            _ => return Err(ApiError::bad_request("invalid_request", "revoke a grant, a subject or a jti")),
+        };
+        grants::revoke(a, &s.who, &req)?;
+        let back = if f.get("back").map(String::as_str) == Some("admin") { "/ui/admin" } else { "/ui/" };
+        Ok(to(back))
+    })
+    .await
+}
+
+async fn admin(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        enabled(&a)?;
+        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        if !a.config.policy.is_admin(&s.who.groups) {
+            return Ok(error_page(&a, &ApiError::forbidden("the admin pages are for admins"), Some(&s)));
+        }
+        Ok(page(StatusCode::OK, pages::admin(&a, &s.who, &s.csrf, &q)))
+    })
+    .await;
+    counted(&app, r)
+}
