@@ -133,6 +133,11 @@ def run(s, base, port, alice, bob, sam):
     check("bob sees it in his queue with who, what and why",
           [a.get_attribute("data-id") for a in articles] == [request_id] and "INC-4711" in articles[0].text)
     shot(bob, "queue")
+    bob.get(f"{base}/ui/requests/{request_id}")
+    check("the request's own page (where notices link) offers bob the decision",
+          bob.find_elements(By.CSS_SELECTOR, f"article[data-id='{request_id}'] button.approve"))
+    bob.get(f"{base}/ui/queue")
+    articles = bob.find_elements(By.CSS_SELECTOR, "article.request")
     articles[0].find_element(By.NAME, "comment").send_keys("go ahead, watch the disk")
     articles[0].find_element(By.CSS_SELECTOR, "button.approve").click()
     check("bob approves: his queue is empty", bob.find_elements(By.ID, "queue-empty"))
@@ -156,8 +161,11 @@ def run(s, base, port, alice, bob, sam):
     alice.find_element(By.ID, "ask").click()
     own = alice.find_element(By.CSS_SELECTOR, "#my-requests tbody tr").get_attribute("data-id")
     alice.get(f"{base}/ui/queue")
-    check("alice's queue shows no approve button for her own request",
-          not alice.find_elements(By.CSS_SELECTOR, f"article[data-id='{own}'] button.approve"))
+    no_button = not alice.find_elements(By.CSS_SELECTOR, f"article[data-id='{own}'] button.approve")
+    alice.get(f"{base}/ui/requests/{own}")
+    check("alice sees her own request with no approve button, in the queue or on its page",
+          no_button and alice.find_elements(By.CSS_SELECTOR, f"article[data-id='{own}']")
+          and not alice.find_elements(By.CSS_SELECTOR, "button.approve"))
     cookie = alice.get_cookie("jitgate_console")
     csrf = alice.find_element(By.NAME, "csrf").get_attribute("value")
     status, body = post(port, f"/ui/requests/{own}/decide", {"decision": "approve", "csrf": csrf}, cookie["value"])

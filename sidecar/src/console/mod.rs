@@ -64,6 +64,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/callback", get(callback))
         .route("/ui/logout", post(logout))
         .route("/ui/requests", post(create_request))
+        .route("/ui/requests/{id}", get(show_request))
         .route("/ui/requests/{id}/decide", post(decide))
         .route("/ui/queue", get(queue))
         .route("/ui/token", post(token))
@@ -307,6 +308,29 @@ async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<
         Ok(to("/ui/queue"))
     })
     .await
+}
+
+async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        enabled(&a)?;
+        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        let grant = a.store()?.state.grants.get(&id).cloned();
+        let Some(g) = grant else {
+            return Ok(error_page(&a, &ApiError::not_found(format!("no request `{id}`")), Some(&s)));
+        };
+        let approver = grants::may_approve(&a, &s.who, &g);
+        if !(s.who.is(&g.owner()) || approver || a.config.policy.is_admin(&s.who.groups)) {
+            return Ok(error_page(&a, &ApiError::forbidden("not your request, and you do not approve it"), Some(&s)));
+        }
+        let may_decide = approver
+            && !s.who.is(&g.owner())
+            && g.status == crate::store::GrantStatus::Pending
+            && !g.approvers.iter().any(|x| s.who.is(x));
+        Ok(page(StatusCode::OK, pages::request(&a, &s.who, &s.csrf, &g, may_decide)))
+    })
+    .await;
+    counted(&app, r)
 }
 
 async fn queue(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

@@ -177,29 +177,50 @@ pub fn queue(app: &App, who: &Subject, csrf: &str) -> Markup {
             section {
                 h2 { "Waiting for you" }
                 @if pending.is_empty() { p #queue-empty { "Nothing waits for your decision." } }
-                @for g in &pending {
-                    article.request data-id=(g.id) {
-                        h3 { (g.sub) " asks for " (g.scopes.join(" ")) " for " (g.duration_s / 60) " min" }
-                        p { "Why: " q { (g.justification) } }
-                        p.meta { "Request " code { (g.id) } ", asked " (when(app, Some(g.created_at))) ", identity " (g.iss)
-                            ", approvals " (g.approvers.len()) " of " (g.required_approvals) }
-                        @for s in &g.scopes { @if let Some(p) = app.config.policy.scopes.get(s) {
-                            p.meta { "Policy for " code { (s) } ": tokens up to " (p.max_ttl_s / 60) " min, grants up to " (p.max_grant_s / 60) " min"
-                                @if let Approval::Approvers { groups, count } = &p.approval { ", " (count) " approval(s) by " (groups.join("/")) } }
-                        } }
-                        form method="post" action={ "/ui/requests/" (g.id) "/decide" } {
-                            (csrf_field(csrf))
-                            label { "Comment " input name="comment" size="40"; }
-                            button type="submit" name="decision" value="approve" .approve { "Approve" }
-                            button type="submit" name="decision" value="deny" .deny { "Deny" }
-                        }
-                    }
-                }
+                @for g in &pending { (request_card(app, g, Some(csrf))) }
             }
             section {
                 h2 { "Recently decided by you" }
                 ul #decided { @for g in &decided { li { code { (g.id) } " " (g.sub) " " (g.scopes.join(" ")) ": " (status(g, now)) } } }
             }
+        },
+    )
+}
+
+/// One request: who asks for what, why, for how long, the policy that applies, and (for someone
+/// who may decide it) the approve/deny form.
+fn request_card(app: &App, g: &Grant, decide_with: Option<&str>) -> Markup {
+    html! {
+        article.request data-id=(g.id) {
+            h3 { (g.sub) " asks for " (g.scopes.join(" ")) " for " (g.duration_s / 60) " min" }
+            p { "Why: " q { (g.justification) } }
+            p.meta { "Request " code { (g.id) } ", asked " (when(app, Some(g.created_at))) ", identity " (g.iss)
+                ", approvals " (g.approvers.len()) " of " (g.required_approvals) ", " (status(g, app.clock.now())) }
+            @for s in &g.scopes { @if let Some(p) = app.config.policy.scopes.get(s) {
+                p.meta { "Policy for " code { (s) } ": tokens up to " (p.max_ttl_s / 60) " min, grants up to " (p.max_grant_s / 60) " min"
+                    @if let Approval::Approvers { groups, count } = &p.approval { ", " (count) " approval(s) by " (groups.join("/")) } }
+            } }
+            @if let Some(csrf) = decide_with {
+                form method="post" action={ "/ui/requests/" (g.id) "/decide" } {
+                    (csrf_field(csrf))
+                    label { "Comment " input name="comment" size="40"; }
+                    button type="submit" name="decision" value="approve" .approve { "Approve" }
+                    button type="submit" name="decision" value="deny" .deny { "Deny" }
+                }
+            }
+        }
+    }
+}
+
+/// One request (the page notifications link to): its owner, an admin or an approver may see it.
+pub fn request(app: &App, who: &Subject, csrf: &str, g: &Grant, may_decide: bool) -> Markup {
+    layout(
+        "Request",
+        Some((who, csrf)),
+        Some(app),
+        html! {
+            section { (request_card(app, g, may_decide.then_some(csrf))) }
+            p { a href="/ui/queue" { "All requests waiting for you" } }
         },
     )
 }
