@@ -18,6 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from jitgate_env import ROOT, Sidecar, Stack, check, run_checks, run_dir
@@ -52,9 +53,15 @@ def sign_in(d, base, user):
     WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "password"))
     d.find_element(By.ID, "username").send_keys(user)
     d.find_element(By.ID, "password").send_keys(USERS[user][1])
-    d.find_element(By.ID, "sign-in").click()
+    submit(d, d.find_element(By.ID, "sign-in"))
     WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "whoami"))
     return user in d.find_element(By.ID, "whoami").text
+
+
+def submit(d, button):
+    """Clicks a form's button and waits until the browser has left the page it was on."""
+    button.click()
+    WebDriverWait(d, 15).until(expected_conditions.staleness_of(button))
 
 
 def shot(d, name):
@@ -104,7 +111,7 @@ def run(s, base, port, alice, bob, sam):
     wrong = alice.find_element(By.ID, "username")
     wrong.send_keys("alice")
     alice.find_element(By.ID, "password").send_keys("not-her-password")
-    alice.find_element(By.ID, "sign-in").click()
+    submit(alice, alice.find_element(By.ID, "sign-in"))
     check("a wrong password is refused at the sign-in page", "Wrong user name or password" in alice.page_source)
     check("alice signs in at the development issuer", sign_in(alice, base, "alice"))
 
@@ -112,7 +119,7 @@ def run(s, base, port, alice, bob, sam):
     alice.find_element(By.ID, "justification").send_keys("please")
     hint = alice.find_element(By.ID, "justification-hint")
     check("the justification is checked live against the policy", "bad" in hint.get_attribute("class"), hint.text)
-    alice.find_element(By.ID, "ask").click()
+    submit(alice, alice.find_element(By.ID, "ask"))
     error = alice.find_elements(By.ID, "form-error")
     check("a bad justification is refused with the policy's rule", error and "must match" in error[0].text,
           error[0].text if error else alice.page_source[:200])
@@ -120,7 +127,7 @@ def run(s, base, port, alice, bob, sam):
     field.clear()
     field.send_keys("INC-4711 orders-db disk full")
     check("a good one passes the live check", "bad" not in alice.find_element(By.ID, "justification-hint").get_attribute("class"))
-    alice.find_element(By.ID, "ask").click()
+    submit(alice, alice.find_element(By.ID, "ask"))
     rows = alice.find_elements(By.CSS_SELECTOR, "#my-requests tbody tr")
     states = [r.find_element(By.CLASS_NAME, "state").text for r in rows]
     check("alice's request is listed as pending", states == ["pending"], f"{states}")
@@ -139,14 +146,14 @@ def run(s, base, port, alice, bob, sam):
     bob.get(f"{base}/ui/queue")
     articles = bob.find_elements(By.CSS_SELECTOR, "article.request")
     articles[0].find_element(By.NAME, "comment").send_keys("go ahead, watch the disk")
-    articles[0].find_element(By.CSS_SELECTOR, "button.approve").click()
+    submit(bob, articles[0].find_element(By.CSS_SELECTOR, "button.approve"))
     check("bob approves: his queue is empty", bob.find_elements(By.ID, "queue-empty"))
 
     alice.get(f"{base}/ui/")
     row = alice.find_element(By.CSS_SELECTOR, f"#my-requests tr[data-id='{request_id}']")
     check("alice's grant is active, with a countdown", row.find_element(By.CLASS_NAME, "state").text == "active"
           and row.find_elements(By.CLASS_NAME, "countdown"))
-    row.find_element(By.CSS_SELECTOR, "button.get-token").click()
+    submit(alice, row.find_element(By.CSS_SELECTOR, "button.get-token"))
     token = alice.find_element(By.ID, "token").get_attribute("value").strip()
     check("'Get a token' shows a token and a copy-ready curl line",
           token.count(".") == 2 and token in alice.find_element(By.ID, "curl").text)
@@ -158,7 +165,7 @@ def run(s, base, port, alice, bob, sam):
     alice.get(f"{base}/ui/")
     Select(alice.find_element(By.ID, "scope")).select_by_value("orders:write")
     alice.find_element(By.ID, "justification").send_keys("CHG-7 second request")
-    alice.find_element(By.ID, "ask").click()
+    submit(alice, alice.find_element(By.ID, "ask"))
     own = alice.find_element(By.CSS_SELECTOR, "#my-requests tbody tr").get_attribute("data-id")
     alice.get(f"{base}/ui/queue")
     no_button = not alice.find_elements(By.CSS_SELECTOR, f"article[data-id='{own}'] button.approve")
@@ -180,7 +187,7 @@ def run(s, base, port, alice, bob, sam):
     check("the admin page shows the SLIs and an intact chain",
           sam.find_elements(By.ID, "sli-issuance") and "Chain intact" in sam.find_element(By.ID, "chain").text)
     shot(sam, "admin")
-    sam.find_element(By.CSS_SELECTOR, f"#active-grants tr[data-id='{request_id}'] button.revoke").click()
+    submit(sam, sam.find_element(By.CSS_SELECTOR, f"#active-grants tr[data-id='{request_id}'] button.revoke"))
     t0 = time.monotonic()
     status = 200
     while time.monotonic() - t0 < 5:

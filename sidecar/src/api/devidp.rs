@@ -1,7 +1,7 @@
 //! The development issuer's OpenID endpoints (see `crate::devidp`): discovery, keys, the sign-in
 //! page and the token endpoint. They answer 404 unless `identity.dev_issuer` is on.
 
-use super::{counted, read_body, MAX_BODY_BYTES};
+use super::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::devidp::{self, Refusal, ID_TOKEN_TTL_S};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{self, DEV_ISSUER};
@@ -85,7 +85,7 @@ pub async fn sign_in_page(
 
 pub async fn sign_in(State(app): State<Arc<App>>, body: Body) -> Response {
     let r = async {
-        let form = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        let form = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         let request = devidp::auth_request(&form, app.console_redirect().as_deref())
             .map_err(|e| ApiError::bad_request("invalid_request", e))?;
         enabled(&app)?;
@@ -129,7 +129,7 @@ pub async fn sign_in(State(app): State<Arc<App>>, body: Body) -> Response {
 pub async fn token(State(app): State<Arc<App>>, body: Body) -> Response {
     let r = async {
         enabled(&app)?;
-        let form = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        let form = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
         if get("grant_type") != "authorization_code" {
             return Err(ApiError::bad_request("unsupported_grant_type", "grant_type must be authorization_code"));
@@ -163,30 +163,6 @@ pub async fn token(State(app): State<Arc<App>>, body: Body) -> Response {
     counted(&app, r.await)
 }
 
-/// A form body; a repeated field is an error (never a silent pick of one value).
-fn form(bytes: &[u8]) -> ApiResult<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(bytes) {
-        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-            return Err(ApiError::bad_request("invalid_request", format!("`{k}` given twice")));
-        }
-    }
-    Ok(out)
-}
-
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_owned(),
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&#39;".to_owned(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 /// The sign-in form; the authorization request rides along in hidden fields.
 fn page(
     status: StatusCode,
@@ -195,28 +171,34 @@ fn page(
     users: &[String],
     error: Option<&str>,
 ) -> Response {
-    let hidden: String = [
+    let hidden = [
         ("client_id", request.client_id),
         ("redirect_uri", request.redirect_uri.as_str()),
         ("response_type", "code"),
         ("code_challenge_method", "S256"),
         ("code_challenge", request.code_challenge.as_str()),
         ("state", request.state.as_str()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">\n", escape(v)))
-    .collect();
-    let user = q.get("username").map(|u| escape(u)).unwrap_or_default();
-    let error = error.map(|e| format!("<p role=\"alert\" id=\"error\">{}</p>\n", escape(e))).unwrap_or_default();
-    let known = users.iter().map(|u| escape(u)).collect::<Vec<_>>().join(", ");
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in: jitgate development issuer</title></head>\n\
-         <body><h1>Sign in</h1>\n<p>jitgate's development identity issuer (demos and tests only). Users: {known}.</p>\n{error}\
-         <form method=\"post\" action=\"/dev-idp/authorize\">\n{hidden}\
-         <label>User <input name=\"username\" id=\"username\" autocomplete=\"username\" value=\"{user}\" required></label>\n\
-         <label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
-         <button type=\"submit\" id=\"sign-in\">Sign in</button>\n</form></body></html>\n"
-    );
+    ];
+    let user = q.get("username").map(String::as_str).unwrap_or_default();
+    // maud escapes every value it prints, as in the console.
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Sign in: jitgate development issuer" } }
+            body {
+                h1 { "Sign in" }
+                p { "jitgate's development identity issuer (demos and tests only). Users: " (users.join(", ")) "." }
+                @if let Some(e) = error { p role="alert" #error { (e) } }
+                form method="post" action="/dev-idp/authorize" {
+                    @for (k, v) in hidden { input type="hidden" name=(k) value=(v); }
+                    label { "User " input name="username" #username autocomplete="username" value=(user) required; }
+                    label { "Password " input name="password" #password type="password" autocomplete="current-password" required; }
+                    button type="submit" #sign-in { "Sign in" }
+                }
+            }
+        }
+    }
+    .into_string();
     (
         status,
         [

@@ -94,6 +94,17 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     })
 }
 
+/// A form body, each field at most once (a repeated field is refused, never resolved silently).
+pub(crate) fn form_fields(bytes: &[u8]) -> ApiResult<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            return Err(ApiError::bad_request("invalid_request", format!("`{k}` given twice")));
+        }
+    }
+    Ok(out)
+}
+
 fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_request", format!("body: {e}")))
 }

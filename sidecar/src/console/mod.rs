@@ -11,7 +11,7 @@
 
 mod pages;
 
-use crate::api::{counted, read_body, MAX_BODY_BYTES};
+use crate::api::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::devidp::{self, CONSOLE_CLIENT};
 use crate::error::{ApiError, ApiResult};
 use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
@@ -122,17 +122,6 @@ fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
     Some(s)
 }
 
-/// A form body, each field at most once.
-fn form(bytes: &[u8]) -> ApiResult<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(bytes) {
-        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-            return Err(ApiError::bad_request("invalid_request", format!("`{k}` given twice")));
-        }
-    }
-    Ok(out)
-}
-
 /// The signed-in session of a POST whose CSRF token matches; else 403 (or the sign-in).
 fn checked(app: &App, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Session, Box<Response>> {
     let Some(s) = session(app, headers) else { return Err(Box::new(to("/ui/login"))) };
@@ -234,7 +223,7 @@ async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
         enabled(&app)?;
-        let f = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        let f = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         Ok(match checked(&app, &headers, &f) {
             Ok(_) => {
                 if let Some(id) = session_id(&headers) {
@@ -260,7 +249,7 @@ async fn post_action(
 ) -> Response {
     let r = async {
         enabled(&app)?;
-        let f = form(&read_body(body, MAX_BODY_BYTES).await?)?;
+        let f = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         let a = app.clone();
         blocking(move || {
             let s = match checked(&a, &headers, &f) {
