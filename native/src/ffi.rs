@@ -308,23 +308,11 @@ impl ConfigHandle {
     }
 
     pub fn increment_counter(self, id: usize, n: u64) {
-        // SAFETY: the live configuration; `id` came from `define_counter` on it.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(self.0, id, std::ptr::null_mut(), 0, n)
-        };
+        update_metric(envoy_dynamic_module_callback_http_filter_config_increment_counter, self.0, id, n);
     }
 
     pub fn record_histogram(self, id: usize, value: u64) {
-        // SAFETY: the live configuration; `id` came from `define_histogram` on it.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            )
-        };
+        update_metric(envoy_dynamic_module_callback_http_filter_config_record_histogram_value, self.0, id, value);
     }
 
     /// A scheduler whose commits (from any thread) call `on_http_filter_config_scheduled` on the
@@ -455,16 +443,22 @@ impl Stream {
     }
 
     pub fn increment_counter(self, id: usize, n: u64) {
-        // SAFETY: live filter; `id` came from `define_counter` on this filter's config.
-        unsafe { envoy_dynamic_module_callback_http_filter_increment_counter(self.0, id, std::ptr::null_mut(), 0, n) };
+        update_metric(envoy_dynamic_module_callback_http_filter_increment_counter, self.0, id, n);
     }
 
     pub fn record_histogram(self, id: usize, value: u64) {
-        // SAFETY: live filter; `id` came from `define_histogram` on this filter's config.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_record_histogram_value(self.0, id, std::ptr::null_mut(), 0, value)
-        };
+        update_metric(envoy_dynamic_module_callback_http_filter_record_histogram_value, self.0, id, value);
     }
+}
+
+/// The counter and histogram updates, on a filter or on its configuration, share this signature.
+type UpdateMetric = unsafe extern "C" fn(*mut c_void, usize, *mut ModuleBuffer, usize, u64) -> u32;
+
+/// Adds to a counter or records in a histogram, without labels; a failure only loses telemetry.
+fn update_metric(update: UpdateMetric, target: *mut c_void, id: usize, value: u64) {
+    // SAFETY: `target` is the live filter or configuration of the current hook, and `id` came
+    // from defining the metric on that configuration; no label array.
+    unsafe { update(target, id, std::ptr::null_mut(), 0, value) };
 }
 
 /// A borrowed view of `len` values at `ptr` (empty for a null pointer).
