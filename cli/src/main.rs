@@ -3,6 +3,7 @@
 
 mod client;
 mod credentials;
+mod dpop;
 mod login;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -95,6 +96,22 @@ enum Command {
         scope: Vec<String>,
         #[arg(long)]
         audience: Option<String>,
+        /// Bind the token to your DPoP key (RFC 9449): it then works only with `jitgate proof`.
+        #[arg(long)]
+        dpop: bool,
+    },
+    /// Print a DPoP proof for one request with a `--dpop` token, for the `DPoP` header.
+    Proof {
+        /// The request's method, e.g. GET.
+        method: String,
+        /// The request's URL (query and fragment are left out of the proof).
+        url: String,
+        /// The DPoP-bound token the request carries.
+        #[arg(long)]
+        token: String,
+        /// The server's nonce, from a `DPoP-Nonce` answer header.
+        #[arg(long)]
+        nonce: Option<String>,
     },
     /// The audit trail.
     Audit {
@@ -232,9 +249,10 @@ fn run(command: Command, output: Output) -> Result<(), String> {
             let text = format!("revoked {}, already revoked {}", count("revoked"), count("unchanged"));
             print(output, &done, |_| text);
         }
-        Command::Token { scope, audience } => {
+        Command::Token { scope, audience, dpop } => {
             let c = session()?;
             let scope = scope.join(" ");
+            let jkt = if dpop { Some(dpop::thumbprint(&dpop::key()?)?) } else { None };
             let mut form = vec![
                 ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
                 ("subject_token", c.id_token.as_str()),
@@ -244,9 +262,16 @@ fn run(command: Command, output: Output) -> Result<(), String> {
             if let Some(a) = audience.as_deref() {
                 form.push(("audience", a));
             }
+            if let Some(j) = jkt.as_deref() {
+                form.push(("dpop_jkt", j));
+            }
             let t = http.post_form(&format!("{}/v1/token", c.sidecar), &form)?;
             // Text output is the token alone, for `$(jitgate token --scope ...)`.
             print(output, &t, |t| s(t, "access_token").to_owned());
+        }
+        Command::Proof { method, url, token, nonce } => {
+            let proof = dpop::proof(&dpop::key()?, &method, &url, &token, nonce.as_deref(), now())?;
+            print(output, &json!({"dpop": proof}), |_| proof.clone());
         }
         Command::Audit { command: AuditCommand::Tail { limit, sub, grant, event } } => {
             let c = session()?;

@@ -169,6 +169,46 @@ fn the_jit_loop_from_the_command_line() {
     .unwrap();
     assert_eq!((claims["sub"].as_str(), claims["scope"].as_str()), (Some("alice"), Some("orders:write")));
 
+    // A DPoP-bound token and a proof for one request: the proof verifies against the token's `cnf.jkt`.
+    let out = jitgate(&alice, &["token", "--scope", "orders:write", "--dpop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bound = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bound_claims: Value = serde_json::from_slice(
+        &jitgate_token::encoding::b64_decode(bound.split('.').nth(1).unwrap().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let jkt = bound_claims["cnf"]["jkt"].as_str().expect("the token is DPoP-bound").to_owned();
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(alice.join("dpop-key.json")).unwrap().permissions());
+    assert_eq!(key_mode & 0o777, 0o600, "the DPoP key is the user's alone");
+    let url = "https://api.example/orders?page=2";
+    let out = jitgate(&alice, &["proof", "POST", url, "--token", &bound, "--nonce", "n-1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let proof_text = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (proof, _) = jitgate_token::dpop::verify_proof(&proof_text, None).expect("a well-formed proof");
+    assert_eq!(proof.jkt, jkt, "the proof's key is the one the token is bound to");
+    assert_eq!(proof.nonce.as_deref(), Some("n-1"));
+    let expected = jitgate_token::dpop::Expected {
+        method: "POST",
+        htu: "https://api.example/orders",
+        token: &bound,
+        jkt: &jkt,
+        now: proof.iat,
+        max_age_s: 60,
+        skew_s: 5,
+    };
+    proof.check(&expected).expect("htm, htu (no query), ath and jkt match");
+    let again = json(&jitgate(&alice, &["token", "--scope", "orders:write", "--dpop", "--output", "json"]));
+    let again_claims: Value = serde_json::from_slice(
+        &jitgate_token::encoding::b64_decode(
+            again["access_token"].as_str().unwrap().split('.').nth(1).unwrap().as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again_claims["cnf"]["jkt"], jkt.as_str(), "the same key is kept across commands");
+    assert!(!jitgate(&alice, &["proof", "get", url, "--token", &bound]).status.success(), "a method is upper-case");
+
     // sam revokes the grants; the audit trail shows the loop and verifies.
     let revoked = json(&jitgate(&sam, &["revoke", "--grant", &id, "--output", "json"]));
     assert_eq!(revoked["revoked"][0]["value"], id.as_str());

@@ -99,6 +99,7 @@ pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant
         denied_by: None,
         decided_at: None,
         version: 0,
+        end_announced: false,
     };
     if required == 0 {
         approve_now(&mut grant, now);
@@ -184,6 +185,10 @@ fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Optio
         return Err(ApiError::new(StatusCode::CONFLICT, "already_approved", "one approval per approver"));
     }
     let now = app.clock.now();
+    // Past its time but not yet swept: as expired as it will be in a few seconds.
+    if grant.created_at.saturating_add(app.config.policy.pending_ttl_s) <= now {
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_pending", format!("request `{id}` is Expired")));
+    }
     if approve {
         grant.approvers.push(who.id());
         if u32::try_from(grant.approvers.len()).unwrap_or(u32::MAX) >= grant.required_approvals {
@@ -207,8 +212,57 @@ fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Optio
         GrantStatus::Pending => app.audit(json!({"event": "grant.approval_recorded", "grant": grant.id,
             "iss": grant.iss, "sub": grant.sub, "approver": who.sub, "approver_iss": who.iss,
             "approvals": grant.approvers.len(), "required": grant.required_approvals}))?,
+        // Not reachable: the request was pending and a decision never expires it.
+        GrantStatus::Expired => 0,
     };
     Ok(grant)
+}
+
+/// Expires requests left undecided past the policy's `pending_ttl` and announces the end of
+/// approved grants (`grant.expired`), each once: the change is a versioned write, so of two
+/// replicas sweeping at once only one announces it. Revoked grants end without an announcement
+/// (their revocation was one). Returns how many were announced.
+pub fn expire_due(app: &App) -> ApiResult<usize> {
+    let now = app.clock.now();
+    let due: Vec<(Grant, bool)> = {
+        let store = app.store()?;
+        let state = &store.state;
+        let is_due = |g: &Grant| match g.status {
+            GrantStatus::Pending => g.created_at.saturating_add(app.config.policy.pending_ttl_s) <= now,
+            GrantStatus::Approved => !g.end_announced && g.expires_at.is_some_and(|e| e <= now),
+            GrantStatus::Denied | GrantStatus::Expired => false,
+        };
+        state
+            .grants
+            .values()
+            .filter(|g| is_due(g))
+            .map(|g| (g.clone(), state.is_revoked(RevocationKind::Grant, &g.id)))
+            .collect()
+    };
+    let mut announced = 0;
+    for (mut g, revoked) in due {
+        let stage = if g.status == GrantStatus::Pending {
+            g.status = GrantStatus::Expired;
+            g.decided_at = Some(now);
+            "pending"
+        } else {
+            g.end_announced = true;
+            "active"
+        };
+        let written = app.store()?.put_grant(g);
+        match written {
+            Ok(g) if !revoked => {
+                app.audit(json!({"event": "grant.expired", "grant": g.id, "iss": g.iss, "sub": g.sub,
+                    "scopes": g.scopes, "stage": stage, "break_glass": g.break_glass}))?;
+                announced += 1;
+            }
+            Ok(_) => {}
+            // Decided or swept elsewhere meanwhile: the next sweep judges the new state.
+            Err(WriteError::Conflict) => {}
+            Err(WriteError::Failed(e)) => return Err(ApiError::unavailable(e)),
+        }
+    }
+    Ok(announced)
 }
 
 /// Fields of an RFC 8693 request, each at most once (RFC 6749 §3.2); unknown ones are ignored.

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// How often expiries are looked for: a grant's tokens end by their own `exp`; this only announces it.
+const EXPIRY_SWEEP_S: u64 = 5;
+
 /// jitgate's issuance sidecar: token exchange, grants and approvals, JWKS, revocations, audit.
 #[derive(Parser)]
 #[command(name = "jitgate-sidecar", version, about)]
@@ -132,6 +135,14 @@ fn serve(config: &Path, store: Option<&str>) -> Result<(), String> {
             std::thread::sleep(std::time::Duration::from_secs(5));
         });
     }
+    // Expiry: undecided requests past the policy's `pending_ttl`, and the end of approved grants.
+    let sweeper = app.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(EXPIRY_SWEEP_S));
+        if let Err(e) = jitgate_sidecar::grants::expire_due(&sweeper) {
+            eprintln!("jitgate-sidecar: expiry sweep failed (retried in {EXPIRY_SWEEP_S} s): {}", e.description);
+        }
+    });
     // Compaction: the journal drops revocations that can no longer matter.
     let compactor = app.clone();
     std::thread::spawn(move || loop {

@@ -30,14 +30,23 @@ pub enum Kind {
     RequestApproved,
     #[serde(rename = "request.denied")]
     RequestDenied,
+    /// Undecided past the policy's `pending_ttl`, or an approved grant's time is up.
+    #[serde(rename = "request.expired")]
+    RequestExpired,
     #[serde(rename = "access.revoked")]
     AccessRevoked,
     #[serde(rename = "break_glass.used")]
     BreakGlassUsed,
 }
 
-const ALL_KINDS: [Kind; 5] =
-    [Kind::RequestCreated, Kind::RequestApproved, Kind::RequestDenied, Kind::AccessRevoked, Kind::BreakGlassUsed];
+const ALL_KINDS: [Kind; 6] = [
+    Kind::RequestCreated,
+    Kind::RequestApproved,
+    Kind::RequestDenied,
+    Kind::RequestExpired,
+    Kind::AccessRevoked,
+    Kind::BreakGlassUsed,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -45,6 +54,7 @@ impl Kind {
             Kind::RequestCreated => "request.created",
             Kind::RequestApproved => "request.approved",
             Kind::RequestDenied => "request.denied",
+            Kind::RequestExpired => "request.expired",
             Kind::AccessRevoked => "access.revoked",
             Kind::BreakGlassUsed => "break_glass.used",
         }
@@ -58,6 +68,7 @@ impl Kind {
             Some("grant.requested") => vec![Kind::RequestCreated],
             Some("grant.approved") => vec![Kind::RequestApproved],
             Some("grant.denied") => vec![Kind::RequestDenied],
+            Some("grant.expired") => vec![Kind::RequestExpired],
             Some("token.revoked") => vec![Kind::AccessRevoked],
             _ => Vec::new(),
         }
@@ -452,6 +463,10 @@ fn summary(n: &Notice) -> String {
         Kind::RequestDenied => {
             format!("{} denied request {grant} of {sub} ({})", clean(field("approver")), clean(scopes))
         }
+        Kind::RequestExpired if field("stage").as_deref() == Some("pending") => {
+            format!("request {grant} of {sub} ({}) expired undecided", clean(scopes))
+        }
+        Kind::RequestExpired => format!("the access of {sub} to {} ended (request {grant})", clean(scopes)),
         Kind::AccessRevoked => {
             format!("{} revoked {} {}", clean(field("by")), clean(field("kind")), clean(field("value")))
         }

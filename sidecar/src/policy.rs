@@ -58,6 +58,13 @@ struct RawPolicy {
     /// Groups that may revoke anything and read the audit trail.
     #[serde(default)]
     admins: Vec<String>,
+    /// How long a request may wait for its decision before it expires.
+    #[serde(default = "default_pending_ttl")]
+    pending_ttl: Seconds,
+}
+
+fn default_pending_ttl() -> Seconds {
+    Seconds(86_400)
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +153,7 @@ pub struct Policy {
     pub scopes: BTreeMap<String, ScopePolicy>,
     pub subjects: Vec<SubjectRule>,
     pub admins: Vec<String>,
+    pub pending_ttl_s: u64,
 }
 
 /// Line (1-based) of the first occurrence of `needle` in `text`, for errors about parsed values.
@@ -217,7 +225,10 @@ impl Policy {
                 }
             }
         }
-        Ok(Policy { scopes, subjects: raw.subjects, admins: raw.admins })
+        if raw.pending_ttl.0 < 60 || raw.pending_ttl.0 > 30 * 86_400 {
+            return Err(format!("policy line {}: pending_ttl: 1m to 30d", line_of(text, "pending_ttl")));
+        }
+        Ok(Policy { scopes, subjects: raw.subjects, admins: raw.admins, pending_ttl_s: raw.pending_ttl.0 })
     }
 
     /// Whether a subject in `groups` may request `scope`.

@@ -20,6 +20,8 @@ pub enum GrantStatus {
     Pending,
     Approved,
     Denied,
+    /// Not decided within the policy's `pending_ttl`.
+    Expired,
 }
 
 /// A person, as an identity issuer names them: `sub` alone is only unique within its issuer.
@@ -55,6 +57,9 @@ pub struct Grant {
     /// Bumped by every change; a change is written only over the version it was made from.
     #[serde(default)]
     pub version: u64,
+    /// Set once the end of an approved grant has been announced (`grant.expired`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end_announced: bool,
 }
 
 impl Grant {
@@ -72,7 +77,7 @@ impl Grant {
         let ended = match self.status {
             GrantStatus::Pending => return false,
             GrantStatus::Approved => self.expires_at,
-            GrantStatus::Denied => self.decided_at.or(Some(self.created_at)),
+            GrantStatus::Denied | GrantStatus::Expired => self.decided_at.or(Some(self.created_at)),
         };
         ended.is_some_and(|e| e.saturating_add(KEEP_S) < now)
     }

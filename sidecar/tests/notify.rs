@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use jitgate_sidecar::config::Config;
-use jitgate_sidecar::{api, identity, notify, App};
+use jitgate_sidecar::{api, grants, identity, notify, App};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -145,9 +145,10 @@ fn write(dir: &Path, notifications: &str) {
 }
 
 impl Sidecar {
+    /// An identity token issued at the sidecar's current (pinned) time.
     fn id_token(&self, sub: &str, groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
-        identity::dev_mint(&self.app.config.data_dir, sub, &groups, 3600, NOW).unwrap()
+        identity::dev_mint(&self.app.config.data_dir, sub, &groups, 3600, self.app.clock.now()).unwrap()
     }
 
     async fn json(&self, method: &str, uri: &str, who: &str, body: Value) -> (StatusCode, Value) {
@@ -270,6 +271,56 @@ async fn approval_events_reach_each_webhook_in_its_format_signed() {
 }
 
 /// Five requests; how long each took to be answered, sorted.
+#[tokio::test]
+async fn expiries_are_announced_once_and_an_expired_request_cannot_be_decided() {
+    let rx = Receiver::start(Answer::Status(200));
+    let s = sidecar(&format!(
+        "  webhooks:\n    - {{name: soc, url: '{}', format: json, secret_file: hook-secret, events: [request.expired]}}\n",
+        rx.url("/soc")
+    ));
+    let (alice, bob, sam) =
+        (s.id_token("alice", &["sre"]), s.id_token("bob", &["sre-leads"]), s.id_token("sam", &["secops"]));
+    let id_of = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let approved = id_of(&s.ask(&alice, "orders:write", "INC-1 restock").await.1);
+    assert_eq!(s.json("POST", &format!("/v1/requests/{approved}/approve"), &bob, Value::Null).await.0, StatusCode::OK);
+    let waiting = id_of(&s.ask(&alice, "orders:write", "INC-2 refunds").await.1);
+    let cancelled = id_of(&s.ask(&alice, "orders:write", "INC-3 typo").await.1);
+    assert_eq!(s.json("POST", "/v1/revoke", &sam, json!({"grant": cancelled})).await.0, StatusCode::OK);
+    assert_eq!(grants::expire_due(&s.app).unwrap(), 0, "nothing is due yet");
+
+    // 30 minutes on, the approved grant's time is up: announced once, however often the sweep runs.
+    s.app.clock.pin(NOW + 1800);
+    assert_eq!(grants::expire_due(&s.app).unwrap(), 1);
+    assert_eq!(grants::expire_due(&s.app).unwrap(), 0, "announced once");
+
+    // A day on, the undecided request expires; a late decision is refused, even before the sweep.
+    s.app.clock.pin(NOW + 86_400);
+    let bob = s.id_token("bob", &["sre-leads"]);
+    let (st, late) = s.json("POST", &format!("/v1/requests/{waiting}/approve"), &bob, Value::Null).await;
+    assert_eq!((st, late["error"].as_str()), (StatusCode::CONFLICT, Some("not_pending")));
+    assert_eq!(grants::expire_due(&s.app).unwrap(), 1, "the cancelled request ends without a notice");
+    assert_eq!(grants::expire_due(&s.app).unwrap(), 0);
+    let alice = s.id_token("alice", &["sre"]);
+    let (_, shown) = s.json("GET", &format!("/v1/requests/{waiting}"), &alice, Value::Null).await;
+    assert_eq!(shown["status"], "expired");
+    let (st, _) = s.json("POST", &format!("/v1/requests/{waiting}/approve"), &bob, Value::Null).await;
+    assert_eq!(st, StatusCode::CONFLICT, "and after it");
+
+    let got: Vec<Value> = rx.wait_for(2).iter().map(body).collect();
+    let seen: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|b| {
+            (b["type"].as_str().unwrap(), b["event"]["grant"].as_str().unwrap(), b["event"]["stage"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("request.expired", approved.as_str(), "active"), ("request.expired", waiting.as_str(), "pending")]
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rx.received().len(), 2, "nothing for the cancelled request");
+}
+
 async fn timed_requests(s: &Sidecar, who: &str) -> Vec<Duration> {
     let mut took = Vec::new();
     for i in 0..5 {

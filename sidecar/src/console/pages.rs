@@ -62,7 +62,7 @@ fn status(g: &Grant, now: u64) -> &'static str {
         GrantStatus::Pending => "pending",
         GrantStatus::Denied => "denied",
         GrantStatus::Approved if g.is_active(now) => "active",
-        GrantStatus::Approved => "expired",
+        GrantStatus::Approved | GrantStatus::Expired => "expired",
     }
 }
 
