@@ -4,12 +4,16 @@ real sidecar and real Envoy (wasm filter): alice signs in at the development iss
 for access (a bad, then a good justification), bob approves from his queue, alice gets a token and
 a request through Envoy passes, an admin revokes it in the console and Envoy refuses the next
 request within the poll interval; alice cannot approve her own request (no button, and a forged
-POST is refused), and a POST without the CSRF token is refused. Screenshots of the main pages go
-to docs/console/. Run with the project virtualenv's Python (Selenium is installed there).
+POST is refused), and a POST without the CSRF token is refused. Then a second sidecar signs people
+in at an external OpenID provider (panva/oidc-provider under Node, scripts/idp/): carol signs in
+there, her `roles` claim becomes her groups, and her console token passes Envoy. Screenshots of
+the main pages go to docs/console/. Run with the project virtualenv's Python (Selenium is installed there).
 Prints `console: N passed, N failed`.
 """
 import http.client
+import json
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -18,10 +22,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from jitgate_env import ROOT, Sidecar, Stack, check, run_checks, run_dir
+from jitgate_env import ROOT, Sidecar, Stack, check, free_port, run_checks, run_dir, wait_port
 
 SHOTS = ROOT / "docs" / "console"
 USERS = {"alice": (["sre"], "alice-password-1"), "bob": (["sre-leads"], "bob-password-12"),
@@ -44,7 +48,8 @@ def plugin_config(sc):
         "issuer": "https://jitgate.local", "audience": "demo-api", "max_ttl_s": 900,
         "sidecar": {"cluster": "jitgate_sidecar", "timeout_ms": 1000, "jwks": {"refresh_s": 5},
                     "revocations": {"poll_ms": 1000, "fail_closed_after_s": 30}, "auth": sc.filter_auth()},
-        "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]}],
+        "rules": [{"name": "orders", "path": {"prefix": "/orders"}, "scopes": ["orders:write"]},
+                  {"name": "catalog", "path": {"prefix": "/catalog"}, "scopes": ["orders:read"]}],
     }
 
 
@@ -61,7 +66,20 @@ def sign_in(d, base, user):
 def submit(d, button):
     """Clicks a form's button and waits until the browser has left the page it was on."""
     button.click()
-    WebDriverWait(d, 15).until(expected_conditions.staleness_of(button))
+
+    def left(_):
+        try:
+            button.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            # Mid-navigation, Chromium reports a node of the old page this way instead.
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    WebDriverWait(d, 15).until(left)
 
 
 def shot(d, name):
@@ -86,7 +104,6 @@ def main():
     work = run_dir("console")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    from jitgate_env import free_port
     port = free_port()
     sc = Sidecar(work, port=port, dev_users=USERS, extra=f"console: {{public_url: 'http://127.0.0.1:{port}'}}\n").start()
     base = f"http://127.0.0.1:{port}"
@@ -97,6 +114,9 @@ def main():
             alice, bob, sam = (browser(f"{profiles}/{u}") for u in ("alice", "bob", "sam"))
             browsers += [alice, bob, sam]
             run(s, base, port, alice, bob, sam)
+            carol = browser(f"{profiles}/carol")
+            browsers.append(carol)
+            run_external_provider(s, work, sc, carol)
     finally:
         for b in browsers:
             b.quit()
@@ -199,6 +219,69 @@ def run(s, base, port, alice, bob, sam):
           f"{status} after {time.monotonic() - t0:.2f} s")
     bob.get(f"{base}/ui/admin")
     check("bob is no admin: 403", "for admins" in bob.page_source)
+
+
+def run_external_provider(s, work, sc, carol):
+    """A second sidecar whose console signs people in at an external OpenID provider; it signs
+    tokens with the first one's keys (shared keys_dir), so the same Envoy accepts them."""
+    idp_port, port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    issuer = f"http://127.0.0.1:{idp_port}"
+    secret = "console-client-secret-0123456789"
+    idp_dir = work / "idp"
+    idp_dir.mkdir()
+    (idp_dir / "idp.json").write_text(json.dumps({
+        "client_id": "jitgate-console", "client_secret": secret, "redirect_uri": f"{base}/ui/callback",
+        "users": {"carol": {"password": "carol-password-1", "roles": ["sre"]}}}))
+    with open(idp_dir / "idp.log", "ab") as log:
+        idp = subprocess.Popen(["node", str(ROOT / "scripts" / "idp" / "provider.mjs"), str(idp_port),
+                                str(idp_dir / "idp.json")], stdout=log, stderr=subprocess.STDOUT)
+    with open(work / "pids", "a") as pids:
+        pids.write(f"{idp.pid}\n")
+    second = work / "oidc-sidecar"
+    second.mkdir()
+    (second / "client-secret").write_text(secret)
+    sign_in = {"oidc": {"issuer": issuer, "client_id": "jitgate-console", "client_secret_file": "client-secret",
+                        "scopes": ["roles"]}}
+    extra = f"keys_dir: {sc.dir / 'data'}\nconsole: {json.dumps({'public_url': base, 'sign_in': sign_in})}\n"
+    issuers = [{"issuer": issuer, "audience": "jitgate-console", "jwks_url": f"{issuer}/jwks", "groups_claim": "roles"}]
+    oidc = Sidecar(second, port=port, extra=extra, issuers=issuers, secret_file=sc.secret_file)
+    try:
+        wait_port(idp_port, idp, "the test OpenID provider")
+        oidc.start()
+        carol.get(f"{base}/ui/")
+        WebDriverWait(carol, 10).until(lambda d: d.find_elements(By.ID, "idp-password"))
+        check("the console sends carol to the external provider's sign-in page",
+              carol.current_url.startswith(issuer), carol.current_url.split("?")[0])
+        carol.find_element(By.ID, "idp-username").send_keys("carol")
+        carol.find_element(By.ID, "idp-password").send_keys("not-her-password")
+        submit(carol, carol.find_element(By.ID, "idp-sign-in"))
+        check("the provider refuses a wrong password", carol.find_elements(By.ID, "idp-error"))
+        carol.find_element(By.ID, "idp-username").send_keys("carol")
+        carol.find_element(By.ID, "idp-password").send_keys("carol-password-1")
+        submit(carol, carol.find_element(By.ID, "idp-sign-in"))
+        WebDriverWait(carol, 10).until(lambda d: d.find_elements(By.ID, "whoami") or d.find_elements(By.ID, "error"))
+        who = carol.find_elements(By.ID, "whoami")
+        check("carol is signed in to the console through the provider (code + PKCE + nonce)",
+              who and "carol" in who[0].text, who[0].text if who else carol.find_element(By.TAG_NAME, "body").text[:300])
+        check("her `roles` claim became her groups (sre may ask for orders:read)",
+              carol.find_elements(By.CSS_SELECTOR, "#scope option[value='orders:read']"))
+        Select(carol.find_element(By.ID, "scope")).select_by_value("orders:read")
+        submit(carol, carol.find_element(By.ID, "ask"))
+        row = carol.find_element(By.CSS_SELECTOR, "#my-requests tbody tr")
+        submit(carol, row.find_element(By.CSS_SELECTOR, "button.get-token"))
+        token = carol.find_element(By.ID, "token").get_attribute("value").strip()
+        r = s.request("GET", "/catalog/1", {"authorization": f"Bearer {token}"})
+        check("her console token (exchanged from the provider's ID token) passes Envoy: 200", r.status == 200,
+              f"{r.status}")
+        audit = [json.loads(line)["event"] for line in oidc.audit_file.read_text().splitlines()]
+        signed = [e for e in audit if e.get("event") == "identity.signed_in"]
+        check("the sign-in is audited under the provider's issuer",
+              signed and signed[0]["iss"] == issuer and signed[0]["sub"] == "carol", f"{signed[:1]}")
+    finally:
+        oidc.stop()
+        idp.terminate()
+        idp.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ class Sidecar:
 
     def __init__(self, workdir: Path, port: int | None = None, issuer: str = ISSUER, audience: str = AUDIENCE,
                  policy: Path = ROOT / "sidecar" / "examples" / "policy.yaml", secret_file: Path | None = None,
-                 extra: str = "", dev_users: dict | None = None):
+                 extra: str = "", dev_users: dict | None = None, issuers: list | None = None):
         self.dir = workdir
         self.port = port or free_port()
         self.config = workdir / "sidecar.yaml"
@@ -293,6 +293,9 @@ class Sidecar:
             users += f"    - {{sub: {sub}, groups: [{', '.join(groups)}], password_file: {sub}.password}}\n"
         if users:
             users = "  dev_users:\n" + users
+        # Identity issuers besides the development one (YAML accepts their JSON).
+        if issuers:
+            users += f"  issuers: {json.dumps(issuers)}\n"
         self.config.write_text(
             f"listen: 127.0.0.1:{self.port}\ndata_dir: data\npolicy_file: policy.yaml\nissuer: {issuer}\n"
             f"audiences: [{audience}]\nclock_skew: 30s\nidentity:\n  dev_issuer: true\n{users}"

@@ -9,6 +9,8 @@ ENVOY_VERSION=1.40.0
 # wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test;
 # openssl: the certificates of the mTLS test; chromium and its driver: the console's browser test.
 APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver ${JITGATE_APT_PACKAGES:-})
+# Node runs the external OpenID provider of the console test (scripts/idp); Debian's if none is here.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 SELENIUM_VERSION=4.27.1
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -44,6 +46,13 @@ if ! .venv/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ !=
   log "installing selenium==${SELENIUM_VERSION} into .venv (the console's browser test)"
   .venv/bin/pip install -q --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
 fi
+# Node packages from the lockfile, again only when it changed.
+for dir in scripts/idp; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+    log "installing the Node packages of $dir (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
+  fi
+done
 if [ "${1:-}" = "--fuzz" ]; then
   nightly=$(cat fuzz/nightly)
   if ! rustup toolchain list | grep -q "^${nightly}"; then

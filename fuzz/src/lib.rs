@@ -43,6 +43,7 @@ pub fn validation() -> Validation {
         clock_skew_s: 30,
         max_ttl_s: 900,
         require_jit: true,
+        jti_optional: false,
     }
 }
 

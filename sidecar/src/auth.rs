@@ -42,6 +42,10 @@ impl Caller {
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity(pub std::sync::Arc<Vec<String>>);
 
+/// The address a request's connection came from (the console believes a proxy's headers by it).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// What a request offers to prove who sent it.
 #[derive(Debug)]
 pub struct Credentials<'a> {

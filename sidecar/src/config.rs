@@ -47,15 +47,24 @@ struct RawConfig {
     notifications: Option<crate::notify::RawNotifications>,
     /// The web console under /ui/ (absent: off).
     #[serde(default)]
-    console: Option<ConsoleConfig>,
+    console: Option<RawConsole>,
 }
 
 /// The web console: where people reach this sidecar (the sign-in comes back to
 /// `<public_url>/ui/callback`). Sign-in is the development issuer's for now.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawConsole {
+    public_url: String,
+    /// The development issuer by default; or an external OpenID provider; or an authenticating proxy.
+    #[serde(default)]
+    sign_in: crate::console::signin::RawSignIn,
+}
+
+#[derive(Debug, Clone)]
 pub struct ConsoleConfig {
     pub public_url: String,
+    pub sign_in: std::sync::Arc<crate::console::signin::SignIn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +212,13 @@ pub struct IdentityIssuer {
     /// Longest accepted identity-token lifetime.
     #[serde(default = "default_identity_ttl")]
     pub max_ttl: Seconds,
+    /// The claim (an array of strings) that names the person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
 }
 
 fn default_jwks_refresh() -> Seconds {
@@ -346,6 +362,9 @@ impl Config {
                     ))
                 }
             }
+            if i.groups_claim.is_empty() || i.groups_claim.len() > 64 {
+                return Err(format!("{}: identity issuer `{}`: groups_claim: 1-64 bytes", path.display(), i.issuer));
+            }
             if !(10..=86_400).contains(&i.jwks_refresh.0) {
                 return Err(format!(
                     "{}: identity issuer `{}`: jwks_refresh must be 10s to 1d",
@@ -413,20 +432,19 @@ impl Config {
         };
         let notifications =
             raw.notifications.map(|n| n.compile(base)).transpose().map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(c) = &raw.console {
-            if !outbound_url_allowed(&c.public_url) || c.public_url.len() > 512 || c.public_url.ends_with('/') {
-                return Err(field("console.public_url", "https (plain http only to this machine), no trailing /"));
+        let console = match raw.console {
+            Some(c) => {
+                if !outbound_url_allowed(&c.public_url) || c.public_url.len() > 512 || c.public_url.ends_with('/') {
+                    return Err(field("console.public_url", "https (plain http only to this machine), no trailing /"));
+                }
+                let sign_in = c.sign_in.compile(base, identity.dev_issuer, &identity.issuers).map_err(at(path))?;
+                Some(ConsoleConfig { public_url: c.public_url, sign_in: std::sync::Arc::new(sign_in) })
             }
-            if !identity.dev_issuer {
-                return Err(field(
-                    "console",
-                    "signs people in through the development issuer: needs identity.dev_issuer",
-                ));
-            }
-        }
+            None => None,
+        };
         let data_dir = base.join(raw.data_dir);
         Ok(Config {
-            console: raw.console,
+            console,
             notifications,
             callers,
             tls,

@@ -7,7 +7,6 @@ use crate::keys::write_private;
 use crate::store::SubjectId;
 use jitgate_token::mint::{mint, SigningKey};
 use jitgate_token::{Alg, KeySet, Validation, Verifier};
-use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +44,8 @@ const MAX_JWKS_BYTES: u64 = 256 * 1024;
 struct Trusted {
     verifier: RwLock<Option<Verifier>>,
     remote: Option<Remote>,
+    /// The claim naming the person's groups.
+    groups_claim: String,
 }
 
 #[derive(Debug)]
@@ -127,17 +128,27 @@ fn validation(issuer: &str, audience: &str, max_ttl_s: u64, skew_s: u64) -> Vali
     Validation {
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),
-        accepted_typ: vec!["JWT".to_owned(), "id+jwt".to_owned(), "at+jwt".to_owned()],
+        // OpenID ID tokens need not carry `typ` (the empty entry); the audience keeps others out.
+        accepted_typ: vec!["JWT".to_owned(), "id+jwt".to_owned(), "at+jwt".to_owned(), String::new()],
         clock_skew_s: skew_s,
         max_ttl_s,
         require_jit: false,
+        jti_optional: true,
     }
 }
 
-#[derive(Deserialize)]
-struct Groups {
-    #[serde(default)]
-    groups: Vec<String>,
+/// The strings of the groups claim (absent: none); anything but an array of strings is refused.
+fn groups_of(payload: &[u8], claim: &str) -> Result<Vec<String>, &'static str> {
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payload).map_err(|_| "groups_not_strings")?;
+    let groups: Vec<String> = match claims.get(claim) {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| "groups_not_strings")?,
+    };
+    if groups.len() > MAX_GROUPS || groups.iter().any(|g| g.len() > 128) {
+        return Err("too_many_groups");
+    }
+    Ok(groups)
 }
 
 impl Identity {
@@ -145,11 +156,15 @@ impl Identity {
     pub fn load(config: &IdentityConfig, data_dir: &Path, skew_s: u64) -> Result<(Identity, Vec<Skipped>), String> {
         let mut skipped_keys = Vec::new();
         let mut trusted = Vec::new();
-        let local = |v: Verifier| Trusted { verifier: RwLock::new(Some(v)), remote: None };
+        let local = |v: Verifier, claim: &str| Trusted {
+            verifier: RwLock::new(Some(v)),
+            remote: None,
+            groups_claim: claim.to_owned(),
+        };
         if config.dev_issuer {
             let jwk = dev_key(data_dir)?.verifying_jwk().map_err(|e| e.to_string())?;
             let keys = KeySet::new(vec![jwk]).map_err(|e| e.to_string())?;
-            trusted.push(local(verifier(keys, validation(DEV_ISSUER, DEV_AUDIENCE, 12 * 3600, skew_s))?));
+            trusted.push(local(verifier(keys, validation(DEV_ISSUER, DEV_AUDIENCE, 12 * 3600, skew_s))?, "groups"));
         }
         for i in &config.issuers {
             let v = validation(&i.issuer, &i.audience, i.max_ttl.0, skew_s);
@@ -160,7 +175,7 @@ impl Identity {
                     if !skipped.is_empty() {
                         skipped_keys.push(Skipped { issuer: i.issuer.clone(), reasons: skipped });
                     }
-                    trusted.push(local(verifier(keys, v)?));
+                    trusted.push(local(verifier(keys, v)?, &i.groups_claim));
                 }
                 (None, Some(url)) => {
                     let remote = Remote {
@@ -170,7 +185,11 @@ impl Identity {
                         validation: v,
                         next_fetch: AtomicU64::new(0),
                     };
-                    trusted.push(Trusted { verifier: RwLock::new(None), remote: Some(remote) });
+                    trusted.push(Trusted {
+                        verifier: RwLock::new(None),
+                        remote: Some(remote),
+                        groups_claim: i.groups_claim.clone(),
+                    });
                 }
                 (None, None) => return Err(format!("identity issuer `{}` has no keys", i.issuer)),
             }
@@ -222,10 +241,7 @@ impl Identity {
                 v.check_signature(token, None).and_then(|(jws, _)| Ok((v.check_claims(&jws, now, None)?, jws)));
             match checked {
                 Ok((token, jws)) => {
-                    let Groups { groups } = serde_json::from_slice(&jws.payload).map_err(|_| "groups_not_strings")?;
-                    if groups.len() > MAX_GROUPS || groups.iter().any(|g| g.len() > 128) {
-                        return Err("too_many_groups");
-                    }
+                    let groups = groups_of(&jws.payload, &t.groups_claim)?;
                     return Ok(Subject { iss: token.claims.iss, sub: token.claims.sub, groups });
                 }
                 // Another issuer's token fails here on key or issuer: try the next verifier.

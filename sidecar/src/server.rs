@@ -2,7 +2,7 @@
 //! and DNS names become the connection's `PeerIdentity` (mTLS callers). Connections are bounded
 //! (`limits.max_connections`), and a client that sends its headers too slowly is cut off.
 
-use crate::auth::PeerIdentity;
+use crate::auth::{PeerAddr, PeerIdentity};
 use crate::config::Tls;
 use crate::App;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -81,30 +81,31 @@ pub async fn serve(
             a = listener.accept() => a,
             () = &mut shutdown => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, addr)) = accepted else { continue };
         let (router, acceptor) = (router.clone(), acceptor.clone());
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
-                None => serve_connection(TokioIo::new(stream), router, PeerIdentity::default()).await,
+                None => serve_connection(TokioIo::new(stream), router, PeerIdentity::default(), PeerAddr(addr)).await,
                 Some(acceptor) => {
                     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
                         return;
                     };
                     let peer = peer_identity(tls.get_ref().1.peer_certificates());
-                    serve_connection(TokioIo::new(tls), router, peer).await;
+                    serve_connection(TokioIo::new(tls), router, peer, PeerAddr(addr)).await;
                 }
             }
         });
     }
 }
 
-async fn serve_connection<I>(io: TokioIo<I>, router: axum::Router, peer: PeerIdentity)
+async fn serve_connection<I>(io: TokioIo<I>, router: axum::Router, peer: PeerIdentity, addr: PeerAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(addr);
         req.map(axum::body::Body::new)
     });
     let hyper_service = hyper_util::service::TowerToHyperService::new(service);

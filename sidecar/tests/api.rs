@@ -159,6 +159,7 @@ impl Sidecar {
             clock_skew_s: 0,
             max_ttl_s: 3600,
             require_jit: true,
+            jti_optional: false,
         };
         Verifier::new(keys, KeySet::default(), validation, 8192).unwrap()
     }

@@ -19,13 +19,17 @@ const MAX_CLIENT_ID_BYTES: usize = 256;
 pub struct Validation {
     pub issuer: String,
     pub audience: String,
-    /// Accepted `typ` values, compared case-insensitively, `application/` prefix optional.
+    /// Accepted `typ` values, compared case-insensitively, `application/` prefix optional; an
+    /// empty entry also accepts a token without `typ` (OpenID ID tokens need not carry one).
     pub accepted_typ: Vec<String>,
     pub clock_skew_s: u64,
     /// Largest allowed `exp - iat`.
     pub max_ttl_s: u64,
     /// Whether a token without the `jit` object is refused.
     pub require_jit: bool,
+    /// Whether a token without `jti` is accepted (OpenID ID tokens need not carry one; JIT
+    /// tokens must, for replay and revocation). Its `jti` then reads as empty.
+    pub jti_optional: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +156,7 @@ fn valid_scope(scope: &str) -> bool {
 
 /// Whether a `typ` header value is in the accepted set (RFC 7515 §4.1.9 comparison rules).
 pub fn typ_accepted(typ: Option<&str>, accepted: &[String]) -> bool {
-    let Some(typ) = typ else { return false };
+    let Some(typ) = typ else { return accepted.iter().any(String::is_empty) };
     let bare = match typ.get(..12) {
         Some(prefix) if prefix.eq_ignore_ascii_case("application/") => typ.get(12..).unwrap_or(""),
         _ => typ,
@@ -213,7 +217,11 @@ impl Validation {
             return Err(Error::BadAudience);
         }
         let sub = required(raw.sub, "sub", MAX_SUB_BYTES)?;
-        let jti = required(raw.jti, "jti", MAX_JTI_BYTES)?;
+        let jti = match bounded(raw.jti, "jti", MAX_JTI_BYTES)? {
+            Some(jti) => jti,
+            None if self.jti_optional => String::new(),
+            None => return Err(Error::MissingClaim("jti")),
+        };
 
         let exp = numeric_date(raw.exp.as_ref().ok_or(Error::MissingClaim("exp"))?, "exp")?;
         let iat = numeric_date(raw.iat.as_ref().ok_or(Error::MissingClaim("iat"))?, "iat")?;

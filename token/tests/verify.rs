@@ -17,6 +17,7 @@ fn validation() -> Validation {
         clock_skew_s: 30,
         max_ttl_s: 900,
         require_jit: true,
+        jti_optional: false,
     }
 }
 
@@ -262,4 +263,33 @@ fn registered_header_members_are_held_to_their_types() {
         assert_eq!(reason(&v, &with(json!({"cty": nested}))), "malformed_token", "{nested}");
     }
     assert!(v.verify(&with(json!({"cty": "at+jwt-payload", "x5t": "abc"})), NOW, None).is_ok(), "typed: fine");
+}
+
+#[test]
+fn a_missing_typ_is_accepted_only_where_the_empty_entry_says_so() {
+    use jitgate_token::claims::typ_accepted;
+    let jit = ["at+jwt".to_owned()];
+    let identity = ["JWT".to_owned(), String::new()];
+    assert!(!typ_accepted(None, &jit), "JIT tokens must say what they are");
+    assert!(typ_accepted(None, &identity));
+    assert!(typ_accepted(Some("application/jwt"), &identity));
+    assert!(!typ_accepted(Some(""), &jit));
+    assert!(!typ_accepted(Some("dpop+jwt"), &identity), "the empty entry is not a wildcard");
+}
+
+#[test]
+fn a_missing_jti_is_accepted_only_when_the_validation_says_so() {
+    let (key, strict) = setup(Alg::ES256);
+    let token = mint(&key, "at+jwt", &without(claims(), "jti")).unwrap();
+    assert_eq!(reason(&strict, &token), "missing_claim", "JIT tokens carry a jti");
+    let lenient = Verifier::new(
+        KeySet::new(vec![key.verifying_jwk().unwrap()]).unwrap(),
+        KeySet::default(),
+        Validation { jti_optional: true, ..validation() },
+        8192,
+    )
+    .unwrap();
+    assert_eq!(lenient.verify(&token, NOW, None).unwrap().claims.jti, "");
+    let empty = mint(&key, "at+jwt", &with(claims(), "jti", json!(""))).unwrap();
+    assert_eq!(reason(&lenient, &empty), "invalid_claim", "an empty jti is still malformed");
 }

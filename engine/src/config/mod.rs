@@ -384,6 +384,7 @@ impl RawConfig {
             clock_skew_s: self.clock_skew_s,
             max_ttl_s: self.max_ttl_s,
             require_jit: self.require_jit_claim,
+            jti_optional: false,
         };
         let verifier = if keys.is_empty() && secrets.is_empty() {
             None

@@ -3,13 +3,15 @@
 //! live justification check, served from `/ui/static/` so the Content-Security-Policy allows no
 //! inline script at all.
 //!
-//! Sign-in is the development issuer's authorization-code flow with PKCE (client
-//! `jitgate-console`); the ID token it yields is checked by the same identity verifier as every
-//! API call. Sessions are server-side (a random id in an `HttpOnly; SameSite=Lax` cookie, `Secure`
-//! unless the console is served to this machine over plain http), bounded, and end with the ID
-//! token. Every state change is a POST carrying the session's CSRF token.
+//! Sign-in (see `signin`): the development issuer's authorization-code flow with PKCE (client
+//! `jitgate-console`), an external OpenID provider, or an authenticating proxy's headers. An ID
+//! token is checked by the same identity verifier as every API call. Sessions are server-side (a
+//! random id in an `HttpOnly; SameSite=Lax` cookie, `Secure` unless the console is served to this
+//! machine over plain http), bounded, and end with the ID token (behind a proxy: when the proxy
+//! stops vouching for the person). Every state change is a POST carrying the session's CSRF token.
 
 mod pages;
+pub mod signin;
 
 use crate::api::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::devidp::{self, CONSOLE_CLIENT};
@@ -18,28 +20,43 @@ use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
 use crate::identity::{self, Subject};
 use crate::{blocking, lock, App};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use sha2::{Digest, Sha256};
+use signin::SignIn;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
 const COOKIE: &str = "jitgate_console";
 const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS_PER_PERSON: usize = 16;
 const MAX_PENDING_SIGN_INS: usize = 1000;
 const SIGN_IN_TTL_S: u64 = 600;
+/// Longest session, whatever the ID token says (behind a proxy, each request is vouched for anyway).
+const MAX_SESSION_S: u64 = 8 * 3600;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
 #[derive(Clone)]
 struct Session {
     who: Subject,
-    id_token: String,
+    /// The subject token for exchanges; none when an authenticating proxy signed the person in.
+    id_token: Option<String>,
     csrf: String,
+    expires: u64,
+}
+
+/// A sign-in sent to the provider, waiting for its callback.
+struct PendingSignIn {
+    pkce_verifier: String,
+    /// The nonce the ID token must carry (external providers).
+    nonce: Option<String>,
     expires: u64,
 }
 
@@ -47,8 +64,23 @@ struct Session {
 #[derive(Default)]
 pub struct Console {
     sessions: Mutex<HashMap<String, Session>>,
-    /// `state` -> (PKCE verifier, expiry) of sign-ins sent to the provider.
-    pending: Mutex<HashMap<String, (String, u64)>>,
+    /// By `state`.
+    pending: Mutex<HashMap<String, PendingSignIn>>,
+}
+
+/// Who sends a console request: its headers and the address it came from (for a proxy's say-so).
+struct Caller {
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Self::Rejection> {
+        let peer = parts.extensions.get::<crate::auth::PeerAddr>().map(|p| p.0);
+        Ok(Caller { headers: parts.headers.clone(), peer })
+    }
 }
 
 impl std::fmt::Debug for Console {
@@ -79,11 +111,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 fn enabled(app: &App) -> ApiResult<()> {
-    if app.config.console.is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("no such endpoint"))
-    }
+    sign_in(app).map(|_| ())
+}
+
+fn sign_in(app: &App) -> ApiResult<&SignIn> {
+    app.config.console.as_ref().map(|c| &*c.sign_in).ok_or_else(|| ApiError::not_found("no such endpoint"))
 }
 
 /// The console's security headers on every page it renders.
@@ -111,10 +143,21 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
     cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))
 }
 
-fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
-    let id = session_id(headers)?;
+/// The caller's live session. Behind an authenticating proxy the proxy must vouch for the same
+/// person on every request, or the session ends.
+fn session(app: &App, caller: &Caller) -> Option<Session> {
+    let id = session_id(&caller.headers)?;
     let mut sessions = lock(&app.console.sessions);
-    let s = sessions.get(&id)?.clone();
+    let mut s = sessions.get(&id)?.clone();
+    if let Ok(SignIn::TrustedHeaders(proxy)) = sign_in(app) {
+        match proxy.vouched(&caller.headers, caller.peer) {
+            Ok(who) if who.is(&s.who.id()) => s.who = who,
+            _ => {
+                sessions.remove(&id);
+                return None;
+            }
+        }
+    }
     if s.expires <= app.clock.now() {
         sessions.remove(&id);
         return None;
@@ -123,8 +166,8 @@ fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
 }
 
 /// The signed-in session of a POST whose CSRF token matches; else 403 (or the sign-in).
-fn checked(app: &App, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Session, Box<Response>> {
-    let Some(s) = session(app, headers) else { return Err(Box::new(to("/ui/login"))) };
+fn checked(app: &App, caller: &Caller, f: &HashMap<String, String>) -> Result<Session, Box<Response>> {
+    let Some(s) = session(app, caller) else { return Err(Box::new(to("/ui/login"))) };
     let sent = f.get("csrf").map(String::as_bytes).unwrap_or_default();
     if !bool::from(sent.ct_eq(s.csrf.as_bytes())) || sent.is_empty() {
         let e = ApiError::forbidden("the form is missing its CSRF token, or it is stale");
@@ -133,100 +176,165 @@ fn checked(app: &App, headers: &HeaderMap, f: &HashMap<String, String>) -> Resul
     Ok(s)
 }
 
-async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn home(State(app): State<Arc<App>>, caller: Caller) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         enabled(&a)?;
-        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        let Some(s) = session(&a, &caller) else { return Ok(to("/ui/login")) };
         Ok(page(StatusCode::OK, pages::home(&a, &s.who, &s.csrf, None)))
     })
     .await;
     counted(&app, r)
 }
 
-async fn login(State(app): State<Arc<App>>) -> Response {
-    let r = enabled(&app).and_then(|()| {
-        let redirect = app.console_redirect().ok_or_else(|| ApiError::not_found("no console"))?;
-        let (state, verifier) = (crate::random_hex(16), crate::random_hex(32));
-        let now = app.clock.now();
-        {
-            let mut pending = lock(&app.console.pending);
-            pending.retain(|_, (_, exp)| *exp > now);
-            if pending.len() >= MAX_PENDING_SIGN_INS {
-                return Err(ApiError::unavailable("too many sign-ins in progress"));
+async fn login(State(app): State<Arc<App>>, caller: Caller) -> Response {
+    let a = app.clone();
+    let r = blocking(move || {
+        let redirect = a.console_redirect().ok_or_else(|| ApiError::not_found("no console"))?;
+        let now = a.clock.now();
+        match sign_in(&a)? {
+            SignIn::Dev => {
+                let (state, verifier) = (crate::random_hex(16), crate::random_hex(32));
+                remember(
+                    &a,
+                    state.clone(),
+                    PendingSignIn { pkce_verifier: verifier.clone(), nonce: None, expires: 0 },
+                )?;
+                let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes()));
+                let start = "/dev-idp/authorize?".to_owned();
+                let mut url = form_urlencoded::Serializer::for_suffix(start.clone(), start.len());
+                url.append_pair("client_id", CONSOLE_CLIENT)
+                    .append_pair("redirect_uri", &redirect)
+                    .append_pair("response_type", "code")
+                    .append_pair("scope", "openid")
+                    .append_pair("state", &state)
+                    .append_pair("code_challenge", &challenge)
+                    .append_pair("code_challenge_method", "S256");
+                Ok(to(&url.finish()))
             }
-            pending.insert(state.clone(), (verifier.clone(), now + SIGN_IN_TTL_S));
+            SignIn::Oidc(provider) => {
+                let started = provider.start(&redirect, now).map_err(ApiError::unavailable)?;
+                let pending =
+                    PendingSignIn { pkce_verifier: started.pkce_verifier, nonce: Some(started.nonce), expires: 0 };
+                remember(&a, started.state, pending)?;
+                Ok(to(&started.url))
+            }
+            SignIn::TrustedHeaders(proxy) => {
+                let who = proxy.vouched(&caller.headers, caller.peer).map_err(ApiError::forbidden)?;
+                start_session(&a, who, None, now.saturating_add(MAX_SESSION_S), "trusted-headers")
+            }
         }
-        let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes()));
-        let start = "/dev-idp/authorize?".to_owned();
-        let mut url = form_urlencoded::Serializer::for_suffix(start.clone(), start.len());
-        url.append_pair("client_id", CONSOLE_CLIENT)
-            .append_pair("redirect_uri", &redirect)
-            .append_pair("response_type", "code")
-            .append_pair("scope", "openid")
-            .append_pair("state", &state)
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
-        Ok(to(&url.finish()))
-    });
-    counted(&app, r)
+    })
+    .await;
+    signed_in_or_error(&app, r)
+}
+
+/// Keeps a sign-in in progress until its callback (bounded, expiring).
+fn remember(app: &App, state: String, mut pending: PendingSignIn) -> ApiResult<()> {
+    let now = app.clock.now();
+    pending.expires = now.saturating_add(SIGN_IN_TTL_S);
+    let mut all = lock(&app.console.pending);
+    all.retain(|_, p| p.expires > now);
+    if all.len() >= MAX_PENDING_SIGN_INS {
+        return Err(ApiError::unavailable("too many sign-ins in progress"));
+    }
+    all.insert(state, pending);
+    Ok(())
+}
+
+fn signed_in_or_error(app: &App, r: ApiResult<Response>) -> Response {
+    match r {
+        Ok(r) => counted(app, Ok(r)),
+        Err(e) => counted(app, Ok(error_page(app, &e, None))),
+    }
 }
 
 async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let a = app.clone();
     let r = blocking(move || {
-        enabled(&a)?;
-        let (state, code) = (q.get("state").cloned().unwrap_or_default(), q.get("code").cloned().unwrap_or_default());
+        let method = sign_in(&a)?;
+        let get = |k: &str| q.get(k).cloned().unwrap_or_default();
         let now = a.clock.now();
-        let verifier = lock(&a.console.pending)
-            .remove(&state)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(v, _)| v)
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "this sign-in was not started here, or took too long"))?;
+        let pending = lock(&a.console.pending).remove(&get("state")).filter(|p| p.expires > now).ok_or_else(|| {
+            ApiError::bad_request("invalid_request", "this sign-in was not started here, or took too long")
+        })?;
+        if let Some(error) = q.get("error") {
+            return Err(ApiError::forbidden(format!(
+                "the sign-in provider said: {}",
+                error.chars().take(100).collect::<String>()
+            )));
+        }
         let redirect = a.console_redirect().unwrap_or_default();
-        let (sub, groups) = lock(&a.dev_idp)
-            .redeem(CONSOLE_CLIENT, &code, &redirect, &verifier, now)
-            .map_err(|_| ApiError::bad_request("invalid_grant", "the sign-in code is unknown, used or expired"))?;
-        let id_token = identity::dev_mint(&a.config.keys_dir, &sub, &groups, devidp::ID_TOKEN_TTL_S, now)
-            .map_err(ApiError::unavailable)?;
+        let (id_token, exp, client) = match method {
+            SignIn::Dev => {
+                let (sub, groups) = lock(&a.dev_idp)
+                    .redeem(CONSOLE_CLIENT, &get("code"), &redirect, &pending.pkce_verifier, now)
+                    .map_err(|_| {
+                        ApiError::bad_request("invalid_grant", "the sign-in code is unknown, used or expired")
+                    })?;
+                let token = identity::dev_mint(&a.config.keys_dir, &sub, &groups, devidp::ID_TOKEN_TTL_S, now)
+                    .map_err(ApiError::unavailable)?;
+                (token, now.saturating_add(devidp::ID_TOKEN_TTL_S), CONSOLE_CLIENT)
+            }
+            SignIn::Oidc(provider) => {
+                let nonce = pending.nonce.unwrap_or_default();
+                let (token, exp) = provider
+                    .finish(&redirect, &get("code"), &pending.pkce_verifier, &nonce, now)
+                    .map_err(ApiError::unauthorized)?;
+                (token, exp, provider.client_id())
+            }
+            SignIn::TrustedHeaders(_) => return Err(ApiError::not_found("sign-in is the authenticating proxy's")),
+        };
         let who = a
             .identity
             .verify(&id_token, now)
             .map_err(|e| ApiError::unauthorized(format!("identity token rejected: {e}")))?;
-        a.audit(serde_json::json!({"event": "identity.signed_in", "sub": who.sub, "iss": who.iss, "client": CONSOLE_CLIENT}))?;
-        let id = crate::random_hex(32);
-        let session = Session { who, id_token, csrf: crate::random_hex(32), expires: now + devidp::ID_TOKEN_TTL_S };
-        {
-            let mut sessions = lock(&a.console.sessions);
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(ApiError::unavailable("too many sessions"));
-            }
-            sessions.insert(id.clone(), session);
-        }
-        let public = a.config.console.as_ref().map_or("", |c| c.public_url.as_str());
-        // `Secure` is relaxed only for a console served to this machine over plain http.
-        let loopback = public.starts_with("http://127.0.0.1") || public.starts_with("http://localhost");
-        let secure = if loopback { "" } else { "; Secure" };
-        let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}{secure}", devidp::ID_TOKEN_TTL_S);
-        let mut r = to("/ui/");
-        r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::unavailable(e.to_string()))?);
-        Ok(r)
+        start_session(&a, who, Some(id_token), exp.min(now.saturating_add(MAX_SESSION_S)), client)
     })
     .await;
-    match r {
-        Ok(r) => counted(&app, Ok(r)),
-        Err(e) => counted(&app, Ok(error_page(&app, &e, None))),
-    }
+    signed_in_or_error(&app, r)
 }
 
-async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+/// Audits the sign-in, opens the session and sets its cookie.
+fn start_session(app: &App, who: Subject, id_token: Option<String>, expires: u64, client: &str) -> ApiResult<Response> {
+    let now = app.clock.now();
+    app.audit(serde_json::json!({"event": "identity.signed_in", "sub": who.sub, "iss": who.iss, "client": client}))?;
+    let id = crate::random_hex(32);
+    {
+        let mut sessions = lock(&app.console.sessions);
+        sessions.retain(|_, s| s.expires > now);
+        // One person cannot crowd others out: beyond a few sessions, their oldest one ends.
+        let theirs: Vec<(&String, u64)> =
+            sessions.iter().filter(|(_, s)| s.who.is(&who.id())).map(|(k, s)| (k, s.expires)).collect();
+        if theirs.len() >= MAX_SESSIONS_PER_PERSON {
+            if let Some(oldest) = theirs.iter().min_by_key(|(_, e)| *e).map(|(k, _)| (*k).clone()) {
+                sessions.remove(&oldest);
+            }
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(ApiError::unavailable("too many sessions"));
+        }
+        sessions.insert(id.clone(), Session { who, id_token, csrf: crate::random_hex(32), expires });
+    }
+    let public = app.config.console.as_ref().map_or("", |c| c.public_url.as_str());
+    // `Secure` is relaxed only for a console served to this machine over plain http.
+    let loopback = public.starts_with("http://127.0.0.1") || public.starts_with("http://localhost");
+    let secure = if loopback { "" } else { "; Secure" };
+    let max_age = expires.saturating_sub(now);
+    let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    let mut r = to("/ui/");
+    r.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::unavailable(e.to_string()))?);
+    Ok(r)
+}
+
+async fn logout(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Response {
     let r = async {
         enabled(&app)?;
         let f = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
-        Ok(match checked(&app, &headers, &f) {
+        Ok(match checked(&app, &caller, &f) {
             Ok(_) => {
-                if let Some(id) = session_id(&headers) {
+                if let Some(id) = session_id(&caller.headers) {
                     lock(&app.console.sessions).remove(&id);
                 }
                 let mut r = page(StatusCode::OK, pages::signed_out());
@@ -243,7 +351,7 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
 /// Runs a console POST: body read, CSRF checked, then `act` with the session and the form.
 async fn post_action(
     app: Arc<App>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
     act: impl FnOnce(&App, &Session, HashMap<String, String>) -> ApiResult<Response> + Send + 'static,
 ) -> Response {
@@ -252,7 +360,7 @@ async fn post_action(
         let f = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         let a = app.clone();
         blocking(move || {
-            let s = match checked(&a, &headers, &f) {
+            let s = match checked(&a, &caller, &f) {
                 Ok(s) => s,
                 Err(r) => return Ok(*r),
             };
@@ -263,8 +371,8 @@ async fn post_action(
     counted(&app, r.await)
 }
 
-async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    post_action(app, headers, body, |a, s, f| {
+async fn create_request(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Response {
+    post_action(app, caller, body, |a, s, f| {
         let get = |k: &str| f.get(k).cloned().unwrap_or_default();
         let duration = crate::policy::parse_duration(&get("duration"))
             .ok_or_else(|| ApiError::bad_request("invalid_request", "duration: seconds, or <n>m, <n>h"))?;
@@ -282,8 +390,8 @@ async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: B
     .await
 }
 
-async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Response {
-    post_action(app, headers, body, move |a, s, f| {
+async fn decide(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, body: Body) -> Response {
+    post_action(app, caller, body, move |a, s, f| {
         let approve = match f.get("decision").map(String::as_str) {
             Some("approve") => true,
             Some("deny") => false,
@@ -299,11 +407,11 @@ async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<
     .await
 }
 
-async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn show_request(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         enabled(&a)?;
-        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        let Some(s) = session(&a, &caller) else { return Ok(to("/ui/login")) };
         let grant = a.store()?.state.grants.get(&id).cloned();
         let Some(g) = grant else {
             return Ok(error_page(&a, &ApiError::not_found(format!("no request `{id}`")), Some(&s)));
@@ -322,11 +430,11 @@ async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     counted(&app, r)
 }
 
-async fn queue(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn queue(State(app): State<Arc<App>>, caller: Caller) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         enabled(&a)?;
-        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        let Some(s) = session(&a, &caller) else { return Ok(to("/ui/login")) };
         Ok(page(StatusCode::OK, pages::queue(&a, &s.who, &s.csrf)))
     })
     .await;
@@ -334,15 +442,20 @@ async fn queue(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 /// "Get a token": the one place a token is ever shown, on an explicit POST.
-async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    post_action(app, headers, body, |a, s, f| {
+async fn token(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Response {
+    post_action(app, caller, body, |a, s, f| {
         let scope = f.get("scope").cloned().unwrap_or_default();
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-            .append_pair("subject_token", &s.id_token)
             .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
             .append_pair("scope", &scope);
-        let answer = grants::exchange(a, &ExchangeForm::parse(form.finish().as_bytes())?)?;
+        let answer = match &s.id_token {
+            Some(t) => {
+                grants::exchange(a, &ExchangeForm::parse(form.append_pair("subject_token", t).finish().as_bytes())?)?
+            }
+            // Signed in by the authenticating proxy: the session itself is the person's credential.
+            None => grants::exchange_as(a, &s.who, &ExchangeForm::parse(form.finish().as_bytes())?)?,
+        };
         let token = answer.get("access_token").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
         let expires_in = answer.get("expires_in").and_then(serde_json::Value::as_u64).unwrap_or(0);
         Ok(page(StatusCode::OK, pages::token(a, &s.who, &s.csrf, &scope, &token, expires_in)))
@@ -350,8 +463,8 @@ async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
     .await
 }
 
-async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    post_action(app, headers, body, |a, s, f| {
+async fn revoke(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Response {
+    post_action(app, caller, body, |a, s, f| {
         let value = f.get("value").cloned().unwrap_or_default();
         let req = match f.get("kind").map(String::as_str) {
             Some("grant") => RevokeRequest { grant: Some(value), ..RevokeRequest::default() },
@@ -366,11 +479,11 @@ async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
     .await
 }
 
-async fn admin(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn admin(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         enabled(&a)?;
-        let Some(s) = session(&a, &headers) else { return Ok(to("/ui/login")) };
+        let Some(s) = session(&a, &caller) else { return Ok(to("/ui/login")) };
         if !a.config.policy.is_admin(&s.who.groups) {
             return Ok(error_page(&a, &ApiError::forbidden("the admin pages are for admins"), Some(&s)));
         }
