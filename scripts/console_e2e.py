@@ -207,6 +207,16 @@ def run(s, base, port, alice, bob, sam):
     check("the admin page shows the SLIs and an intact chain",
           sam.find_elements(By.ID, "sli-issuance") and "Chain intact" in sam.find_element(By.ID, "chain").text)
     shot(sam, "admin")
+    hour_ago = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    rows = lambda: len(sam.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"))  # noqa: E731
+    sam.get(f"{base}/ui/admin?event=grant.approved&from={hour_ago}")
+    recent = rows()
+    sam.get(f"{base}/ui/admin?event=grant.approved&to={hour_ago}")
+    older = rows()
+    sam.get(f"{base}/ui/admin?from=yesterday")
+    check("the audit timeline filters by time (UTC) and says when a time is malformed",
+          recent >= 1 and older == 0 and sam.find_elements(By.ID, "time-error"), f"{recent} / {older}")
+    sam.get(f"{base}/ui/admin")
     submit(sam, sam.find_element(By.CSS_SELECTOR, f"#active-grants tr[data-id='{request_id}'] button.revoke"))
     t0 = time.monotonic()
     status = 200

@@ -12,6 +12,7 @@
 
 mod pages;
 pub mod signin;
+mod utc;
 
 use crate::api::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::devidp::{self, CONSOLE_CLIENT};

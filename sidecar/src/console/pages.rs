@@ -1,5 +1,6 @@
 //! The console's pages (maud: every value printed is escaped). No inline script or style.
 
+use super::utc;
 use crate::identity::Subject;
 use crate::policy::Approval;
 use crate::store::{Grant, GrantStatus};
@@ -257,10 +258,18 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
     waits.sort_unstable();
     let filter = |k: &str| q.get(k).filter(|v| !v.is_empty() && v.len() <= 128).cloned();
     let (f_sub, f_grant, f_event) = (filter("sub"), filter("grant"), filter("event"));
+    let (f_from, f_to) = (filter("from"), filter("to"));
+    // A time that does not parse filters nothing out, and says so on the page.
+    let (from, to) = (f_from.as_deref().map(utc::parse), f_to.as_deref().map(utc::parse));
+    let bad_time = matches!(from, Some(None)) || matches!(to, Some(None));
+    let (from, to) = (from.flatten(), to.flatten());
     let keep = |e: &Value| {
-        [("sub", &f_sub), ("grant", &f_grant), ("event", &f_event)]
+        let fields = [("sub", &f_sub), ("grant", &f_grant), ("event", &f_event)]
             .iter()
-            .all(|(k, v)| v.as_ref().is_none_or(|v| e.get(*k).and_then(Value::as_str) == Some(v.as_str())))
+            .all(|(k, v)| v.as_ref().is_none_or(|v| e.get(*k).and_then(Value::as_str) == Some(v.as_str())));
+        let ts = event_time(e);
+        let in_time = from.is_none_or(|f| ts.is_some_and(|t| t >= f)) && to.is_none_or(|u| ts.is_some_and(|t| t <= u));
+        fields && in_time
     };
     let (timeline, _) = app.audit_page(None, 50, keep).unwrap_or_default();
     let (recent, _) = app.audit_page(None, 5000, |_| true).unwrap_or_default();
@@ -328,12 +337,15 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
                     label { "Subject " input name="sub" value=[f_sub.as_deref()] size="12"; }
                     label { "Grant " input name="grant" value=[f_grant.as_deref()] size="20"; }
                     label { "Event " input name="event" value=[f_event.as_deref()] size="18"; }
+                    label { "From (UTC) " input #from name="from" type="datetime-local" value=[f_from.as_deref()]; }
+                    label { "To (UTC) " input #to name="to" type="datetime-local" value=[f_to.as_deref()]; }
                     button type="submit" { "Filter" }
                 }
+                @if bad_time { p.error #time-error { "A time is YYYY-MM-DDTHH:MM (UTC); that one was ignored." } }
                 table #timeline {
                     thead { tr { th { "When" } th { "Event" } th { "Subject" } th { "Grant" } th { "Detail" } } }
                     tbody { @for e in &timeline { tr {
-                        td { @match e.get("ts") { Some(Value::Number(n)) => { (when(app, n.as_u64())) } Some(Value::String(t)) => { (t) } _ => {} } }
+                        td { @if let Some(t) = event_time(e) { time title=(utc::format(t)) { (when(app, Some(t))) } } }
                         td { (e.get("event").and_then(Value::as_str).unwrap_or("")) }
                         td { (e.get("sub").and_then(Value::as_str).unwrap_or("")) }
                         td { (e.get("grant").and_then(Value::as_str).unwrap_or("")) }
@@ -343,6 +355,16 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
             }
         },
     )
+}
+
+/// When an audit event happened: the sidecar's own events carry Unix seconds, shipped filter
+/// events an RFC 3339 time.
+fn event_time(e: &Value) -> Option<u64> {
+    match e.get("ts")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(t) => utc::parse(t.get(..19)?),
+        _ => None,
+    }
 }
 
 fn ms(us: u64) -> String {
