@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints, unit tests, Wycheproof vectors, the harness's own tests, the
 # scenario files in the wasm harness, the wasm size budget, the same scenarios in real Envoy, the
-# JIT loop with the real sidecar and Redis, the web console in a real browser, the benchmark smoke,
-# and every fuzz target briefly.
+# JIT loop with the real sidecar and Redis (and driven by the `jitgate` CLI), the web console in a
+# real browser (development and external OpenID sign-in), the benchmark smoke, and every fuzz
+# target briefly.
 # Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +30,10 @@ cargo run -q -p jitgate-harness -- run host-tests/scenarios/*.yaml --wasm target
 echo "== the same scenarios in real Envoy, compared with the harness"
 scripts/e2e.sh
 
-echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations"
+echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations; the jitgate CLI through Envoy"
 scripts/loop_e2e.sh
 
-echo "== the web console in headless Chromium (the CLI and webhook tests ran with the unit tests)"
+echo "== the web console in headless Chromium, with an external OpenID provider (the webhook tests ran with the unit tests)"
 scripts/console_e2e.sh
 
 echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"

@@ -7,6 +7,7 @@
 
 pub mod alg;
 pub mod caller_auth;
+pub mod civil;
 pub mod claims;
 pub mod dpop;
 pub mod encoding;
