@@ -12,10 +12,12 @@ APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver ${JITGATE_APT_PA
 # Node runs the external OpenID provider of the console test (scripts/idp); Debian's if none is here.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 SELENIUM_VERSION=4.27.1
+# The wasm-bindgen CLI must match the edge crate's `wasm-bindgen = "=…"` exactly.
+WASM_BINDGEN_VERSION=0.2.130
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# wasm32-unknown-unknown only builds the harness's probe filter (the harness loads both kinds).
+# wasm32-unknown-unknown builds the harness's probe filter (the harness loads both kinds) and jitgate-edge.
 for target in wasm32-wasip1 wasm32-unknown-unknown; do
   if ! rustup target list --installed | grep -qx "$target"; then
     log "adding Rust target $target"
@@ -47,12 +49,16 @@ if ! .venv/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ !=
   .venv/bin/pip install -q --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
 fi
 # Node packages from the lockfile, again only when it changed.
-for dir in scripts/idp; do
+for dir in scripts/idp edge; do
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
     log "installing the Node packages of $dir (npm ci)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
   fi
 done
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}"; then
+  log "installing wasm-bindgen-cli ${WASM_BINDGEN_VERSION} (jitgate-edge)"
+  cargo install wasm-bindgen-cli --version "${WASM_BINDGEN_VERSION}"
+fi
 if [ "${1:-}" = "--fuzz" ]; then
   nightly=$(cat fuzz/nightly)
   if ! rustup toolchain list | grep -q "^${nightly}"; then

@@ -36,6 +36,9 @@ scripts/loop_e2e.sh
 echo "== the web console in headless Chromium, with an external OpenID provider (the webhook tests ran with the unit tests)"
 scripts/console_e2e.sh
 
+echo "== jitgate-edge (wasm-bindgen) in Node"
+scripts/edge.sh
+
 echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"
 scripts/bench.sh --quick
 
