@@ -1,10 +1,13 @@
 // Verifications per second: jitgate-edge vs jose in Node, side by side in one run (interleaved
-// rounds, medians). ES256 fresh (a new token each time), ES256 repeated (one token), HS256 fresh.
+// rounds, medians). ES256 fresh (a new token each time), ES256 repeated (one token), HS256 fresh;
+// jitgate-edge with node:crypto (Node's default), WebCrypto (Deno's and Workers' only choice),
+// and its Rust crypto (`crypto: wasm`).
+// Build first: scripts/edge.sh. Run: node benches/edge.mjs
 import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
+import { Gate } from '../edge/pkg/index.js';
 const require = createRequire(import.meta.url);
 const jose = require('../edge/node_modules/jose');
-const { Gate } = require('../edge/pkg-node/jitgate_edge.js');
 
 const ISS = 'https://jitgate.local', AUD = 'demo-api';
 const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -22,10 +25,15 @@ function mint(alg) {
     : crypto.sign('sha256', Buffer.from(input), { key: ec.privateKey, dsaEncoding: 'ieee-p1363' });
   return `${input}.${b64(sig)}`;
 }
-const gate = new Gate(JSON.stringify({ issuer: ISS, audience: AUD, max_ttl_s: 900,
+const gate = (crypto, verifier) => new Gate({ issuer: ISS, audience: AUD, max_ttl_s: 900, crypto,
   jwks: { keys: [jwk] }, hs256_secrets: [{ kid: 'h1', secret: b64(secret) }],
-  rules: [{ name: 'orders', path: { prefix: '/orders' }, scopes: ['orders:read'] }] }));
-const edge = (t) => { if (!JSON.parse(gate.check('GET', 'https://api.example/orders/1', [['authorization', `Bearer ${t}`]])).allow) throw new Error('edge refused'); };
+  rules: [{ name: 'orders', path: { prefix: '/orders' }, scopes: ['orders:read'] }] }, { verifier });
+const check = (g) => async (t) => {
+  const r = await g.check({ method: 'GET', url: 'https://api.example/orders/1', headers: [['authorization', `Bearer ${t}`]] });
+  if (!r.allow) throw new Error('edge refused');
+};
+const paths = { 'node:crypto': check(gate('auto', 'native')), WebCrypto: check(gate('auto', 'webcrypto')),
+  Rust: check(gate('wasm')), jose: null };
 const joseKey = await jose.importJWK(jwk, 'ES256');
 const opts = (alg) => ({ issuer: ISS, audience: AUD, algorithms: [alg], typ: 'at+jwt' });
 const joseVerify = (alg, key) => async (t) => { await jose.jwtVerify(t, key, opts(alg)); };
@@ -37,13 +45,22 @@ const cases = {
   'HS256 fresh': { tokens: () => Array.from({ length: N }, () => mint('HS256')), jose: joseVerify('HS256', secret) },
 };
 const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-console.log(`| case | jitgate-edge /s | jose /s | ratio |\n|---|---:|---:|---:|`);
+async function rate(verify, tokens) {
+  const t0 = performance.now();
+  for (const t of tokens) await verify(t);
+  return tokens.length / (performance.now() - t0) * 1000;
+}
+console.log(`Node ${process.version}, ${N} verifications x ${ROUNDS} interleaved rounds, medians (verifications/s)`);
+const names = Object.keys(paths);
+console.log(`| case | ${names.map((n) => n === 'jose' ? 'jose' : `jitgate-edge (${n})`).join(' | ')} | ${names.slice(0, -1).map((n) => `${n} / jose`).join(' | ')} |`);
+console.log(`|---|${names.map(() => '---:').join('|')}|${names.slice(0, -1).map(() => '---:').join('|')}|`);
 for (const [name, c] of Object.entries(cases)) {
-  const e = [], j = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    let ts = c.tokens(); let t0 = performance.now(); for (const t of ts) edge(t); e.push(N / (performance.now() - t0) * 1000);
-    ts = c.tokens(); t0 = performance.now(); for (const t of ts) await c.jose(t); j.push(N / (performance.now() - t0) * 1000);
+  const runs = Object.fromEntries(names.map((n) => [n, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const n of names) runs[n].push(await rate(paths[n] ?? c.jose, c.tokens()));
   }
-  const [me, mj] = [median(e), median(j)];
-  console.log(`| ${name} | ${me.toFixed(0)} | ${mj.toFixed(0)} | ${(me / mj).toFixed(2)} |`);
+  const m = Object.fromEntries(names.map((n) => [n, median(runs[n])]));
+  const cells = names.map((n) => m[n].toFixed(0));
+  const ratios = names.slice(0, -1).map((n) => (m[n] / m.jose).toFixed(2));
+  console.log(`| ${name} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
 }

@@ -1,7 +1,9 @@
 //! The engine's host at the edge: the runtime's clock, audit lines kept for the caller, counters
 //! in memory, and the replay ledger in this isolate's memory (proxy-wasm shared-data semantics).
 
+use crate::jobs::Verdicts;
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
+use jitgate_engine::prefetch::SignatureJob;
 use jitgate_engine::{Host, Level, Metric};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,6 +16,8 @@ pub struct EdgeHost {
     audit: RefCell<Vec<String>>,
     counters: RefCell<HashMap<Metric, u64>>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// The runtime verifier's verdicts for the decision under way (see `jobs`).
+    verdicts: RefCell<Verdicts>,
 }
 
 impl std::fmt::Debug for EdgeHost {
@@ -23,13 +27,20 @@ impl std::fmt::Debug for EdgeHost {
 }
 
 impl EdgeHost {
-    /// The audit events of the last decision, as JSON objects.
-    pub fn take_audit(&self) -> Vec<serde_json::Value> {
-        self.audit
-            .borrow_mut()
-            .drain(..)
-            .filter_map(|l| serde_json::from_str(l.strip_prefix(jitgate_engine::audit::AUDIT_PREFIX)?).ok())
-            .collect()
+    /// The audit events of the last decision, each a JSON object's text.
+    pub fn take_audit(&self) -> Vec<String> {
+        let prefix = jitgate_engine::audit::AUDIT_PREFIX.len();
+        self.audit.borrow_mut().drain(..).map(|mut line| line.split_off(prefix)).collect()
+    }
+}
+
+impl EdgeHost {
+    /// Runs `f` with `verdicts` as the answers of `verify_signature`, and forgets them after.
+    pub fn with_verdicts<T>(&self, verdicts: Vec<(SignatureJob, bool)>, f: impl FnOnce() -> T) -> T {
+        *self.verdicts.borrow_mut() = Verdicts(verdicts);
+        let out = f();
+        self.verdicts.borrow_mut().0.clear();
+        out
     }
 }
 
@@ -79,6 +90,10 @@ impl Host for EdgeHost {
         let next = current.unwrap_or(0).wrapping_add(1).max(1);
         shared.insert(key.to_owned(), (value.to_vec(), next));
         SharedWrite::Ok
+    }
+
+    fn verify_signature(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        self.verdicts.borrow().lookup(hash, public_key, signature, text)
     }
 
     fn random(&self, buf: &mut [u8]) -> bool {

@@ -1,18 +1,21 @@
 //! jitgate at the JavaScript edge: the engine behind wasm-bindgen. `new Gate(configJson)` parses
 //! the same plugin configuration as the Envoy adapters; `gate.check(method, url, headers)` decides
 //! one request with the same rules, token checks and replay ledger (in memory, for one isolate).
+//! The package's `index.js` wraps this raw interface: it runs the signature jobs on the
+//! runtime's own crypto (node:crypto or WebCrypto).
 
 mod host;
+mod jobs;
+mod request;
+mod verdict;
 
 use host::EdgeHost;
 use jitgate_engine::config::Config;
-use jitgate_engine::{Action, Engine};
-use serde_json::{json, Value};
+use jitgate_engine::prefetch::SignatureJob;
+use jitgate_engine::sidecar::{Answer, PATH_REPLAY};
+use jitgate_engine::{Action, Continuation, Engine, Host};
+use request::EdgeRequest;
 use wasm_bindgen::prelude::*;
-
-/// Longest URL and header block accepted from the runtime.
-const MAX_URL_BYTES: usize = 8 * 1024;
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 #[wasm_bindgen]
 pub struct Gate {
@@ -22,94 +25,134 @@ pub struct Gate {
 
 #[wasm_bindgen]
 impl Gate {
-    /// The plugin configuration as JSON; errors name the field, as in Envoy.
+    /// The plugin configuration as JSON; errors name the field, as in Envoy. `self_test`:
+    /// a runtime verifier's answers to `selfTestJobs()` (see `check`); without them (or if it got
+    /// them wrong) every signature is checked in Rust, and `crypto: host` is refused.
+    /// `shared_ledger`: replay checks go to the caller's store (`Paused`), not this isolate's memory.
     #[wasm_bindgen(constructor)]
-    pub fn new(config_json: &str) -> Result<Gate, JsError> {
+    pub fn new(config_json: &str, self_test: Option<Vec<u8>>, shared_ledger: bool) -> Result<Gate, JsError> {
         let config = Config::parse(config_json.as_bytes()).map_err(|e| JsError::new(&e.to_string()))?;
         let host = EdgeHost::default();
-        let engine = Engine::start(config, &host).map_err(|e| JsError::new(&e))?;
+        let self_test_jobs = jitgate_engine::prefetch::self_test_jobs();
+        let verdicts = self_test.map(|codes| jobs::answers(self_test_jobs, &codes)).unwrap_or_default();
+        let mut engine = host.with_verdicts(verdicts, || Engine::start(config, &host)).map_err(|e| JsError::new(&e))?;
+        engine.shared_replay = shared_ledger;
         Ok(Gate { engine, host })
     }
 
-    /// Decides one request: `headers` is a list of `[name, value]` pairs (lower-case names).
-    /// Returns a JSON text: `{allow, status, headers, body, audit}`.
-    pub fn check(&self, method: &str, url: &str, headers: js_sys::Array) -> Result<String, JsError> {
-        Ok(decide(&self.engine, &self.host, method, url, &pairs(&headers)?).to_string())
+    /// The two checks (a good and a bad ES256 signature) a runtime verifier must pass to be used.
+    #[wasm_bindgen(js_name = selfTestJobs)]
+    pub fn self_test_jobs() -> Result<js_sys::Array, JsError> {
+        jobs::list_to_js(&jitgate_engine::prefetch::self_test_jobs())
     }
-}
 
-fn pairs(headers: &js_sys::Array) -> Result<Vec<(String, String)>, JsError> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for entry in headers.iter() {
-        let pair = js_sys::Array::from(&entry);
-        let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
-            return Err(JsError::new("headers: a list of [name, value] strings"));
+    /// Whether `codes`, a runtime verifier's answers to `selfTestJobs()`, pass the engine's test.
+    #[wasm_bindgen(js_name = selfTestPasses)]
+    pub fn self_test_passes(codes: Vec<u8>) -> bool {
+        let verdicts = jobs::answers(jitgate_engine::prefetch::self_test_jobs(), &codes);
+        jitgate_token::alg::host_self_test(&jobs::Verdicts(verdicts))
+    }
+
+    /// Whether signatures go to the runtime's verifier (its self-test passed and `crypto` allows it).
+    #[wasm_bindgen(getter, js_name = hostCrypto)]
+    pub fn host_crypto(&self) -> bool {
+        self.engine.host_crypto
+    }
+
+    /// Decides one request: `headers` is a list of `[name, value]` pairs. Returns the verdict as
+    /// JSON text `{allow, status, headers, body, claims, audit}` or, when signatures must be checked
+    /// first and `verified` is absent, the list of signature jobs: verify each and call again with
+    /// the answers as `verified` (1 valid, 0 invalid, 2 not checked, in the jobs' order). With a
+    /// shared ledger, a decision that needs it returns a `Paused` to hand to `resume`.
+    pub fn check(
+        &self,
+        method: &str,
+        url: &str,
+        headers: js_sys::Array,
+        verified: Option<Vec<u8>>,
+    ) -> Result<JsValue, JsError> {
+        let Some(req) = EdgeRequest::new(method, url, request::pairs(&headers)?) else {
+            return Ok(JsValue::from_str(&verdict::bad_url()));
         };
-        bytes = bytes.saturating_add(k.len() + v.len());
-        if bytes > MAX_HEADER_BYTES {
-            return Err(JsError::new("headers: larger than 64 KiB"));
+        let now_s = self.host.now_nanos() / 1_000_000_000;
+        let todo = self.engine.signature_jobs(req.headers(), now_s);
+        let verdicts = match verified {
+            Some(codes) => jobs::answers(todo, &codes),
+            None if !todo.is_empty() => return Ok(jobs::list_to_js(&todo)?.into()),
+            None => Vec::new(),
+        };
+        self.run(req, verdicts, |req| self.engine.on_request_headers(&self.host, req.all()))
+    }
+
+    /// Continues a decision paused on the shared ledger with its answer for the key: `fresh`
+    /// (first use), `seen` (a replay), `full` (no room) or anything else (the store failed).
+    pub fn resume(&self, paused: Paused, outcome: &str) -> Result<JsValue, JsError> {
+        let (status, body): (Option<u16>, &[u8]) = match outcome {
+            "fresh" => (Some(200), br#"{"fresh":true}"#),
+            "seen" => (Some(200), br#"{"fresh":false}"#),
+            "full" => (Some(503), br#"{"error":"ledger_full"}"#),
+            _ => (None, b""),
+        };
+        let Paused { req, verdicts, continuation, .. } = paused;
+        self.run(req, verdicts, |req| self.engine.resume(&self.host, req.all(), continuation, Answer { status, body }))
+    }
+}
+
+impl Gate {
+    /// One step of the engine with the runtime's signature verdicts: a verdict, or a pause on
+    /// the shared ledger (the verdicts are kept: resuming checks the DPoP proof again).
+    fn run(
+        &self,
+        req: EdgeRequest,
+        verdicts: Vec<(SignatureJob, bool)>,
+        step: impl FnOnce(&EdgeRequest) -> Action,
+    ) -> Result<JsValue, JsError> {
+        let action = self.host.with_verdicts(verdicts.clone(), || step(&req));
+        match action {
+            Action::Call(call, continuation) if self.engine.shared_replay && call.path == PATH_REPLAY => {
+                let ask: ReplayAsk = serde_json::from_slice(&call.body)
+                    .map_err(|_| JsError::new("replay call in a form the engine never produces"))?;
+                Ok(Paused { req, verdicts, continuation, key: ask.key, until: ask.until }.into())
+            }
+            action => Ok(JsValue::from_str(&verdict::json(action, &self.host))),
         }
-        out.push((k.to_ascii_lowercase(), v));
-    }
-    Ok(out)
-}
-
-/// The engine's verdict for a request, as the JS side reports it.
-pub fn decide(engine: &Engine, host: &EdgeHost, method: &str, url: &str, headers: &[(String, String)]) -> Value {
-    let Some((scheme, authority, path)) = split_url(url) else {
-        return json!({"allow": false, "status": 400, "headers": [], "body": "", "error": "not an absolute http(s) URL"});
-    };
-    let mut all: Vec<(&str, &[u8])> = vec![
-        (":method", method.as_bytes()),
-        (":scheme", scheme.as_bytes()),
-        (":authority", authority.as_bytes()),
-        (":path", path.as_bytes()),
-    ];
-    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    let action = engine.on_request_headers(host, all);
-    let audit = host.take_audit();
-    match action {
-        Action::Continue { remove, set, .. } => json!({
-            "allow": true, "status": 200, "remove": remove, "headers": set, "body": "", "audit": audit}),
-        Action::Respond(r) => json!({
-            "allow": false, "status": r.status, "headers": r.headers, "body": r.body, "audit": audit}),
-        // Sidecar calls (exchange, cluster replay) are not wired at the edge yet: fail closed.
-        Action::Call(..) => json!({
-            "allow": false, "status": 503, "headers": [["retry-after", "1"]], "body": "", "audit": audit}),
     }
 }
 
-/// `https://host:port/p?q` to (scheme, authority, path-and-query).
-fn split_url(url: &str) -> Option<(&str, &str, &str)> {
-    if url.len() > MAX_URL_BYTES {
-        return None;
-    }
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let rest = rest.split('#').next().unwrap_or(rest);
-    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(cut);
-    if authority.is_empty() {
-        return None;
-    }
-    Some((scheme, authority, if path.is_empty() { "/" } else { path }))
+/// The replay check a shared ledger must answer: may `key` pass, once, until `until`?
+#[derive(serde::Deserialize)]
+struct ReplayAsk {
+    key: String,
+    until: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A decision waiting for the shared ledger's answer about `key`.
+#[wasm_bindgen]
+pub struct Paused {
+    req: EdgeRequest,
+    verdicts: Vec<(SignatureJob, bool)>,
+    continuation: Continuation,
+    key: String,
+    until: u64,
+}
 
-    #[test]
-    fn urls_split_into_the_pseudo_headers_envoy_would_send() {
-        assert_eq!(split_url("https://api.example/orders/7?x=1#f"), Some(("https", "api.example", "/orders/7?x=1")));
-        assert_eq!(split_url("http://api.example:8080"), Some(("http", "api.example:8080", "/")));
-        assert_eq!(split_url("http://api.example?q"), Some(("http", "api.example", "?q")));
-        for bad in ["ftp://x/", "https:///path", "api.example/orders", ""] {
-            assert_eq!(split_url(bad), None, "{bad}");
-        }
-        assert_eq!(split_url(&format!("https://a/{}", "x".repeat(MAX_URL_BYTES))), None, "too long");
+#[wasm_bindgen]
+impl Paused {
+    /// The ledger key (hex of a hash: no token or proof content).
+    #[wasm_bindgen(getter)]
+    pub fn key(&self) -> String {
+        self.key.clone()
     }
+
+    /// Unix time (seconds) after which the key may be forgotten.
+    #[wasm_bindgen(getter)]
+    pub fn until(&self) -> f64 {
+        self.until as f64
+    }
+}
+
+/// A signature checked by Rust and as a runtime verifier's job (see `jobs::parity`); for parity tests.
+#[wasm_bindgen(js_name = signatureParity)]
+pub fn signature_parity(jwk_json: &str, message: &[u8], signature: &[u8]) -> Result<JsValue, JsError> {
+    jobs::parity(jwk_json, message, signature)
 }

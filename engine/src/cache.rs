@@ -68,6 +68,14 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         Some(&slot.value)
     }
 
+    /// Whether `key` holds a live value; unlike `get`, touches nothing.
+    pub fn holds<Q: Hash + Eq + ?Sized>(&self, key: &Q, now_s: u64) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.index.get(key).and_then(|&i| self.slots.get(i)).is_some_and(|slot| now_s < slot.exp)
+    }
+
     pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
     where
         K: Borrow<Q>,

@@ -10,6 +10,7 @@ mod finish;
 mod host;
 pub mod ledger;
 mod metrics;
+pub mod prefetch;
 pub mod reason;
 mod request;
 pub mod response;
@@ -101,6 +102,9 @@ pub struct Engine {
     pub config: Config,
     /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
     pub host_crypto: bool,
+    /// Whether every replay check goes out as a `/v1/replay` call, as `replay_scope: cluster` does:
+    /// for adapters that answer it from a store shared by their instances (the JS edge's ledger).
+    pub shared_replay: bool,
     /// Keys, revocations, nonce key, audit queue: shared with the other workers of the
     /// configuration where the host has threads (the native module), this engine's own otherwise.
     state: Arc<SharedState>,
@@ -126,6 +130,7 @@ impl Engine {
         Engine {
             config,
             host_crypto: false,
+            shared_replay: false,
             state,
             cache,
             cache_generation: Cell::new(0),

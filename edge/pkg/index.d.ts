@@ -1,0 +1,2 @@
+// The package's types: the same API as jitgate-edge/core, loaded for Node and Deno.
+export * from './core.js';

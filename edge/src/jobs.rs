@@ -1,0 +1,118 @@
+//! Signature checks handed to the runtime's verifier: the engine's host calls as JS arrays,
+//! and the runtime's answers as the host's verdicts for the decision that follows.
+
+use jitgate_engine::prefetch::SignatureJob;
+use jitgate_token::alg::P256_SPKI_PREFIX;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsError, JsValue};
+
+/// A job as the runtime's verifiers take it: `[alg, spki, signature, data]`, ECDSA signatures back in the
+/// raw r||s form (a plain array: cheaper to build than an object).
+pub fn to_js(job: &SignatureJob) -> Result<JsValue, JsError> {
+    let ec = job.public_key.starts_with(&P256_SPKI_PREFIX);
+    let signature = if ec {
+        p256::ecdsa::Signature::from_der(&job.signature)
+            .map_err(|_| JsError::new("ECDSA signature in a form the engine never produces"))?
+            .to_bytes()
+            .to_vec()
+    } else {
+        job.signature.clone()
+    };
+    let alg = JsValue::from_str(if ec { "ES256" } else { "RS256" });
+    let bytes = |b: &[u8]| JsValue::from(Uint8Array::from(b));
+    Ok(Array::of4(&alg, &bytes(&job.public_key), &bytes(&signature), &bytes(&job.text)).into())
+}
+
+pub fn list_to_js(jobs: &[SignatureJob]) -> Result<Array, JsError> {
+    jobs.iter().map(to_js).collect()
+}
+
+/// The runtime verifier's answers to `jobs`, in order: 1 valid, 0 invalid, anything else (the runtime could
+/// not check it) leaves that signature to the engine's Rust code. Answers for another list of jobs
+/// (a count that differs: the token got cached in between) are dropped: Rust checks then.
+pub fn answers(jobs: Vec<SignatureJob>, codes: &[u8]) -> Vec<(SignatureJob, bool)> {
+    if jobs.len() != codes.len() {
+        return Vec::new();
+    }
+    jobs.into_iter().zip(codes).filter(|(_, c)| **c <= 1).map(|(job, c)| (job, *c == 1)).collect()
+}
+
+/// The runtime's verdicts for a decision: `verify_signature` answers from them, and only for
+/// exactly the bytes they were given for (`None`: not checked, Rust decides).
+#[derive(Debug, Default)]
+pub struct Verdicts(pub Vec<(SignatureJob, bool)>);
+
+impl Verdicts {
+    pub fn lookup(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        let found = self
+            .0
+            .iter()
+            .find(|(j, _)| j.hash == hash && j.public_key == public_key && j.signature == signature && j.text == text);
+        found.map(|(_, ok)| *ok)
+    }
+}
+
+impl jitgate_token::alg::HostVerifier for Verdicts {
+    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        self.lookup(hash, public_key, signature, text)
+    }
+}
+
+/// Records the host call a key's verification makes and answers "no".
+#[derive(Default)]
+struct Recorder(std::cell::RefCell<Option<SignatureJob>>);
+
+impl jitgate_token::alg::HostVerifier for Recorder {
+    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
+        let job = SignatureJob {
+            hash: hash.to_owned(),
+            public_key: public_key.to_vec(),
+            signature: signature.to_vec(),
+            text: text.to_vec(),
+        };
+        *self.0.borrow_mut() = Some(job);
+        Some(false)
+    }
+}
+
+/// One signature under a JWK both ways (for the Wycheproof parity test): `{rust, job}` where
+/// `rust` is the Rust verdict and `job` the job the engine would hand out, `false`
+/// when the engine refuses the signature before any crypto, `null` when the algorithm stays in Rust.
+pub fn parity(jwk_json: &str, message: &[u8], signature: &[u8]) -> Result<JsValue, JsError> {
+    let o = Object::new();
+    let set = |k: &str, v: &JsValue| Reflect::set(&o, &JsValue::from_str(k), v).map(|_| ());
+    let Ok(jwk) = jitgate_token::Jwk::from_json(jwk_json.as_bytes()) else {
+        set("key", &JsValue::FALSE).map_err(|_| JsError::new("cannot build the answer"))?;
+        return Ok(o.into());
+    };
+    let rust = jwk.key.verify(message, signature).is_ok();
+    let recorder = Recorder::default();
+    let host_path = jwk.key.spki_der().is_some();
+    let _ = jwk.verify_with(message, signature, Some(&recorder));
+    let job = match recorder.0.into_inner() {
+        Some(job) => to_js(&job)?,
+        None if host_path => JsValue::FALSE,
+        None => JsValue::NULL,
+    };
+    set("rust", &JsValue::from_bool(rust))
+        .and_then(|()| set("job", &job))
+        .map_err(|_| JsError::new("cannot build the answer"))?;
+    Ok(o.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(text: &[u8]) -> SignatureJob {
+        SignatureJob { hash: "sha256".into(), public_key: vec![1], signature: vec![2], text: text.to_vec() }
+    }
+
+    #[test]
+    fn answers_pair_with_their_jobs_or_are_dropped() {
+        let got = answers(vec![job(b"a"), job(b"b"), job(b"c")], &[1, 0, 2]);
+        assert_eq!(got, vec![(job(b"a"), true), (job(b"b"), false)], "2: left to Rust");
+        assert!(answers(vec![job(b"a")], &[1, 1]).is_empty(), "answers for another list of jobs");
+        assert!(answers(vec![job(b"a"), job(b"b")], &[1]).is_empty());
+    }
+}
