@@ -36,7 +36,7 @@ scripts/loop_e2e.sh
 echo "== the web console in headless Chromium, with an external OpenID provider (the webhook tests ran with the unit tests)"
 scripts/console_e2e.sh
 
-echo "== jitgate-edge (wasm-bindgen) in Node"
+echo "== jitgate-edge (wasm-bindgen) in Node: package, tests, Redis ledger, scenario files, npm pack"
 scripts/edge.sh
 
 echo "== benchmark smoke: every configuration of scripts/bench.sh answers correctly (no timings)"

@@ -47,6 +47,8 @@ export class Gate {
   /** Who checks ES256 and RS256 signatures for this gate. */
   readonly crypto: 'native' | 'webcrypto' | 'rust';
   check(request: Request | RequestLike): Promise<Verdict>;
+  /** Every counter by the Envoy filter's name (`jitgate.allow`, `jitgate.deny.<reason>`, ...). */
+  metrics(): Record<string, number>;
   free(): void;
 }
 

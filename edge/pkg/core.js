@@ -106,6 +106,11 @@ export class Gate {
     return JSON.parse(out);
   }
 
+  /** The counters by the Envoy filter's names: `{"jitgate.allow": 3, "jitgate.deny.expired": 1, ...}`. */
+  metrics() {
+    return JSON.parse(this.#raw.metrics());
+  }
+
   /** The shared ledger's answer; a store that fails or answers oddly is `failed` (a 503). */
   async #claim(key, until) {
     try {

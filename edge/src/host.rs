@@ -27,6 +27,15 @@ impl std::fmt::Debug for EdgeHost {
 }
 
 impl EdgeHost {
+    /// Every declared counter by name, with its value.
+    pub fn counters(&self) -> serde_json::Value {
+        let counters = self.counters.borrow();
+        let named = jitgate_engine::metrics()
+            .filter(|(_, _, kind)| *kind == jitgate_engine::MetricKind::Counter)
+            .map(|(m, name, _)| (name, serde_json::Value::from(counters.get(&m).copied().unwrap_or(0))));
+        serde_json::Value::Object(named.collect())
+    }
+
     /// The audit events of the last decision, each a JSON object's text.
     pub fn take_audit(&self) -> Vec<String> {
         let prefix = jitgate_engine::audit::AUDIT_PREFIX.len();

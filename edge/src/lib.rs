@@ -53,6 +53,12 @@ impl Gate {
         jitgate_token::alg::host_self_test(&jobs::Verdicts(verdicts))
     }
 
+    /// The counters, by the names the Envoy filter gives them (`jitgate.allow`, `jitgate.deny.expired`, ...),
+    /// as JSON text: every declared counter, zero or not.
+    pub fn metrics(&self) -> String {
+        self.host.counters().to_string()
+    }
+
     /// Whether signatures go to the runtime's verifier (its self-test passed and `crypto` allows it).
     #[wasm_bindgen(getter, js_name = hostCrypto)]
     pub fn host_crypto(&self) -> bool {

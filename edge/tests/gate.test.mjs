@@ -127,3 +127,27 @@ test('the signature verdict is the chosen verifier\'s, and only its', async () =
     }
   }
 });
+
+test('paths Envoy would resolve before the filter are refused at the edge (400 unnormalized_path)', async () => {
+  const gate = new Gate({ ...config(), default: 'allow',
+    rules: [{ name: 'public', path: { prefix: '/public' }, public: true },
+      { name: 'admin', path: { prefix: '/admin' }, scopes: ['admin:write'] }] });
+  const t = mint(claims());
+  for (const path of ['/public/..;/admin/users', '/public/%2e%2e%2fadmin/users', '/public\\..\\admin/users',
+    '/%61dmin/users', '//admin//users', '/orders/../admin/users']) {
+    const r = await gate.check({ method: 'GET', url: `https://api.example${path}`, headers: bearer(t) });
+    assert.deepEqual([r.status, r.audit[0].reason], [400, 'unnormalized_path'], path);
+  }
+  const clean = await gate.check({ method: 'GET', url: 'https://api.example/admin/users', headers: bearer(t) });
+  assert.equal(clean.status, 403, 'the clean path meets the admin rule');
+});
+
+test('metrics() counts decisions under the Envoy filter\'s counter names', async () => {
+  const gate = new Gate(config());
+  await gate.check(new Request('https://api.example/orders/1', { headers: bearer(mint(claims())) }));
+  await gate.check(new Request('https://api.example/orders/1', { headers: bearer(mint(claims({ iat: 1000, exp: 1300 }))) }));
+  await gate.check(new Request('https://api.example/orders/1'));
+  const m = gate.metrics();
+  assert.deepEqual([m['jitgate.allow'], m['jitgate.deny.expired'], m['jitgate.deny.missing_credential']], [1, 1, 1]);
+  assert.equal(m['jitgate.crypto.host'], 2, 'both signatures checked by the runtime (claims come after)');
+});

@@ -42,3 +42,9 @@ export function dpopClient() {
     { typ: 'dpop+jwt', alg: 'ES256', jwk: { crv, kty, x, y } }, keys.privateKey);
   return { jkt, proof };
 }
+
+/** A JWS over exact header and payload bytes (for duplicate members, odd encodings ...). */
+export function signRaw(header, payload, key = privateKey) {
+  const input = `${b64(header)}.${b64(payload)}`;
+  return `${input}.${b64(crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }))}`;
+}

@@ -105,7 +105,21 @@ pub fn is_normalized(path: &str) -> bool {
     }
     let lower_has = |needle: &[u8]| path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle));
     let smuggled = [b"%2e", b"%2f", b"%5c", b"%00", b"%3b", b"%25"].iter().any(|n| lower_has(*n));
-    !smuggled && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    !smuggled && !escapes_unreserved(path) && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+}
+
+/// An escaped unreserved character (`%61` for `a`) is not in normal form (RFC 3986 §6.2.2.2): an
+/// upstream that decodes it sees another path than the rules did. Envoy's `normalize_path`
+/// decodes them first; hosts without it (the JS edge) must refuse them.
+fn escapes_unreserved(path: &str) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
+    path.as_bytes().windows(3).any(|w| match w {
+        [b'%', h, l] => hex(*h).zip(hex(*l)).is_some_and(|(h, l)| {
+            let c = (h * 16 + l) as u8;
+            c.is_ascii_alphanumeric() || b"-._~".contains(&c)
+        }),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -161,7 +175,7 @@ mod tests {
 
     #[test]
     fn only_normal_paths_pass() {
-        for ok in ["/", "/a/b", "/a.b/c", "/a%20b", "/..a/b."] {
+        for ok in ["/", "/a/b", "/a.b/c", "/a%20b", "/..a/b.", "/a%C3%A9", "/%7B%40%7D"] {
             assert!(is_normalized(ok), "{ok}");
         }
         for bad in [
@@ -184,6 +198,11 @@ mod tests {
             "/a%3Bb",
             "/a%252e%252e/b",
             "/a%25",
+            "/%61dmin",
+            "/a%7e",
+            "/a%2D",
+            "/x%5Fy",
+            "/0%30",
         ] {
             assert!(!is_normalized(bad), "{bad}");
         }

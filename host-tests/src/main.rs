@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  jitgate-harness run SCENARIO.yaml... --wasm FILE [--envoy HOST:PORT --envoy-admin HOST:PORT --envoy-log FILE [--envoy-access-log FILE]]
+  jitgate-harness run SCENARIO.yaml... --wasm FILE [--envoy HOST:PORT --envoy-admin HOST:PORT --envoy-log FILE [--envoy-access-log FILE] [--second-host envoy|edge]]
   jitgate-harness render SCENARIO.yaml          (plugin config and workers, as JSON, for starting Envoy)
   jitgate-harness request --wasm FILE --config FILE [-H 'name: value']... [--worker N] METHOD PATH";
 
@@ -52,6 +52,11 @@ fn run(args: &Args) -> Result<bool> {
             log: args.need("--envoy-log")?.into(),
             access_log: args.flag("--envoy-access-log").map(Into::into),
             connections: Default::default(),
+            edge: match args.flag("--second-host") {
+                None | Some("envoy") => false,
+                Some("edge") => true,
+                Some(other) => bail!("--second-host: envoy or edge, not {other}"),
+            },
         }),
     };
     let harness = Harness::new()?;

@@ -70,6 +70,10 @@ pub struct Case {
     /// this case and the ones after it run in the harness only, and the report says so.
     #[serde(default)]
     pub advance_s: u64,
+    /// What this case needs that only a proxy has (Envoy normalizing the path first, say): when
+    /// the second host is jitgate-edge, it runs in the harness only and the report says why.
+    #[serde(default)]
+    pub proxy_only: Option<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenSpec>,
     pub request: RequestSpec,
@@ -771,6 +775,8 @@ pub struct EnvoyHost {
     pub access_log: Option<PathBuf>,
     /// One kept-alive connection per scenario worker.
     pub connections: std::cell::RefCell<BTreeMap<usize, http::Connection>>,
+    /// The second host is jitgate-edge under Node (edge/tests/scenario-host.mjs), not Envoy.
+    pub edge: bool,
 }
 
 impl EnvoyHost {
@@ -961,6 +967,9 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
         let mut envoy_status = String::new();
         match envoy {
             Some(_) if travelled => envoy_status = " | envoy skipped: virtual clock".into(),
+            Some(envoy) if envoy.edge && case.proxy_only.is_some() => {
+                envoy_status = format!(" | envoy skipped: {}", case.proxy_only.as_deref().unwrap_or_default());
+            }
             Some(envoy) => {
                 report.envoy_requests += 1;
                 let sent = s.request(case, &envoy_minted, unix_now(), &mut serial, envoy_nonce.as_deref());
