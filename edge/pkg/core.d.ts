@@ -35,7 +35,7 @@ export interface Ledger {
 }
 
 export interface GateOptions {
-  /** Who checks ES256/RS256: `native` (node:crypto) or `webcrypto`; default the first that works. */
+  /** Who checks ES256, RS256, PS256 and EdDSA: `native` (node:crypto) or `webcrypto`; default the first that works. */
   verifier?: 'native' | 'webcrypto';
   /** Shared replay ledger; default: this isolate's memory. */
   ledger?: Ledger;
@@ -44,7 +44,7 @@ export interface GateOptions {
 export class Gate {
   /** The plugin configuration (object or JSON text). Throws naming the bad field. */
   constructor(config: string | object, options?: GateOptions);
-  /** Who checks ES256 and RS256 signatures for this gate. */
+  /** Who checks asymmetric signatures for this gate. */
   readonly crypto: 'native' | 'webcrypto' | 'rust';
   check(request: Request | RequestLike): Promise<Verdict>;
   /** Every counter by the Envoy filter's name (`jitgate.allow`, `jitgate.deny.<reason>`, ...). */

@@ -84,8 +84,8 @@ export class Gate {
     this.#name = this.#raw.hostCrypto ? name : 'rust';
   }
 
-  /** Who checks ES256 and RS256 signatures: `native`, `webcrypto` or `rust` (`crypto: wasm`,
-   *  or no runtime crypto passed its known-answer test). */
+  /** Who checks asymmetric signatures: `native`, `webcrypto` or `rust` (`crypto: wasm`, or no
+   *  runtime crypto passed its known-answer test). */
   get crypto() {
     return this.#name;
   }

@@ -19,10 +19,12 @@ function cached(cache, alg, spki, make) {
 }
 
 const nativeKeys = new Map();
-// What each algorithm's key must be, and how its signature is read.
+// What each algorithm's key must be, its digest, and how its signature is read.
 const NATIVE = {
-  ES256: { type: 'ec', curve: 'prime256v1', options: { dsaEncoding: 'ieee-p1363' } },
-  RS256: { type: 'rsa', options: {} },
+  ES256: { type: 'ec', curve: 'prime256v1', digest: 'sha256', options: { dsaEncoding: 'ieee-p1363' } },
+  RS256: { type: 'rsa', digest: 'sha256', options: {} },
+  PS256: { type: 'rsa', digest: 'sha256', options: { padding: native?.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } },
+  EdDSA: { type: 'ed25519', digest: null, options: {} },
 };
 
 function nativeVerify([alg, spki, signature, data]) {
@@ -31,7 +33,7 @@ function nativeVerify([alg, spki, signature, data]) {
   if (key.asymmetricKeyType !== want.type || (want.curve && key.asymmetricKeyDetails.namedCurve !== want.curve)) {
     throw new Error(`not an ${alg} key`);
   }
-  return native.verify('sha256', data, { key, ...want.options }, signature);
+  return native.verify(want.digest, data, { key, ...want.options }, signature);
 }
 
 const webKeys = new Map();
@@ -39,6 +41,8 @@ const webKeys = new Map();
 const WEB = {
   ES256: [{ name: 'ECDSA', namedCurve: 'P-256' }, { name: 'ECDSA', hash: 'SHA-256' }],
   RS256: [{ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, { name: 'RSASSA-PKCS1-v1_5' }],
+  PS256: [{ name: 'RSA-PSS', hash: 'SHA-256' }, { name: 'RSA-PSS', saltLength: 32 }],
+  EdDSA: [{ name: 'Ed25519' }, { name: 'Ed25519' }],
 };
 
 async function webVerify([alg, spki, signature, data]) {

@@ -3,14 +3,21 @@
 
 use jitgate_engine::prefetch::SignatureJob;
 use jitgate_token::alg::P256_SPKI_PREFIX;
+use jitgate_token::Alg;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsError, JsValue};
 
-/// A job as the runtime's verifiers take it: `[alg, spki, signature, data]`, ECDSA signatures back in the
-/// raw r||s form (a plain array: cheaper to build than an object).
+/// A job as the runtime's verifiers take it: `[alg, spki, signature, data]`, ECDSA signatures
+/// back in the raw r||s form (a plain array: cheaper to build than an object).
 pub fn to_js(job: &SignatureJob) -> Result<JsValue, JsError> {
-    let ec = job.public_key.starts_with(&P256_SPKI_PREFIX);
-    let signature = if ec {
+    let alg = match job.hash.as_str() {
+        "sha256" if job.public_key.starts_with(&P256_SPKI_PREFIX) => Alg::ES256,
+        "sha256" => Alg::RS256,
+        "rsa-pss-sha256" => Alg::PS256,
+        "ed25519" => Alg::EdDSA,
+        _ => return Err(JsError::new("signature job of a scheme the engine never produces")),
+    };
+    let signature = if alg == Alg::ES256 {
         p256::ecdsa::Signature::from_der(&job.signature)
             .map_err(|_| JsError::new("ECDSA signature in a form the engine never produces"))?
             .to_bytes()
@@ -18,8 +25,8 @@ pub fn to_js(job: &SignatureJob) -> Result<JsValue, JsError> {
     } else {
         job.signature.clone()
     };
-    let alg = JsValue::from_str(if ec { "ES256" } else { "RS256" });
     let bytes = |b: &[u8]| JsValue::from(Uint8Array::from(b));
+    let alg = JsValue::from_str(alg.name());
     Ok(Array::of4(&alg, &bytes(&job.public_key), &bytes(&signature), &bytes(&job.text)).into())
 }
 
@@ -56,6 +63,10 @@ impl jitgate_token::alg::HostVerifier for Verdicts {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
         self.lookup(hash, public_key, signature, text)
     }
+
+    fn handles(&self, alg: Alg) -> bool {
+        !alg.is_symmetric()
+    }
 }
 
 /// Records the host call a key's verification makes and answers "no".
@@ -73,11 +84,16 @@ impl jitgate_token::alg::HostVerifier for Recorder {
         *self.0.borrow_mut() = Some(job);
         Some(false)
     }
+
+    fn handles(&self, alg: Alg) -> bool {
+        !alg.is_symmetric()
+    }
 }
 
 /// One signature under a JWK both ways (for the Wycheproof parity test): `{rust, job}` where
 /// `rust` is the Rust verdict and `job` the job the engine would hand out, `false`
-/// when the engine refuses the signature before any crypto, `null` when the algorithm stays in Rust.
+/// when the engine refuses the signature before any crypto, `null` when the algorithm stays in
+/// Rust (HS256).
 pub fn parity(jwk_json: &str, message: &[u8], signature: &[u8]) -> Result<JsValue, JsError> {
     let o = Object::new();
     let set = |k: &str, v: &JsValue| Reflect::set(&o, &JsValue::from_str(k), v).map(|_| ());

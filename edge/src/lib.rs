@@ -33,7 +33,7 @@ impl Gate {
     pub fn new(config_json: &str, self_test: Option<Vec<u8>>, shared_ledger: bool) -> Result<Gate, JsError> {
         let config = Config::parse(config_json.as_bytes()).map_err(|e| JsError::new(&e.to_string()))?;
         let host = EdgeHost::default();
-        let self_test_jobs = jitgate_engine::prefetch::self_test_jobs();
+        let self_test_jobs = jitgate_engine::prefetch::self_test_jobs(&host);
         let verdicts = self_test.map(|codes| jobs::answers(self_test_jobs, &codes)).unwrap_or_default();
         let mut engine = host.with_verdicts(verdicts, || Engine::start(config, &host)).map_err(|e| JsError::new(&e))?;
         engine.shared_replay = shared_ledger;
@@ -43,13 +43,13 @@ impl Gate {
     /// The two checks (a good and a bad ES256 signature) a runtime verifier must pass to be used.
     #[wasm_bindgen(js_name = selfTestJobs)]
     pub fn self_test_jobs() -> Result<js_sys::Array, JsError> {
-        jobs::list_to_js(&jitgate_engine::prefetch::self_test_jobs())
+        jobs::list_to_js(&jitgate_engine::prefetch::self_test_jobs(&EdgeHost::default()))
     }
 
     /// Whether `codes`, a runtime verifier's answers to `selfTestJobs()`, pass the engine's test.
     #[wasm_bindgen(js_name = selfTestPasses)]
     pub fn self_test_passes(codes: Vec<u8>) -> bool {
-        let verdicts = jobs::answers(jitgate_engine::prefetch::self_test_jobs(), &codes);
+        let verdicts = jobs::answers(jitgate_engine::prefetch::self_test_jobs(&EdgeHost::default()), &codes);
         jitgate_token::alg::host_self_test(&jobs::Verdicts(verdicts))
     }
 
@@ -81,7 +81,7 @@ impl Gate {
             return Ok(JsValue::from_str(&verdict::bad_url()));
         };
         let now_s = self.host.now_nanos() / 1_000_000_000;
-        let todo = self.engine.signature_jobs(req.headers(), now_s);
+        let todo = self.engine.signature_jobs(&self.host, req.headers(), now_s);
         let verdicts = match verified {
             Some(codes) => jobs::answers(todo, &codes),
             None if !todo.is_empty() => return Ok(jobs::list_to_js(&todo)?.into()),

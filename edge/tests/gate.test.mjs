@@ -151,3 +151,29 @@ test('metrics() counts decisions under the Envoy filter\'s counter names', async
   assert.deepEqual([m['jitgate.allow'], m['jitgate.deny.expired'], m['jitgate.deny.missing_credential']], [1, 1, 1]);
   assert.equal(m['jitgate.crypto.host'], 2, 'both signatures checked by the runtime (claims come after)');
 });
+
+test('PS256 and EdDSA tokens are verified by the runtime too, and forgeries refused', async () => {
+  const pss = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const ed = crypto.generateKeyPairSync('ed25519');
+  const keys = [{ ...pss.publicKey.export({ format: 'jwk' }), kid: 'ps', alg: 'PS256' },
+    { ...ed.publicKey.export({ format: 'jwk' }), kid: 'ed', alg: 'EdDSA' }];
+  const sign = (alg, kid, key, options) => {
+    const input = `${b64(JSON.stringify({ alg, typ: 'at+jwt', kid }))}.${b64(JSON.stringify(claims()))}`;
+    return `${input}.${b64(crypto.sign(alg === 'EdDSA' ? null : 'sha256', Buffer.from(input), { key, ...options }))}`;
+  };
+  const tokens = {
+    PS256: sign('PS256', 'ps', pss.privateKey, { padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }),
+    EdDSA: sign('EdDSA', 'ed', ed.privateKey),
+  };
+  for (const verifier of ['native', 'webcrypto']) {
+    const gate = new Gate({ ...config(), jwks: { keys } }, { verifier });
+    for (const [alg, t] of Object.entries(tokens)) {
+      const ok = await gate.check(new Request('https://api.example/orders/1', { headers: bearer(t) }));
+      assert.equal(ok.allow, true, `${verifier} ${alg}: ${JSON.stringify(ok)}`);
+      const bad = `${t.slice(0, -6)}${t.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA'}`;
+      const refused = await gate.check(new Request('https://api.example/orders/1', { headers: bearer(bad) }));
+      assert.equal(refused.status, 401, `${verifier} ${alg} forged`);
+    }
+    assert.equal(gate.metrics()['jitgate.crypto.host'], 2, `${verifier}: both valid tokens checked by the runtime`);
+  }
+});

@@ -3,7 +3,7 @@
 
 use crate::ledger::{self, SharedData, SharedRead, SharedWrite};
 use crate::metrics::Metric;
-use jitgate_token::HostVerifier;
+use jitgate_token::{Alg, HostVerifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -32,10 +32,14 @@ pub trait Host {
     fn set_filter_state(&self, key: &str, value: &str);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Verifies `signature` over `text` with the host's crypto, the key a DER
-    /// SubjectPublicKeyInfo and `hash` `"sha256"` (ES256, RS256); `None` when the host has no
-    /// such service or it failed.
+    /// SubjectPublicKeyInfo and `hash` the algorithm's `Alg::host_scheme` (`"sha256"` for ES256
+    /// and RS256); `None` when the host has no such service or it failed.
     fn verify_signature(&self, _hash: &str, _public_key: &[u8], _signature: &[u8], _text: &[u8]) -> Option<bool> {
         None
+    }
+    /// The algorithms `verify_signature` is asked about: ES256 and RS256, as Envoy's.
+    fn verifies(&self, alg: Alg) -> bool {
+        matches!(alg, Alg::ES256 | Alg::RS256)
     }
     /// Proxy-wide shared data (the replay ledger). Hosts without it fail, and rules that need
     /// the ledger then deny.
@@ -86,5 +90,9 @@ pub(crate) struct ForeignVerifier<'h, H: Host>(pub(crate) &'h H);
 impl<H: Host> HostVerifier for ForeignVerifier<'_, H> {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
         self.0.verify_signature(hash, public_key, signature, text)
+    }
+
+    fn handles(&self, alg: Alg) -> bool {
+        self.0.verifies(alg)
     }
 }

@@ -3,9 +3,10 @@
 //! and answer `verify_signature` from its results.
 
 use crate::request::{credential, Header, Request, SingleHeader};
-use crate::Engine;
+use crate::{Engine, Host};
 use jitgate_token::alg::HostVerifier;
 use jitgate_token::dpop;
+use jitgate_token::Alg;
 use std::cell::RefCell;
 
 /// One `verify_signature` call the decision will make, with the same arguments.
@@ -19,59 +20,58 @@ pub struct SignatureJob {
     pub text: Vec<u8>,
 }
 
-/// Takes down every call and answers "no" so the caller stops there (no wasm fallback runs).
-#[derive(Debug, Default)]
-struct Recorder(RefCell<Vec<SignatureJob>>);
+/// Takes down every call for the algorithms `host` verifies, answering `answer`: "no" stops a
+/// verification there (no Rust fallback runs), "yes" lets the self-test make both its calls.
+struct Recorder<'h, H: Host> {
+    host: &'h H,
+    answer: bool,
+    jobs: RefCell<Vec<SignatureJob>>,
+}
 
-impl Recorder {
-    fn into_jobs(self) -> Vec<SignatureJob> {
-        self.0.into_inner()
+impl<'h, H: Host> Recorder<'h, H> {
+    fn new(host: &'h H, answer: bool) -> Self {
+        Recorder { host, answer, jobs: RefCell::new(Vec::new()) }
     }
+}
 
-    fn take(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) {
+impl<H: Host> HostVerifier for Recorder<'_, H> {
+    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
         let job = SignatureJob {
             hash: hash.to_owned(),
             public_key: public_key.to_vec(),
             signature: signature.to_vec(),
             text: text.to_vec(),
         };
-        self.0.borrow_mut().push(job);
+        self.jobs.borrow_mut().push(job);
+        Some(self.answer)
+    }
+
+    fn handles(&self, alg: Alg) -> bool {
+        self.host.verifies(alg)
     }
 }
 
-impl HostVerifier for Recorder {
-    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        self.take(hash, public_key, signature, text);
-        Some(false)
-    }
-}
-
-/// The self-test's calls: answering "yes" lets `host_self_test` make both.
-struct SelfTestRecorder(Recorder);
-
-impl HostVerifier for SelfTestRecorder {
-    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        self.0.take(hash, public_key, signature, text);
-        Some(true)
-    }
-}
-
-/// The calls `Engine::start` makes to test the host's `verify_signature`.
-pub fn self_test_jobs() -> Vec<SignatureJob> {
-    let recorder = SelfTestRecorder(Recorder::default());
+/// The calls `Engine::start` makes to test `host`'s `verify_signature`.
+pub fn self_test_jobs(host: &impl Host) -> Vec<SignatureJob> {
+    let recorder = Recorder::new(host, true);
     jitgate_token::alg::host_self_test(&recorder);
-    recorder.0.into_jobs()
+    recorder.jobs.into_inner()
 }
 
 impl Engine {
-    /// The host verifications deciding these headers will ask for: the access token's signature
-    /// (unless cached) and the DPoP proof's. Empty when signatures are not the host's.
-    pub fn signature_jobs<'h>(&self, headers: impl IntoIterator<Item = Header<'h>>, now_s: u64) -> Vec<SignatureJob> {
+    /// The verifications deciding these headers will ask `host` for: the access token's
+    /// signature (unless cached) and the DPoP proof's. Empty when signatures are not the host's.
+    pub fn signature_jobs<'h>(
+        &self,
+        host: &impl Host,
+        headers: impl IntoIterator<Item = Header<'h>>,
+        now_s: u64,
+    ) -> Vec<SignatureJob> {
         if !self.host_crypto {
             return Vec::new();
         }
         let req = Request::from_headers(headers, None);
-        let recorder = Recorder::default();
+        let recorder = Recorder::new(host, false);
         if let SingleHeader::One(value) = req.authorization {
             if let Ok((_, token)) = credential(value, self.config.max_token_bytes) {
                 let cached = self.cache.borrow().holds(token, now_s);
@@ -83,6 +83,6 @@ impl Engine {
         if let SingleHeader::One(proof) = req.dpop {
             let _ = dpop::verify_proof(proof, Some(&recorder));
         }
-        recorder.into_jobs()
+        recorder.jobs.into_inner()
     }
 }

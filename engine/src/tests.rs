@@ -575,19 +575,19 @@ fn signature_jobs_are_the_calls_the_decision_makes_and_change_nothing() {
     host.host_says_valid.set(true);
     let config = Config::parse(config_json(&key, json!({"crypto": "host"})).to_string().as_bytes()).unwrap();
     let engine = Engine::start(config, &host).unwrap();
-    let self_test = prefetch::self_test_jobs();
+    let self_test = prefetch::self_test_jobs(&host);
     assert_eq!(self_test.iter().map(|j| j.text.as_slice()).collect::<Vec<_>>(), [b"69819", b"69818"]);
     host.foreign_calls.borrow_mut().clear();
     let t = mint(&key, "at+jwt", &claims("orders:read")).unwrap();
     let bearer = format!("Bearer {t}");
     let request = headers("GET", "/orders/1", &[("authorization", &bearer)]);
-    let jobs = engine.signature_jobs(view(&request), NOW);
+    let jobs = engine.signature_jobs(&host, view(&request), NOW);
     assert_eq!(jobs.len(), 1);
     assert!(host.foreign_calls.borrow().is_empty() && host.logs.borrow().is_empty(), "no call, no audit");
     assert!(matches!(engine.on_request_headers(&host, view(&request)), Action::Continue { .. }));
     assert_eq!(*host.foreign_calls.borrow(), [jobs[0].text.clone()], "the job is the call the decision made");
-    assert!(engine.signature_jobs(view(&request), NOW).is_empty(), "a cached token needs no signature");
+    assert!(engine.signature_jobs(&host, view(&request), NOW).is_empty(), "a cached token needs no signature");
     let wasm = Config::parse(config_json(&key, json!({"crypto": "wasm"})).to_string().as_bytes()).unwrap();
     let wasm = Engine::start(wasm, &host).unwrap();
-    assert!(wasm.signature_jobs(view(&request), NOW).is_empty(), "wasm crypto needs no host");
+    assert!(wasm.signature_jobs(&host, view(&request), NOW).is_empty(), "wasm crypto needs no host");
 }

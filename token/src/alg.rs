@@ -39,6 +39,18 @@ impl Alg {
     pub fn is_symmetric(self) -> bool {
         self == Alg::HS256
     }
+
+    /// The `hash` argument a host verifier gets: `"sha256"` for ES256 (DER signature) and RS256,
+    /// as Envoy's `verify_signature` takes them; the other schemes by name, for hosts that
+    /// declare them (`HostVerifier::handles`).
+    pub fn host_scheme(self) -> &'static str {
+        match self {
+            Alg::ES256 | Alg::RS256 => "sha256",
+            Alg::PS256 => "rsa-pss-sha256",
+            Alg::EdDSA => "ed25519",
+            Alg::HS256 => "hmac-sha256",
+        }
+    }
 }
 
 /// Smallest HS256 secret we accept: RFC 7518 §3.2 requires at least the hash size.
@@ -84,22 +96,27 @@ impl KeyMaterial {
 }
 
 impl KeyMaterial {
-    /// DER SubjectPublicKeyInfo of keys whose algorithm a host verifier handles with the key's
-    /// default padding: ES256 and RS256 (PSS needs explicit padding, Ed25519 is not offered).
+    /// DER SubjectPublicKeyInfo of an asymmetric key, the form host verifiers take.
     pub fn spki_der(&self) -> Option<Vec<u8>> {
+        let rsa_der = |k: &rsa::RsaPublicKey| {
+            rsa::pkcs8::EncodePublicKey::to_public_key_der(k).ok().map(|d| d.as_bytes().to_vec())
+        };
         match self {
             KeyMaterial::Es256(k) => {
                 let mut der = P256_SPKI_PREFIX.to_vec();
                 der.extend_from_slice(k.to_encoded_point(false).as_bytes());
                 Some(der)
             }
-            KeyMaterial::Rs256(k) => {
-                rsa::pkcs8::EncodePublicKey::to_public_key_der(k.as_ref()).ok().map(|d| d.as_bytes().to_vec())
-            }
-            _ => None,
+            KeyMaterial::Rs256(k) => rsa_der(k.as_ref()),
+            KeyMaterial::Ps256(k) => rsa_der(k),
+            KeyMaterial::Ed25519(k) => Some([&ED25519_SPKI_PREFIX[..], k.as_bytes()].concat()),
+            KeyMaterial::Hs256(_) => None,
         }
     }
 }
+
+/// DER SubjectPublicKeyInfo header of an Ed25519 key (id-Ed25519, RFC 8410).
+pub const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// DER SubjectPublicKeyInfo header for an uncompressed P-256 point (id-ecPublicKey, prime256v1).
 pub const P256_SPKI_PREFIX: [u8; 26] = [
@@ -118,9 +135,15 @@ pub enum CryptoPath {
 
 /// A signature verifier the host provides (Envoy's `verify_signature`).
 pub trait HostVerifier {
-    /// Verifies `signature` over `text` with the DER `public_key` and hash (`"sha256"`).
-    /// `None` when the host could not answer; the caller then verifies in wasm.
+    /// Verifies `signature` over `text` with the DER `public_key` and `hash`, the algorithm's
+    /// `host_scheme`. `None` when the host could not answer; the caller then verifies in Rust.
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool>;
+
+    /// Whether this host is asked about `alg` at all: Envoy's `verify_signature` takes ES256 and
+    /// RS256 only (it uses the key's default padding, and has no Ed25519).
+    fn handles(&self, alg: Alg) -> bool {
+        matches!(alg, Alg::ES256 | Alg::RS256)
+    }
 }
 
 /// Known answer for `host_self_test`: Wycheproof ecdsa_secp256r1_sha256_p1363 tcId 60.
@@ -145,8 +168,9 @@ pub fn host_self_test(host: &dyn HostVerifier) -> bool {
 }
 
 /// The signature in the form a host verifier takes, after the checks the host may not do:
-/// ES256 r||s becomes DER with r and s in [1, n-1]; RS256 must be exactly the modulus length.
-/// `None`: not host-verifiable (another algorithm) or malformed (the wasm path then rejects it).
+/// ES256 r||s becomes DER with r and s in [1, n-1]; RSA signatures must be exactly the modulus
+/// length; an Ed25519 signature is 64 bytes, under a key that is not of small order.
+/// `None`: not host-verifiable (HS256) or malformed (the Rust path then rejects it).
 pub fn host_signature(key: &KeyMaterial, sig: &[u8]) -> Option<Vec<u8>> {
     use rsa::traits::PublicKeyParts;
     match key {
@@ -154,6 +178,8 @@ pub fn host_signature(key: &KeyMaterial, sig: &[u8]) -> Option<Vec<u8>> {
             p256::ecdsa::Signature::from_slice(sig).ok().map(|s| s.to_der().as_bytes().to_vec())
         }
         KeyMaterial::Rs256(k) if sig.len() == k.as_ref().size() => Some(sig.to_vec()),
+        KeyMaterial::Ps256(k) if sig.len() == k.size() => Some(sig.to_vec()),
+        KeyMaterial::Ed25519(k) if sig.len() == 64 && !k.is_weak() => Some(sig.to_vec()),
         _ => None,
     }
 }

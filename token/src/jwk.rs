@@ -210,13 +210,15 @@ impl Jwk {
         self.key.alg()
     }
 
-    /// Verifies `sig` over `msg`, through `host` for the algorithms it handles (ES256, RS256) and
-    /// in pure Rust otherwise; reports which path decided. A host that cannot answer falls back
-    /// to pure Rust, never to "valid".
+    /// Verifies `sig` over `msg`, through `host` for the algorithms it handles (Envoy: ES256,
+    /// RS256) and in pure Rust otherwise; reports which path decided. A host that cannot answer
+    /// falls back to pure Rust, never to "valid".
     pub fn verify_with(&self, msg: &[u8], sig: &[u8], host: Option<&dyn HostVerifier>) -> Result<CryptoPath> {
+        let alg = self.key.alg();
+        let host = host.filter(|h| h.handles(alg));
         let host_answer = host.zip(self.spki_der.as_deref()).and_then(|(host, der)| {
             let Some(sig) = host_signature(&self.key, sig) else { return Some(false) };
-            host.verify("sha256", der, &sig, msg)
+            host.verify(alg.host_scheme(), der, &sig, msg)
         });
         match host_answer {
             Some(true) => Ok(CryptoPath::Host),

@@ -293,3 +293,41 @@ fn a_missing_jti_is_accepted_only_when_the_validation_says_so() {
     let empty = mint(&key, "at+jwt", &with(claims(), "jti", json!(""))).unwrap();
     assert_eq!(reason(&lenient, &empty), "invalid_claim", "an empty jti is still malformed");
 }
+
+/// A host verifier that records which schemes it was asked about and says yes.
+struct Asked<const ALL: bool>(std::cell::RefCell<Vec<String>>);
+
+impl<const ALL: bool> jitgate_token::HostVerifier for Asked<ALL> {
+    fn verify(&self, hash: &str, _key: &[u8], _sig: &[u8], _text: &[u8]) -> Option<bool> {
+        self.0.borrow_mut().push(hash.to_owned());
+        Some(true)
+    }
+    fn handles(&self, alg: Alg) -> bool {
+        (ALL && !alg.is_symmetric()) || matches!(alg, Alg::ES256 | Alg::RS256)
+    }
+}
+
+#[test]
+fn envoy_style_hosts_are_asked_about_es256_and_rs256_only_and_others_by_scheme_name() {
+    use jitgate_token::alg::CryptoPath;
+    use jitgate_token::Jwk;
+    for (alg, scheme) in
+        [(Alg::ES256, "sha256"), (Alg::RS256, "sha256"), (Alg::PS256, "rsa-pss-sha256"), (Alg::EdDSA, "ed25519")]
+    {
+        let key = SigningKey::generate(alg, None).unwrap();
+        let jwk = Jwk::from_json(key.public_jwk().to_string().as_bytes()).unwrap();
+        let sig = key.sign(b"text").unwrap();
+        let envoy = Asked::<false>(Default::default());
+        let envoy_path = jwk.verify_with(b"text", &sig, Some(&envoy)).unwrap();
+        let expected_envoy = if scheme == "sha256" { CryptoPath::Host } else { CryptoPath::Wasm };
+        assert_eq!(envoy_path, expected_envoy, "{alg:?}");
+        let edge = Asked::<true>(Default::default());
+        assert_eq!(jwk.verify_with(b"text", &sig, Some(&edge)).unwrap(), CryptoPath::Host, "{alg:?}");
+        assert_eq!(*edge.0.borrow(), [scheme], "{alg:?}: asked by its scheme's name");
+        assert_eq!(
+            envoy.0.borrow().len(),
+            usize::from(scheme == "sha256"),
+            "{alg:?}: Envoy is never asked about PS256 or EdDSA"
+        );
+    }
+}
