@@ -97,8 +97,9 @@ export class Gate {
   async check(request) {
     const { method, url } = request;
     const headers = headerPairs(request.headers);
+    // The engine answers with a verdict (text), signature jobs (an array) or a pause on the ledger.
     let out = this.#raw.check(method, url, headers, undefined);
-    if (typeof out !== 'string') {
+    if (Array.isArray(out)) {
       await verifyAll(out, this.#verifier);
       out = this.#raw.check(method, url, headers, answers(out));
     }

@@ -105,10 +105,8 @@ impl Host for EdgeHost {
         self.verdicts.borrow().lookup(hash, public_key, signature, text)
     }
 
-    /// Every asymmetric algorithm: the runtime's crypto has them all (where it lacks one, the
-    /// job comes back unchecked and Rust decides).
     fn verifies(&self, alg: jitgate_token::Alg) -> bool {
-        !alg.is_symmetric()
+        crate::jobs::runtime_verifies(alg)
     }
 
     fn random(&self, buf: &mut [u8]) -> bool {

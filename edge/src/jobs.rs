@@ -7,6 +7,12 @@ use jitgate_token::Alg;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsError, JsValue};
 
+/// What the runtime is asked to verify: every asymmetric algorithm (where its crypto lacks one,
+/// the job comes back unchecked and Rust decides).
+pub fn runtime_verifies(alg: Alg) -> bool {
+    !alg.is_symmetric()
+}
+
 /// A job as the runtime's verifiers take it: `[alg, spki, signature, data]`, ECDSA signatures
 /// back in the raw r||s form (a plain array: cheaper to build than an object).
 pub fn to_js(job: &SignatureJob) -> Result<JsValue, JsError> {
@@ -65,7 +71,7 @@ impl jitgate_token::alg::HostVerifier for Verdicts {
     }
 
     fn handles(&self, alg: Alg) -> bool {
-        !alg.is_symmetric()
+        runtime_verifies(alg)
     }
 }
 
@@ -75,18 +81,12 @@ struct Recorder(std::cell::RefCell<Option<SignatureJob>>);
 
 impl jitgate_token::alg::HostVerifier for Recorder {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let job = SignatureJob {
-            hash: hash.to_owned(),
-            public_key: public_key.to_vec(),
-            signature: signature.to_vec(),
-            text: text.to_vec(),
-        };
-        *self.0.borrow_mut() = Some(job);
+        *self.0.borrow_mut() = Some(SignatureJob::new(hash, public_key, signature, text));
         Some(false)
     }
 
     fn handles(&self, alg: Alg) -> bool {
-        !alg.is_symmetric()
+        runtime_verifies(alg)
     }
 }
 

@@ -1,8 +1,8 @@
-//! jitgate at the JavaScript edge: the engine behind wasm-bindgen. `new Gate(configJson)` parses
-//! the same plugin configuration as the Envoy adapters; `gate.check(method, url, headers)` decides
-//! one request with the same rules, token checks and replay ledger (in memory, for one isolate).
-//! The package's `index.js` wraps this raw interface: it runs the signature jobs on the
-//! runtime's own crypto (node:crypto or WebCrypto).
+//! jitgate at the JavaScript edge: the engine behind wasm-bindgen. `new Gate(configJson, ...)`
+//! parses the same plugin configuration as the Envoy adapters; `gate.check(method, url, headers,
+//! verified)` decides one request with the same rules, token checks and replay ledger. This raw
+//! interface is wrapped by the package's `core.js`, which runs the signature jobs on the runtime's
+//! own crypto (node:crypto or WebCrypto) and answers pauses from its shared ledger.
 
 mod host;
 mod jobs;

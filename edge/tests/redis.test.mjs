@@ -53,6 +53,14 @@ test('a single-use token passes once across isolates, and its key lives as long 
     'a rule without replay never asks the ledger');
 });
 
+test('a token the gate has cached (no signature to check) still asks the shared ledger', async () => {
+  const t = mint(claims());
+  assert.equal((await check(isolates[0], 'https://api.example/orders/1', bearer(t))).allow, true, 'now cached');
+  assert.equal((await check(isolates[0], 'https://api.example/once', bearer(t))).allow, true);
+  const again = await check(isolates[0], 'https://api.example/once', bearer(t));
+  assert.deepEqual([again.status, again.audit[0].reason], [401, 'replayed']);
+});
+
 test('eight concurrent uses of one token over two isolates: exactly one passes', async () => {
   for (let round = 0; round < 20; round++) {
     const t = mint(claims());

@@ -20,6 +20,17 @@ pub struct SignatureJob {
     pub text: Vec<u8>,
 }
 
+impl SignatureJob {
+    pub fn new(hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> SignatureJob {
+        SignatureJob {
+            hash: hash.to_owned(),
+            public_key: public_key.to_vec(),
+            signature: signature.to_vec(),
+            text: text.to_vec(),
+        }
+    }
+}
+
 /// Takes down every call for the algorithms `host` verifies, answering `answer`: "no" stops a
 /// verification there (no Rust fallback runs), "yes" lets the self-test make both its calls.
 struct Recorder<'h, H: Host> {
@@ -36,13 +47,7 @@ impl<'h, H: Host> Recorder<'h, H> {
 
 impl<H: Host> HostVerifier for Recorder<'_, H> {
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let job = SignatureJob {
-            hash: hash.to_owned(),
-            public_key: public_key.to_vec(),
-            signature: signature.to_vec(),
-            text: text.to_vec(),
-        };
-        self.jobs.borrow_mut().push(job);
+        self.jobs.borrow_mut().push(SignatureJob::new(hash, public_key, signature, text));
         Some(self.answer)
     }
 
