@@ -36,7 +36,7 @@ def run(path: Path, work: Path) -> tuple[int, int]:
     finally:
         host.kill()
         host.wait()
-    print(out.stdout.replace("envoy", "edge"), end="")
+    print(out.stdout, end="")
     print(out.stderr, end="", file=sys.stderr)
     summary = re.search(r"(\d+) passed, (\d+) failed", out.stdout)
     return (int(summary[1]), int(summary[2])) if summary else (0, 1)

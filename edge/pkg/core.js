@@ -48,15 +48,16 @@ function answers(jobs) {
   return Uint8Array.from(jobs, (j) => (j.ok === true ? 1 : j.ok === false ? 0 : 2));
 }
 
-/** `[name, value]` pairs from a Headers, a list of pairs, or Node's header object. */
+/** `[name, value]` pairs from a Headers, a list of pairs, or Node's header object (the engine
+ *  lower-cases names). */
 function headerPairs(headers) {
   if (!headers) return [];
-  if (Array.isArray(headers)) return headers.map(([k, v]) => [String(k).toLowerCase(), String(v)]);
+  if (Array.isArray(headers)) return headers.map(([k, v]) => [String(k), String(v)]);
   if (typeof headers.entries === 'function' && typeof headers.get === 'function') return [...headers.entries()];
   const out = [];
   for (const [k, v] of Object.entries(headers)) {
     if (v === undefined) continue;
-    out.push([k.toLowerCase(), Array.isArray(v) ? v.join(', ') : String(v)]);
+    out.push([k, Array.isArray(v) ? v.join(', ') : String(v)]);
   }
   return out;
 }

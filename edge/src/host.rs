@@ -41,15 +41,17 @@ impl EdgeHost {
         let prefix = jitgate_engine::audit::AUDIT_PREFIX.len();
         self.audit.borrow_mut().drain(..).map(|mut line| line.split_off(prefix)).collect()
     }
-}
 
-impl EdgeHost {
-    /// Runs `f` with `verdicts` as the answers of `verify_signature`, and forgets them after.
-    pub fn with_verdicts<T>(&self, verdicts: Vec<(SignatureJob, bool)>, f: impl FnOnce() -> T) -> T {
+    /// Runs `f` with `verdicts` as the answers of `verify_signature`, then hands them back
+    /// (a decision paused on the ledger needs them again when it resumes).
+    pub fn with_verdicts<T>(
+        &self,
+        verdicts: Vec<(SignatureJob, bool)>,
+        f: impl FnOnce() -> T,
+    ) -> (T, Vec<(SignatureJob, bool)>) {
         *self.verdicts.borrow_mut() = Verdicts(verdicts);
         let out = f();
-        self.verdicts.borrow_mut().0.clear();
-        out
+        (out, std::mem::take(&mut self.verdicts.borrow_mut().0))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Signature checks handed to the runtime's verifier: the engine's host calls as JS arrays,
 //! and the runtime's answers as the host's verdicts for the decision that follows.
 
-use jitgate_engine::prefetch::SignatureJob;
+use crate::host::EdgeHost;
+use jitgate_engine::prefetch::{record_jobs, SignatureJob};
 use jitgate_token::alg::P256_SPKI_PREFIX;
 use jitgate_token::Alg;
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -50,6 +51,11 @@ pub fn answers(jobs: Vec<SignatureJob>, codes: &[u8]) -> Vec<(SignatureJob, bool
     jobs.into_iter().zip(codes).filter(|(_, c)| **c <= 1).map(|(job, c)| (job, *c == 1)).collect()
 }
 
+/// The runtime verifier's answers to the engine's self-test jobs.
+pub fn self_test_answers(codes: &[u8]) -> Vec<(SignatureJob, bool)> {
+    answers(jitgate_engine::prefetch::self_test_jobs(&EdgeHost::default()), codes)
+}
+
 /// The runtime's verdicts for a decision: `verify_signature` answers from them, and only for
 /// exactly the bytes they were given for (`None`: not checked, Rust decides).
 #[derive(Debug, Default)]
@@ -75,21 +81,6 @@ impl jitgate_token::alg::HostVerifier for Verdicts {
     }
 }
 
-/// Records the host call a key's verification makes and answers "no".
-#[derive(Default)]
-struct Recorder(std::cell::RefCell<Option<SignatureJob>>);
-
-impl jitgate_token::alg::HostVerifier for Recorder {
-    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        *self.0.borrow_mut() = Some(SignatureJob::new(hash, public_key, signature, text));
-        Some(false)
-    }
-
-    fn handles(&self, alg: Alg) -> bool {
-        runtime_verifies(alg)
-    }
-}
-
 /// One signature under a JWK both ways (for the Wycheproof parity test): `{rust, job}` where
 /// `rust` is the Rust verdict and `job` the job the engine would hand out, `false`
 /// when the engine refuses the signature before any crypto, `null` when the algorithm stays in
@@ -102,12 +93,12 @@ pub fn parity(jwk_json: &str, message: &[u8], signature: &[u8]) -> Result<JsValu
         return Ok(o.into());
     };
     let rust = jwk.key.verify(message, signature).is_ok();
-    let recorder = Recorder::default();
-    let host_path = jwk.key.spki_der().is_some();
-    let _ = jwk.verify_with(message, signature, Some(&recorder));
-    let job = match recorder.0.into_inner() {
-        Some(job) => to_js(&job)?,
-        None if host_path => JsValue::FALSE,
+    let recorded = record_jobs(&EdgeHost::default(), false, |v| {
+        let _ = jwk.verify_with(message, signature, Some(v));
+    });
+    let job = match recorded.first() {
+        Some(job) => to_js(job)?,
+        None if jwk.spki_der.is_some() => JsValue::FALSE,
         None => JsValue::NULL,
     };
     set("rust", &JsValue::from_bool(rust))

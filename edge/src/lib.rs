@@ -21,6 +21,8 @@ use wasm_bindgen::prelude::*;
 pub struct Gate {
     engine: Engine,
     host: EdgeHost,
+    /// Replay checks pause for the caller's shared ledger (`Paused`) instead of failing closed.
+    shared_ledger: bool,
 }
 
 #[wasm_bindgen]
@@ -33,11 +35,13 @@ impl Gate {
     pub fn new(config_json: &str, self_test: Option<Vec<u8>>, shared_ledger: bool) -> Result<Gate, JsError> {
         let config = Config::parse(config_json.as_bytes()).map_err(|e| JsError::new(&e.to_string()))?;
         let host = EdgeHost::default();
-        let self_test_jobs = jitgate_engine::prefetch::self_test_jobs(&host);
-        let verdicts = self_test.map(|codes| jobs::answers(self_test_jobs, &codes)).unwrap_or_default();
-        let mut engine = host.with_verdicts(verdicts, || Engine::start(config, &host)).map_err(|e| JsError::new(&e))?;
-        engine.shared_replay = shared_ledger;
-        Ok(Gate { engine, host })
+        let verdicts = self_test.map(|codes| jobs::self_test_answers(&codes)).unwrap_or_default();
+        let (started, _) = host.with_verdicts(verdicts, || Engine::start(config, &host));
+        let mut engine = started.map_err(|e| JsError::new(&e))?;
+        if shared_ledger {
+            engine.replay_through_calls();
+        }
+        Ok(Gate { engine, host, shared_ledger })
     }
 
     /// The two checks (a good and a bad ES256 signature) a runtime verifier must pass to be used.
@@ -49,8 +53,7 @@ impl Gate {
     /// Whether `codes`, a runtime verifier's answers to `selfTestJobs()`, pass the engine's test.
     #[wasm_bindgen(js_name = selfTestPasses)]
     pub fn self_test_passes(codes: Vec<u8>) -> bool {
-        let verdicts = jobs::answers(jitgate_engine::prefetch::self_test_jobs(&EdgeHost::default()), &codes);
-        jitgate_token::alg::host_self_test(&jobs::Verdicts(verdicts))
+        jitgate_token::alg::host_self_test(&jobs::Verdicts(jobs::self_test_answers(&codes)))
     }
 
     /// The counters, by the names the Envoy filter gives them (`jitgate.allow`, `jitgate.deny.expired`, ...),
@@ -113,9 +116,9 @@ impl Gate {
         verdicts: Vec<(SignatureJob, bool)>,
         step: impl FnOnce(&EdgeRequest) -> Action,
     ) -> Result<JsValue, JsError> {
-        let action = self.host.with_verdicts(verdicts.clone(), || step(&req));
+        let (action, verdicts) = self.host.with_verdicts(verdicts, || step(&req));
         match action {
-            Action::Call(call, continuation) if self.engine.shared_replay && call.path == PATH_REPLAY => {
+            Action::Call(call, continuation) if self.shared_ledger && call.path == PATH_REPLAY => {
                 let ask: ReplayAsk = serde_json::from_slice(&call.body)
                     .map_err(|_| JsError::new("replay call in a form the engine never produces"))?;
                 Ok(Paused { req, verdicts, continuation, key: ask.key, until: ask.until }.into())

@@ -158,8 +158,8 @@ impl Engine {
             (Replay::Dpop, None) => return Ok(Reason::DpopRequired),
             (Replay::None, _) => return Ok(Reason::Verified),
         };
-        if rule.replay_scope == ReplayScope::Cluster || self.shared_replay {
-            // A shared ledger counts one use per key: `jit.uses` is a local-ledger feature.
+        if rule.replay_scope == ReplayScope::Cluster {
+            // The sidecar's ledger counts one use per key: `jit.uses` is a local-ledger feature.
             return match asked {
                 ClusterReplay::NotAsked => Err(sidecar::replay_call(&jitgate_token::encoding::hex(&nonce), until)),
                 ClusterReplay::Answered(sidecar::ReplayAnswer::Fresh) => Ok(Reason::Verified),

@@ -37,9 +37,9 @@ pub trait Host {
     fn verify_signature(&self, _hash: &str, _public_key: &[u8], _signature: &[u8], _text: &[u8]) -> Option<bool> {
         None
     }
-    /// The algorithms `verify_signature` is asked about: ES256 and RS256, as Envoy's.
+    /// The algorithms `verify_signature` is asked about: by default Envoy's.
     fn verifies(&self, alg: Alg) -> bool {
-        matches!(alg, Alg::ES256 | Alg::RS256)
+        alg.envoy_verifies()
     }
     /// Proxy-wide shared data (the replay ledger). Hosts without it fail, and rules that need
     /// the ledger then deny.

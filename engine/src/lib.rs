@@ -102,9 +102,6 @@ pub struct Engine {
     pub config: Config,
     /// Whether signatures go to the host's `verify_signature` (decided once, at start-up).
     pub host_crypto: bool,
-    /// Whether every replay check goes out as a `/v1/replay` call, as `replay_scope: cluster` does:
-    /// for adapters that answer it from a store shared by their instances (the JS edge's ledger).
-    pub shared_replay: bool,
     /// Keys, revocations, nonce key, audit queue: shared with the other workers of the
     /// configuration where the host has threads (the native module), this engine's own otherwise.
     state: Arc<SharedState>,
@@ -130,7 +127,6 @@ impl Engine {
         Engine {
             config,
             host_crypto: false,
-            shared_replay: false,
             state,
             cache,
             cache_generation: Cell::new(0),
@@ -166,6 +162,14 @@ impl Engine {
             engine.state.set_nonce_key(key);
         }
         Ok(engine)
+    }
+
+    /// Sends every rule's replay check out as the `/v1/replay` call (`replay_scope: cluster`), for
+    /// an adapter that answers it from a store its instances share (the JS edge's ledger).
+    pub fn replay_through_calls(&mut self) {
+        for rule in self.config.rules.iter_mut().filter(|r| r.replay != Replay::None) {
+            rule.replay_scope = rules::ReplayScope::Cluster;
+        }
     }
 
     /// The state this engine shares with the other workers of its configuration.

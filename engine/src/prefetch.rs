@@ -56,11 +56,19 @@ impl<H: Host> HostVerifier for Recorder<'_, H> {
     }
 }
 
+/// The host calls `verify` makes through a verifier that stands for `host` and answers `answer`
+/// to each.
+pub fn record_jobs(host: &impl Host, answer: bool, verify: impl FnOnce(&dyn HostVerifier)) -> Vec<SignatureJob> {
+    let recorder = Recorder::new(host, answer);
+    verify(&recorder);
+    recorder.jobs.into_inner()
+}
+
 /// The calls `Engine::start` makes to test `host`'s `verify_signature`.
 pub fn self_test_jobs(host: &impl Host) -> Vec<SignatureJob> {
-    let recorder = Recorder::new(host, true);
-    jitgate_token::alg::host_self_test(&recorder);
-    recorder.jobs.into_inner()
+    record_jobs(host, true, |v| {
+        jitgate_token::alg::host_self_test(v);
+    })
 }
 
 impl Engine {
@@ -76,18 +84,18 @@ impl Engine {
             return Vec::new();
         }
         let req = Request::from_headers(headers, None);
-        let recorder = Recorder::new(host, false);
-        if let SingleHeader::One(value) = req.authorization {
-            if let Ok((_, token)) = credential(value, self.config.max_token_bytes) {
-                let cached = self.cache.borrow().holds(token, now_s);
-                if let (false, Some((verifier, _))) = (cached, self.state.verifier()) {
-                    let _ = verifier.check_signature(token, Some(&recorder));
+        record_jobs(host, false, |recorder| {
+            if let SingleHeader::One(value) = req.authorization {
+                if let Ok((_, token)) = credential(value, self.config.max_token_bytes) {
+                    let cached = self.cache.borrow().holds(token, now_s);
+                    if let (false, Some((verifier, _))) = (cached, self.state.verifier()) {
+                        let _ = verifier.check_signature(token, Some(recorder));
+                    }
                 }
             }
-        }
-        if let SingleHeader::One(proof) = req.dpop {
-            let _ = dpop::verify_proof(proof, Some(&recorder));
-        }
-        recorder.jobs.into_inner()
+            if let SingleHeader::One(proof) = req.dpop {
+                let _ = dpop::verify_proof(proof, Some(recorder));
+            }
+        })
     }
 }

@@ -103,22 +103,18 @@ pub fn is_normalized(path: &str) -> bool {
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return false;
     }
-    let lower_has = |needle: &[u8]| path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle));
-    let smuggled = [b"%2e", b"%2f", b"%5c", b"%00", b"%3b", b"%25"].iter().any(|n| lower_has(*n));
-    !smuggled && !escapes_unreserved(path) && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    !path.as_bytes().windows(3).any(smuggling_escape) && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
 }
 
-/// An escaped unreserved character (`%61` for `a`) is not in normal form (RFC 3986 §6.2.2.2): an
-/// upstream that decodes it sees another path than the rules did. Envoy's `normalize_path`
-/// decodes them first; hosts without it (the JS edge) must refuse them.
-fn escapes_unreserved(path: &str) -> bool {
-    let hex = |b: u8| (b as char).to_digit(16);
-    path.as_bytes().windows(3).any(|w| match w {
-        [b'%', h, l] => hex(*h).zip(hex(*l)).is_some_and(|(h, l)| {
-            let c = (h * 16 + l) as u8;
-            c.is_ascii_alphanumeric() || b"-._~".contains(&c)
-        }),
-        _ => false,
+/// `%XX` that an upstream may decode into another path than the rules saw: `/`, `\`, `;`, `%`,
+/// NUL, and unreserved characters such as `%2e` or `%61` (RFC 3986 §6.2.2.2: not in normal
+/// form; Envoy's `normalize_path` decodes them first, hosts without it, the JS edge, must refuse).
+fn smuggling_escape(w: &[u8]) -> bool {
+    let hex = |b: &u8| (*b as char).to_digit(16);
+    let [b'%', h, l] = w else { return false };
+    hex(h).zip(hex(l)).is_some_and(|(h, l)| {
+        let c = (h * 16 + l) as u8;
+        c.is_ascii_alphanumeric() || b"-._~/\\;%\0".contains(&c)
     })
 }
 

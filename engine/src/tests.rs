@@ -591,3 +591,20 @@ fn signature_jobs_are_the_calls_the_decision_makes_and_change_nothing() {
     let wasm = Engine::start(wasm, &host).unwrap();
     assert!(wasm.signature_jobs(&host, view(&request), NOW).is_empty(), "wasm crypto needs no host");
 }
+
+#[test]
+fn replay_through_calls_sends_every_replay_rule_to_the_replay_call() {
+    let key = SigningKey::generate(Alg::ES256, Some("k1")).unwrap();
+    let extra = json!({"rules": [{"name": "once", "path": {"prefix": "/once"}, "replay": "single_use"},
+                                 {"name": "plain", "path": {"prefix": "/plain"}}]});
+    let config = Config::parse(config_json(&key, extra).to_string().as_bytes()).unwrap();
+    let host = RecordingHost::default();
+    let mut engine = Engine::new(config);
+    engine.replay_through_calls();
+    let bearer = format!("Bearer {}", mint(&key, "at+jwt", &claims("orders:read")).unwrap());
+    let once = engine.on_request_headers(&host, view(&headers("GET", "/once", &[("authorization", &bearer)])));
+    let Action::Call(call, _) = once else { panic!("expected the replay call, got {once:?}") };
+    assert_eq!(call.path, sidecar::PATH_REPLAY);
+    let plain = engine.on_request_headers(&host, view(&headers("GET", "/plain", &[("authorization", &bearer)])));
+    assert!(matches!(plain, Action::Continue { .. }), "a rule without replay asks nobody: {plain:?}");
+}

@@ -68,9 +68,12 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
     match envoy {
-        Some(_) => println!(
-            "harness+envoy: {} passed, {} failed ({} requests sent to envoy)",
-            report.passed, report.failed, report.envoy_requests
+        Some(e) => println!(
+            "harness+{0}: {1} passed, {2} failed ({3} requests sent to {0})",
+            e.name(),
+            report.passed,
+            report.failed,
+            report.envoy_requests
         ),
         None => println!("harness: {} passed, {} failed", report.passed, report.failed),
     }

@@ -780,6 +780,15 @@ pub struct EnvoyHost {
 }
 
 impl EnvoyHost {
+    /// What the report calls the second host.
+    pub fn name(&self) -> &'static str {
+        if self.edge {
+            "edge"
+        } else {
+            "envoy"
+        }
+    }
+
     fn counters(&self) -> Result<BTreeMap<String, i64>> {
         let r = http::request(&self.admin, "GET", "/stats/prometheus", &Vec::new(), b"", Duration::from_secs(5))?;
         Ok(String::from_utf8_lossy(&r.body)
@@ -920,7 +929,7 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
         }
         if let Some(envoy) = envoy {
             if !envoy.log_matches(&regex) {
-                problems.push(format!("[envoy] no line of {} matches /{re}/", envoy.log.display()));
+                problems.push(format!("[{}] no line of {} matches /{re}/", envoy.name(), envoy.log.display()));
             }
         }
         let label = "plugin refuses to start, log names the cause";
@@ -965,31 +974,31 @@ pub fn run(harness: &Harness, wasm: &Path, path: &Path, envoy: Option<&EnvoyHost
             harness_nonce = Some(n.to_owned());
         }
         let mut envoy_status = String::new();
-        match envoy {
-            Some(_) if travelled => envoy_status = " | envoy skipped: virtual clock".into(),
-            Some(envoy) if envoy.edge && case.proxy_only.is_some() => {
-                envoy_status = format!(" | envoy skipped: {}", case.proxy_only.as_deref().unwrap_or_default());
-            }
-            Some(envoy) => {
+        match (envoy, case.proxy_only.as_deref()) {
+            (Some(envoy), _) if travelled => envoy_status = format!(" | {} skipped: virtual clock", envoy.name()),
+            (Some(envoy), Some(reason)) if envoy.edge => envoy_status = format!(" | edge skipped: {reason}"),
+            (Some(envoy), _) => {
+                let name = envoy.name();
                 report.envoy_requests += 1;
                 let sent = s.request(case, &envoy_minted, unix_now(), &mut serial, envoy_nonce.as_deref());
                 match sent.and_then(|(h, t)| Ok((envoy.run(case.worker, h, &case.expect)?, t))) {
-                    Err(e) => problems.push(format!("[envoy] request failed: {e:#}")),
+                    Err(e) => problems.push(format!("[{name}] request failed: {e:#}")),
                     Ok((envoy_obs, tokens)) => {
-                        envoy_status = format!(" | envoy {}", envoy_obs.status);
+                        envoy_status = format!(" | {name} {}", envoy_obs.status);
                         if let Some(n) = envoy_obs.header("dpop-nonce") {
                             envoy_nonce = Some(n.to_owned());
                         }
                         let found = check(&case.expect, &envoy_obs, &tokens);
-                        problems.extend(found.into_iter().map(|p| format!("[envoy] {p}")));
+                        problems.extend(found.into_iter().map(|p| format!("[{name}] {p}")));
                         let (a, b) = (harness_obs.signature(&case.expect), envoy_obs.signature(&case.expect));
                         for (x, y) in a.iter().zip(b.iter()).filter(|(x, y)| x != y) {
-                            problems.push(format!("hosts disagree:\n      harness: {x}\n      envoy:   {y}"));
+                            let label = format!("{name}:");
+                            problems.push(format!("hosts disagree:\n      harness: {x}\n      {label:<8} {y}"));
                         }
                     }
                 }
             }
-            None => {}
+            (None, _) => {}
         }
         let tag = format!("[harness {}{envoy_status}]", harness_obs.status);
         if problems.is_empty() {

@@ -40,6 +40,12 @@ impl Alg {
         self == Alg::HS256
     }
 
+    /// Whether Envoy's `verify_signature` takes it: ES256 and RS256 (it uses the key's default
+    /// padding, and has no Ed25519). The default of every host verifier.
+    pub fn envoy_verifies(self) -> bool {
+        matches!(self, Alg::ES256 | Alg::RS256)
+    }
+
     /// The `hash` argument a host verifier gets: `"sha256"` for ES256 (DER signature) and RS256,
     /// as Envoy's `verify_signature` takes them; the other schemes by name, for hosts that
     /// declare them (`HostVerifier::handles`).
@@ -139,10 +145,9 @@ pub trait HostVerifier {
     /// `host_scheme`. `None` when the host could not answer; the caller then verifies in Rust.
     fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool>;
 
-    /// Whether this host is asked about `alg` at all: Envoy's `verify_signature` takes ES256 and
-    /// RS256 only (it uses the key's default padding, and has no Ed25519).
+    /// Whether this host is asked about `alg` at all (by default what Envoy's takes).
     fn handles(&self, alg: Alg) -> bool {
-        matches!(alg, Alg::ES256 | Alg::RS256)
+        alg.envoy_verifies()
     }
 }
 
