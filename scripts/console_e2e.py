@@ -4,7 +4,10 @@ real sidecar and real Envoy (wasm filter): alice signs in at the development iss
 for access (a bad, then a good justification), bob approves from his queue, alice gets a token and
 a request through Envoy passes, an admin revokes it in the console and Envoy refuses the next
 request within the poll interval; alice cannot approve her own request (no button, and a forged
-POST is refused), and a POST without the CSRF token is refused. Then a second sidecar signs people
+POST is refused), and a POST without the CSRF token is refused. A sign-in belongs to the browser
+that started it: its callback completed by another browser or client (login CSRF) signs nobody in;
+a flood of started sign-ins from one address does not lock others out; junk user names do not stop
+the provider's lockout from counting; over https the cookies are `__Host-` cookies. Then a second sidecar signs people
 in at an external OpenID provider (panva/oidc-provider under Node, scripts/idp/): carol signs in
 there, her `roles` claim becomes her groups, and her console token passes Envoy. Screenshots of
 the main pages go to docs/console/. Run with the project virtualenv's Python (Selenium is installed there).
@@ -22,23 +25,23 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from jitgate_env import ROOT, Sidecar, Stack, check, free_port, run_checks, run_dir, wait_port
 
 SHOTS = ROOT / "docs" / "console"
 USERS = {"alice": (["sre"], "alice-password-1"), "bob": (["sre-leads"], "bob-password-12"),
-         "sam": (["secops"], "sam-password-123")}
+         "sam": (["secops"], "sam-password-123"), "erin": (["sre"], "erin-password-12")}
 
 
-def browser(profile: str):
+def browser(profile: str, *extra: str):
     o = Options()
     o.binary_location = "/usr/bin/chromium"
     # This machine has no outside network: Chromium's background fetches are switched off.
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--window-size=1280,1000", f"--user-data-dir={profile}"):
+              "--window-size=1280,1000", f"--user-data-dir={profile}", *extra):
         o.add_argument(a)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
 
@@ -100,6 +103,128 @@ def post(port, path, fields, cookie=None):
     return r.status, body
 
 
+def plain(port, method, path, fields=None, cookies=None, source="127.0.0.1"):
+    """One plain HTTP request from `source` (any 127.0.0.0/8 address is this machine): the status,
+    the Location, the cookies set by name (their whole Set-Cookie line) and the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    headers, body = {}, None
+    if fields is not None:
+        body = urllib.parse.urlencode(fields)
+        headers["content-type"] = "application/x-www-form-urlencoded"
+    if cookies:
+        headers["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    try:
+        conn.request(method, path, body, headers)
+        r = conn.getresponse()
+        text = r.read().decode(errors="replace")
+        set_cookies = {c.split("=", 1)[0]: c for c in r.headers.get_all("set-cookie") or []}
+        return r.status, r.getheader("location"), set_cookies, text
+    finally:
+        conn.close()
+
+
+def path_of(url):
+    u = urllib.parse.urlsplit(url)
+    return f"{u.path}?{u.query}"
+
+
+def session_set(set_cookies):
+    return any(k.endswith("jitgate_console") and "Max-Age=0" not in v for k, v in set_cookies.items())
+
+
+def stopped_before_callback(port, user):
+    """A sign-in taken up to the provider's redirect and stopped there (what an attacker does):
+    the callback URL, and the cookies `/ui/login` gave the client that started it."""
+    _, authorize, set_cookies, _ = plain(port, "GET", "/ui/login")
+    jar = {k: v.split(";")[0].split("=", 1)[1] for k, v in set_cookies.items()}
+    fields = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(authorize).query))
+    fields.update(username=user, password=USERS[user][1])
+    _, callback, _, _ = plain(port, "POST", "/dev-idp/authorize", fields=fields)
+    return callback, jar
+
+
+def sign_in_belongs_to_its_browser(base, port, victim):
+    """Login CSRF: bob signs in at the provider and stops before the redirect; whoever follows his
+    callback URL without his sign-in's cookie is signed in as nobody."""
+    callback, _ = stopped_before_callback(port, "bob")
+    victim.get(callback)
+    victim.get(f"{base}/ui/")
+    at_sign_in = bool(victim.find_elements(By.ID, "password"))
+    check("bob's callback URL opened in another browser: signed in as nobody (the sign-in page again)",
+          at_sign_in and victim.get_cookie("jitgate_console") is None,
+          "sign-in page" if at_sign_in else victim.find_element(By.TAG_NAME, "body").text[:80])
+    callback, jar = stopped_before_callback(port, "bob")
+    status, _, set_cookies, _ = plain(port, "GET", path_of(callback))
+    check("... completed by a client without the sign-in's cookie: 4xx and no session",
+          400 <= status < 500 and not session_set(set_cookies), f"{status}, cookies {sorted(set_cookies)}")
+    status, _, set_cookies, _ = plain(port, "GET", path_of(callback), cookies=jar)
+    check("... completed by the client that started it: signed in", status == 303 and session_set(set_cookies),
+          f"{status}")
+
+
+def flood_of_sign_ins(base, port, victim):
+    """1,000 sign-ins started from one address (no credentials needed) crowd nobody else out."""
+    statuses = {plain(port, "GET", "/ui/login", source="127.0.0.2")[0] for _ in range(1000)}
+    check("1,000 sign-ins started from 127.0.0.2 are each sent to the provider", statuses == {303}, f"{statuses}")
+    try:
+        ok, seen = sign_in(victim, base, "alice"), ""
+    except TimeoutException:
+        ok, seen = False, victim.find_element(By.TAG_NAME, "body").text[:100]
+    check("then alice, from 127.0.0.1, signs in in her browser", ok, seen)
+
+
+def lockout_after_junk_names(port):
+    """Failures for 1,000 made-up user names first, then six wrong passwords for erin: locked out."""
+    if time.time() % 60 > 30:  # the lockout counts per minute: start with the minute's room ahead
+        time.sleep(60 - time.time() % 60)
+    _, authorize, _, _ = plain(port, "GET", "/ui/login")
+    fields = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(authorize).query))
+    junk = {plain(port, "POST", "/dev-idp/authorize", fields={**fields, "username": f"junk-{i}", "password": "x"})[0]
+            for i in range(1000)}
+    wrong = [plain(port, "POST", "/dev-idp/authorize", fields={**fields, "username": "erin", "password": "guess"})[0]
+             for _ in range(6)]
+    right = plain(port, "POST", "/dev-idp/authorize", fields={**fields, "username": "erin",
+                                                               "password": USERS["erin"][1]})
+    check("after 1,000 junk user names, six wrong passwords lock erin out, right password or not",
+          junk == {401} and wrong == [401] * 5 + [429] and right[0] == 429 and "Too many attempts" in right[3],
+          f"junk {junk}, wrong {wrong}, then the right one {right[0]}")
+
+
+def over_https(work, profiles):
+    """The console served over https: the sign-in and session cookies are `__Host-` cookies
+    (Secure, Path=/, no Domain), so a sibling subdomain cannot plant one; a real browser signs in."""
+    d = work / "https"
+    d.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", "tls.key", "-out", "tls.pem"], cwd=d, check=True, capture_output=True)
+    port = free_port()
+    base = f"https://127.0.0.1:{port}"
+    sc = Sidecar(d, port=port, dev_users=USERS,
+                 extra=f"tls: {{cert_file: tls.pem, key_file: tls.key}}\nconsole: {{public_url: '{base}'}}\n").start()
+    b = browser(f"{profiles}/https", "--ignore-certificate-errors")
+    try:
+        b.get(f"{base}/ui/")
+        WebDriverWait(b, 10).until(lambda d: d.find_elements(By.ID, "password"))
+        binding = b.get_cookie("__Host-jitgate_signin")
+        b.find_element(By.ID, "username").send_keys("alice")
+        b.find_element(By.ID, "password").send_keys(USERS["alice"][1])
+        submit(b, b.find_element(By.ID, "sign-in"))
+        WebDriverWait(b, 10).until(lambda d: d.find_elements(By.ID, "whoami") or d.find_elements(By.ID, "error"))
+        who = b.find_elements(By.ID, "whoami")
+        session = b.get_cookie("__Host-jitgate_console")
+        check("over https: signed in with `__Host-` cookies (Secure, Path=/) for the sign-in and the session",
+              who and "alice" in who[0].text and binding and binding.get("secure") and binding.get("path") == "/"
+              and binding.get("httpOnly")
+              and session and session.get("secure") and session.get("path") == "/" and session.get("httpOnly")
+              and b.get_cookie("jitgate_console") is None,
+              f"sign-in {binding and {k: binding[k] for k in ('path', 'secure')}}, "
+              f"session {session and {k: session[k] for k in ('path', 'secure', 'httpOnly')}}")
+    finally:
+        b.quit()
+        sc.stop()
+
+
 def main():
     work = run_dir("console")
     shutil.rmtree(work, ignore_errors=True)
@@ -114,6 +239,12 @@ def main():
             alice, bob, sam = (browser(f"{profiles}/{u}") for u in ("alice", "bob", "sam"))
             browsers += [alice, bob, sam]
             run(s, base, port, alice, bob, sam)
+            victim = browser(f"{profiles}/victim")
+            browsers.append(victim)
+            sign_in_belongs_to_its_browser(base, port, victim)
+            flood_of_sign_ins(base, port, victim)
+            lockout_after_junk_names(port)
+            over_https(work, profiles)
             carol = browser(f"{profiles}/carol")
             browsers.append(carol)
             run_external_provider(s, work, sc, carol)

@@ -116,17 +116,28 @@ PANIC_PROBE_DIR = ROOT / ".run" / "panic-probe"
 
 def run_native_panic():
     """A panic inside the module (the `panic-probe` test build, kept in .run/panic-probe by
-    e2e.sh) is caught at the FFI boundary: 503 with Retry-After, counted, and Envoy keeps serving."""
+    e2e.sh) is caught at the FFI boundary and poisons that stream's filter: on the request path
+    503 with Retry-After, on the response path the upstream's answer passes unchanged; either way
+    counted and logged, the poisoned state (the probe leaves a reply token in it) is never used
+    again, and Envoy keeps serving."""
     keys = Keys(run_dir("e2e-native-panic"))
     token = keys.mint(claims(scope="orders:read"))
     with Stack("e2e-native-panic", plugin_config(keys.jwks), native=True, native_dir=PANIC_PROBE_DIR) as s:
-        r = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}", "x-jitgate-panic-probe": "1"})
-        after = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status
+        r = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}", "x-jitgate-panic-probe": "request"})
         counted = "jitgate.native.panic: 1" in s.admin_get("/stats?filter=jitgate.native.panic")
         logged = "jitgate panic probe" in s.envoy_log.read_text()
-    check("native: a panic in the request hook answers 503 + Retry-After and is counted",
-          r.status == 503 and r.header("retry-after") == "1" and counted and logged,
-          f"{r.status} retry-after={r.header('retry-after')} counted={counted} logged={logged}")
+        check("native: a panic in the request hook answers 503 + Retry-After, counted and logged",
+              r.status == 503 and r.header("retry-after") == "1" and counted and logged,
+              f"{r.status} retry-after={r.header('retry-after')} counted={counted} logged={logged}")
+        check("native: the local 503's response hook leaves the poisoned state alone (no x-jit-token from it)",
+              r.status == 503 and r.header("x-jit-token") is None, f"x-jit-token={r.header('x-jit-token')}")
+        r = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}", "x-jitgate-panic-probe": "response"})
+        counted = "jitgate.native.panic: 2" in s.admin_get("/stats?filter=jitgate.native.panic")
+        logged = "jitgate: panic in the response hook" in s.envoy_log.read_text()
+        check("native: a panic in the response hook passes the upstream's answer through, counted and logged",
+              r.status == 200 and r.json().get("path") == "/orders/1" and counted and logged,
+              f"{r.status} counted={counted} logged={logged}")
+        after = s.request("GET", "/orders/1", {"authorization": f"Bearer {token}"}).status
     check("and Envoy keeps serving: the next request is decided", after == 200, f"{after}")
 
 

@@ -344,11 +344,11 @@ class Sidecar:
         return self.cli(*args, *(["--groups", groups] if groups else []))
 
     def call(self, method: str, path: str, body=None, token: str | None = None, form: dict | None = None,
-             raw: bool = False):
+             raw: bool = False, headers: dict | None = None):
         """One HTTP call; returns (status, parsed JSON body), or the body's text with `raw`. Calls
         to caller-only endpoints without an identity token are signed as a filter signs them."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        headers = {}
+        headers = dict(headers or {})
         data = None
         if form is not None:
             import urllib.parse
@@ -371,10 +371,10 @@ class Sidecar:
         finally:
             conn.close()
 
-    def exchange(self, subject: str, scope: str, **extra):
+    def exchange(self, subject: str, scope: str, headers: dict | None = None, **extra):
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject,
                 "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": scope, **extra}
-        return self.call("POST", "/v1/token", form=form)
+        return self.call("POST", "/v1/token", form=form, headers=headers)
 
 
 # Checks of the end-to-end scripts: each prints PASS/FAIL per check and `<name>: N passed, N failed`.

@@ -12,6 +12,7 @@ import time
 from jitgate_env import ROOT, Sidecar, Stack, check, cli, free_port, run_checks, run_dir, wait_port
 
 HOST = "api.example"  # both proxies serve one name, so a DPoP proof's htu is valid at either
+PUBLIC = "https://jitgate.example"  # both replicas serve one URL: a proof to one's token endpoint is good at either
 
 
 def plugin_config(sc):
@@ -64,7 +65,7 @@ def replica(work, name, redis_url):
     # One caller secret for the deployment, shared by both replicas.
     (work / "policy-24h.yaml").write_text(POLICY)
     sc = Sidecar(d, secret_file=work / "caller-secret", policy=work / "policy-24h.yaml",
-                 extra=f"keys_dir: ../keys\nstore: {redis_url}\naudit: {{stream_max: 1000}}\n")
+                 extra=f"keys_dir: ../keys\nstore: {redis_url}\naudit: {{stream_max: 1000}}\npublic_url: {PUBLIC}\n")
     return sc
 
 
@@ -113,7 +114,12 @@ def run(work, a, b, e1, e2):
 
     client = work / "client.json"
     client.write_text(cli("keygen", "--alg", "ES256"))
-    st, t = a.exchange(alice, "orders:write", dpop_jkt=cli("jkt", str(client)))
+    to_token = cli("dpop", "--key", str(client), "--htm", "POST", "--htu", f"{PUBLIC}/v1/token")
+    st, t = a.exchange(alice, "orders:write", headers={"dpop": to_token})
+    st2, again = b.exchange(alice, "orders:write", headers={"dpop": to_token})
+    check("a DPoP proof at A's token endpoint binds the token; replayed at B's, refused (shared ledger)",
+          st == 200 and t["token_type"] == "DPoP" and st2 == 400 and again.get("error_description") == "dpop_replayed",
+          f"{st} {t.get('token_type')}, then {st2} {again.get('error_description')}")
     bound = t["access_token"]
     proof = cli("dpop", "--key", str(client), "--htm", "POST", "--htu", f"http://{HOST}/transfers/7", "--token", bound)
     headers = {"host": HOST, "authorization": f"DPoP {bound}", "dpop": proof}

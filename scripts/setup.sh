@@ -49,7 +49,7 @@ if ! .venv/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ !=
   .venv/bin/pip install -q --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
 fi
 # Node packages from the lockfile, again only when it changed.
-for dir in scripts/idp edge; do
+for dir in scripts/idp scripts/oauth edge; do
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
     log "installing the Node packages of $dir (npm ci)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)

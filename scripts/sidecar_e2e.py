@@ -7,7 +7,8 @@
 - a filter that starts cold against a feed of 1,000,000 revocations (a generated store) becomes
   ready on every worker, with a revocation from the last page enforced;
 - every audit decision accounted for at Envoy's warn log level (`jitgate.audit.dropped`) and the
-  decision-latency histogram in Envoy's stats.
+  decision-latency histogram in Envoy's stats;
+- a captured signed call is good once, however its `Authorization` header is re-spelled.
 
 Measurements are printed and written to .run/sidecar/measurements.json. Prints
 `sidecar: N passed, N failed`.
@@ -19,7 +20,8 @@ import subprocess
 import time
 import http.client
 
-from jitgate_env import ISSUER, AUDIENCE, Keys, Sidecar, Stack, check, claims, plugin_config, run_checks, run_dir
+from jitgate_env import (ISSUER, AUDIENCE, Keys, Sidecar, Stack, check, claims, plugin_config, run_checks, run_dir,
+                         sign)
 
 measured = {}
 WORKLOAD = "spiffe://cluster.local/ns/edge/sa/envoy"
@@ -203,10 +205,62 @@ def audit_at_warn(work):
     check("the decision-latency histogram counts every decision", count == 25, f"count {count}")
 
 
+def respelled(signed: str) -> dict:
+    """One signed `Authorization` value spelled three other ways the old parser accepted."""
+    scheme, fields = signed.split(" ", 1)
+    parts = fields.split(", ")
+    ts = next(p for p in parts if p.startswith("ts="))
+    return {"fields reversed": f"{scheme} {', '.join(reversed(parts))}",
+            "without spaces": f"{scheme} {','.join(parts)}",
+            "ts with leading zeros": signed.replace(ts, "ts=0" + ts[3:])}
+
+
+def replayed_signed_calls(work):
+    """A signed call captured on the wire is good once: replayed verbatim or re-spelled, 401."""
+    d = work / "respell"
+    d.mkdir()
+    sc = Sidecar(d).start()
+    try:
+        def send(method, path, auth, body=b""):
+            conn = http.client.HTTPConnection("127.0.0.1", sc.port, timeout=10)
+            try:
+                conn.request(method, path, body=body or None, headers={"authorization": auth,
+                                                                       "content-type": "application/json"})
+                r = conn.getresponse()
+                body = json.loads(r.read() or b"{}")
+                return r.status, body.get("error_description", "")
+            finally:
+                conn.close()
+
+        for method, path, body in (("GET", "/v1/dpop-nonce-key", b""),
+                                   ("POST", "/v1/audit", json.dumps([{
+                                       "ts": "2026-12-01T10:00:00.000Z", "event": "access.allow",
+                                       "request_id": "r-respelled", "reason": "verified", "status": 200,
+                                       "rule": "orders", "sub": "alice", "jti_hash": "ab" * 16, "grant": "g-1",
+                                       "scopes_required": ["orders:read"], "scopes_granted": "orders:read",
+                                       "method": "GET", "authority": "api", "path": "/orders/1",
+                                       "client": "127.0.0.1:5555", "token_exp": int(time.time()) + 300,
+                                       "replay": "none", "break_glass": False, "latency_us": 10}]).encode())):
+            signed = sign("filters", sc.secret, method, path, body)
+            (first, _), verbatim = send(method, path, signed, body), send(method, path, signed, body)
+            again = {how: send(method, path, v, body) for how, v in respelled(signed).items()}
+            # Verbatim, the one-use store refuses it; re-spelled, the parser (one spelling only).
+            check(f"{method} {path}: a signed call passes once; replayed verbatim or re-spelled, 401",
+                  first == 200 and verbatim[0] == 401 and "already used" in verbatim[1]
+                  and all(st == 401 and "malformed" in why for st, why in again.values()),
+                  f"first {first}, verbatim {verbatim}, {again}")
+        shipped = [json.loads(l) for l in sc.audit_file.read_text().splitlines()]
+        batches = [e for e in shipped if e["event"].get("request_id") == "r-respelled"]
+        check("the audit batch was stored once", len(batches) == 1, f"{len(batches)} copies")
+    finally:
+        sc.stop()
+
+
 def main():
     work = run_dir("sidecar")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    replayed_signed_calls(work)
     audit_at_warn(work)
     mtls(work)
     cold_start(work)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints, unit tests, Wycheproof vectors, the harness's own tests, the
 # scenario files in the wasm harness, the wasm size budget, the same scenarios in real Envoy, the
-# JIT loop with the real sidecar and Redis (and driven by the `jitgate` CLI), the web console in a
+# JIT loop with the real sidecar and Redis (and driven by the `jitgate` CLI and by openid-client), the web console in a
 # real browser (development and external OpenID sign-in), the benchmark smoke, and every fuzz
 # target briefly.
 # Installs what it needs first (scripts/setup.sh).
@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-echo "== format and lints (panics denied in token/ and plugin/)"
+echo "== format and lints (panics denied in every crate; the wasm crates also for their targets)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p jitgate-filter --target wasm32-wasip1 -- -D warnings
+cargo clippy -p jitgate-edge --target wasm32-unknown-unknown -- -D warnings
 
 echo "== wasm builds (the filter, and the harness's probe filter for both wasm targets)"
 cargo build --release --target wasm32-wasip1 -p jitgate-filter -p jitgate-probe-filter
@@ -30,7 +31,7 @@ cargo run -q -p jitgate-harness -- run host-tests/scenarios/*.yaml --wasm target
 echo "== the same scenarios in real Envoy, compared with the harness"
 scripts/e2e.sh
 
-echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations; the jitgate CLI through Envoy"
+echo "== the JIT loop: real sidecar, real Envoy, revocation, outage, audit shipping; replicas on Redis; mTLS, 1M revocations; the jitgate CLI and an OAuth client library (openid-client) through Envoy"
 scripts/loop_e2e.sh
 
 echo "== the web console in headless Chromium, with an external OpenID provider (the webhook tests ran with the unit tests)"

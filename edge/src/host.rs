@@ -118,6 +118,7 @@ impl Host for EdgeHost {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     #[test]

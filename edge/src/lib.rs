@@ -25,6 +25,12 @@ pub struct Gate {
     shared_ledger: bool,
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("shared_ledger", &self.shared_ledger).finish_non_exhaustive()
+    }
+}
+
 #[wasm_bindgen]
 impl Gate {
     /// The plugin configuration as JSON; errors name the field, as in Envoy. `self_test`:
@@ -143,6 +149,12 @@ pub struct Paused {
     continuation: Continuation,
     key: String,
     until: u64,
+}
+
+impl std::fmt::Debug for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paused").field("key", &self.key).field("until", &self.until).finish_non_exhaustive()
+    }
 }
 
 #[wasm_bindgen]

@@ -1,6 +1,7 @@
 // The shared replay ledger on a real Redis (Debian's redis-server, started here): two gates stand
-// for two isolates; a single-use token or a DPoP proof passes once across both, the keys expire
-// with what they stand for, and a store that is down or full answers 503 (fail closed).
+// for two isolates; a single-use token or a DPoP proof passes once across both (also in its last
+// fresh second), the keys expire with what they stand for and never sooner than the engine's
+// minimum, and a store that is down or full answers 503 (fail closed).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -79,6 +80,31 @@ test('a DPoP proof passes once across isolates', async () => {
   assert.deepEqual([again.status, again.audit[0].reason], [401, 'dpop_replayed']);
   const fresh = { ...headers, dpop: client.proof('POST', 'https://api.example/pay', t) };
   assert.equal((await check(isolates[1], 'https://api.example/pay', fresh)).allow, true, 'a new proof passes');
+});
+
+test('a key claimed at or past its until is still kept for the engine\'s minimum lifetime', async () => {
+  const ledger = redisLedger(client);
+  const now = Math.floor(Date.now() / 1000);
+  for (const [i, until] of [now, now - 30].entries()) {
+    const key = `past-until-${i}`;
+    assert.equal(await ledger.claim(key, until), 'fresh');
+    assert.equal(await ledger.claim(key, until), 'seen', `until ${until - now} s from now`);
+    const ttl = await client.sendCommand(['PTTL', `jitgate:replay:${key}`]);
+    assert.ok(ttl > 0 && ttl <= 1000, `kept ${ttl} ms`);
+  }
+});
+
+test('a DPoP proof in its last fresh second passes once across isolates', async () => {
+  const dpop = dpopClient();
+  const t = mint(claims({ cnf: { jkt: dpop.jkt } }));
+  // Fresh through iat + max age (60 s) + skew (the default 30 s): this is that second, just begun.
+  await new Promise((r) => setTimeout(r, 1005 - (Date.now() % 1000)));
+  const iat = Math.floor(Date.now() / 1000) - 60 - 30;
+  const headers = { authorization: `DPoP ${t}`, dpop: dpop.proof('POST', 'https://api.example/pay', t, undefined, iat) };
+  const first = await check(isolates[0], 'https://api.example/pay', headers);
+  assert.equal(first.allow, true, JSON.stringify(first.audit));
+  const again = await check(isolates[1], 'https://api.example/pay', headers);
+  assert.deepEqual([again.status, again.audit[0].reason], [401, 'dpop_replayed']);
 });
 
 test('a full store is a 503 ledger_full; a store that is down is a 503 (fail closed)', async () => {

@@ -36,8 +36,8 @@ export function dpopClient() {
   const keys = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const { crv, kty, x, y } = keys.publicKey.export({ format: 'jwk' });
   const jkt = b64(crypto.createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest());
-  const proof = (method, htu, token, jti = crypto.randomUUID()) => mint(
-    { jti, htm: method, htu, iat: Math.floor(Date.now() / 1000),
+  const proof = (method, htu, token, jti = crypto.randomUUID(), iat = Math.floor(Date.now() / 1000)) => mint(
+    { jti, htm: method, htu, iat,
       ath: b64(crypto.createHash('sha256').update(token).digest()) },
     { typ: 'dpop+jwt', alg: 'ES256', jwk: { crv, kty, x, y } }, keys.privateKey);
   return { jkt, proof };

@@ -11,7 +11,7 @@ use crate::request::{credential, header_safe, Request, Scheme, SingleHeader};
 use crate::rules::{self, Replay, ReplayScope, Rule};
 use crate::sidecar::{self, Call};
 use crate::{Awaiting, ClusterReplay, Engine, Inputs};
-use jitgate_token::dpop::{self, DpopError};
+use jitgate_token::dpop::{self, DpopError, NONCE_STEP_S};
 use jitgate_token::{AccessToken, HostVerifier};
 use std::rc::Rc;
 
@@ -51,9 +51,6 @@ pub(crate) struct CheckedProof {
     proof: dpop::Proof,
     htu: String,
 }
-
-/// Server nonces are valid for their 60 s step and the next.
-const NONCE_STEP_S: u64 = 60;
 
 impl Engine {
     /// Signature (or a cache hit) then claims, for the token of a request on `rule`.
@@ -152,12 +149,15 @@ impl Engine {
             (Replay::Dpop, Some(p)) => {
                 // Keyed by the proof's key too, so nobody can pre-burn another client's proof jti.
                 let nonce = ledger::nonce_hash("dpop", &[&p.proof.jkt, &p.proof.jti, &p.htu]);
-                let until = p.proof.iat.saturating_add(rule.dpop_max_age_s).saturating_add(skew);
+                // A proof is accepted through the second iat + max_age + skew (stale only after).
+                let until = p.proof.stale_from(rule.dpop_max_age_s, skew);
                 (nonce, until, 1, Reason::Dpop(DpopError::Replayed))
             }
             (Replay::Dpop, None) => return Ok(Reason::DpopRequired),
             (Replay::None, _) => return Ok(Reason::Verified),
         };
+        // `until` is the first second the token or proof no longer passes; never sooner than this.
+        let until = until.max(now_s.saturating_add(ledger::MIN_LIFETIME_S));
         if rule.replay_scope == ReplayScope::Cluster {
             // The sidecar's ledger counts one use per key: `jit.uses` is a local-ledger feature.
             return match asked {

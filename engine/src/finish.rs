@@ -47,6 +47,11 @@ impl Engine {
                 dpop: d.rule.is_some_and(|r| r.replay == Replay::Dpop),
                 nonce: d.nonce.as_deref(),
                 access_request: d.access_request.as_deref(),
+                resource_metadata: self
+                    .config
+                    .resource_metadata
+                    .as_ref()
+                    .map(|m| d.rule.and_then(|r| r.resource_metadata.as_deref()).unwrap_or(m.root_url.as_str())),
             };
             Action::Respond(response::deny(d.reason, &self.config.realm, req.request_id, challenge))
         };
@@ -54,7 +59,7 @@ impl Engine {
         action
     }
 
-    fn record(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, action: &Action, start: u64) {
+    pub(crate) fn record(&self, host: &impl Host, req: &Request<'_>, d: &Decision<'_>, action: &Action, start: u64) {
         let allow = d.reason.is_allow();
         let code = d.reason.code();
         host.count(if allow { Metric::Allow } else { Metric::Deny(code) });

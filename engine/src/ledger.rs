@@ -15,6 +15,9 @@ pub const ENTRY_BYTES: usize = 17;
 const HEADER_BYTES: usize = 8;
 /// CAS attempts before giving up (each failure means another worker just wrote this bucket).
 const MAX_ATTEMPTS: usize = 32;
+/// The shortest time any ledger (this one, the sidecar's, a shared store at the edge) is asked to
+/// keep a key: a key is kept while `now < until`, and `until` is at least `now + MIN_LIFETIME_S`.
+pub const MIN_LIFETIME_S: u64 = 1;
 /// `cas` for creating a key only if it does not exist: an existing key's CAS never reaches it in
 /// practice (cpp-host counts up from 1 per write), so an existing bucket is left alone.
 pub const CREATE_ONLY_CAS: u32 = u32::MAX;

@@ -255,6 +255,14 @@ impl Engine {
         let start = host.now_nanos();
         let now_s = start / 1_000_000_000;
         let req = Request::from_headers(headers, self.subject_header());
+        if let Some(doc) =
+            self.config.resource_metadata.as_ref().and_then(|m| m.document(req.method, rules::path_only(req.path)))
+        {
+            // The filter's own answer, recorded like every other (allowed; nothing goes upstream).
+            let action = Action::Respond(response::metadata(&doc.body));
+            self.record(host, &req, &Decision::new(Reason::ResourceMetadata, None), &action, start);
+            return action;
+        }
         let mut d = self.decide(host, &req, now_s, inputs);
         if let Some((call, awaiting, exchange_key)) = d.call.take() {
             let exchanged = d.exchanged.take();

@@ -11,6 +11,8 @@ pub enum Reason {
     Verified,
     /// Allowed: no rule matched and `default` is `allow`.
     DefaultAllow,
+    /// Answered by the filter itself: a protected resource metadata document (RFC 9728).
+    ResourceMetadata,
     MissingCredential,
     DuplicateAuthorization,
     MalformedAuthorization,
@@ -107,6 +109,7 @@ impl Reason {
             Reason::Public => "public",
             Reason::Verified => "verified",
             Reason::DefaultAllow => "default_allow",
+            Reason::ResourceMetadata => "resource_metadata",
             Reason::MissingCredential => "missing_credential",
             Reason::DuplicateAuthorization => "duplicate_authorization",
             Reason::MalformedAuthorization => "malformed_authorization",
@@ -134,7 +137,7 @@ impl Reason {
     }
 
     pub fn is_allow(self) -> bool {
-        matches!(self, Reason::Public | Reason::Verified | Reason::DefaultAllow)
+        matches!(self, Reason::Public | Reason::Verified | Reason::DefaultAllow | Reason::ResourceMetadata)
     }
 }
 

@@ -33,6 +33,19 @@ pub struct Challenge<'a> {
     pub nonce: Option<&'a str>,
     /// The pending access request of `approval_pending`.
     pub access_request: Option<&'a str>,
+    /// Where the protected resource metadata of the route is (RFC 9728 §5.1).
+    pub resource_metadata: Option<&'a str>,
+}
+
+/// A protected resource metadata document (RFC 9728 §3.2): public, cacheable, readable from any
+/// origin (browser-based clients discover it too).
+pub fn metadata(body: &str) -> LocalResponse {
+    let headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("cache-control", "public, max-age=300".to_owned()),
+        ("access-control-allow-origin", "*".to_owned()),
+    ];
+    LocalResponse { status: 200, headers, body: body.to_owned() }
 }
 
 /// Builds the response for a deny `reason`.
@@ -61,7 +74,9 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> 
         | Reason::RevocationStale
         | Reason::KeysUnavailable
         | Reason::SidecarUnavailable => (503, "temporarily_unavailable", false),
-        Reason::Public | Reason::Verified | Reason::DefaultAllow => (500, "server_error", false),
+        Reason::Public | Reason::Verified | Reason::DefaultAllow | Reason::ResourceMetadata => {
+            (500, "server_error", false)
+        }
     };
     let mut headers = vec![("content-type", "application/json".to_owned()), ("cache-control", "no-store".to_owned())];
     if status == 503 {
@@ -78,6 +93,9 @@ pub fn deny(reason: Reason, realm: &str, request_id: &str, c: Challenge<'_>) -> 
         }
         if dpop {
             ch.push_str(&format!(", algs=\"{}\"", jitgate_token::dpop::PROOF_ALGS));
+        }
+        if let Some(url) = c.resource_metadata {
+            ch.push_str(&format!(", resource_metadata=\"{url}\""));
         }
         headers.push(("www-authenticate", ch));
     }

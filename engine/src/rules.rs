@@ -26,6 +26,8 @@ pub struct Rule {
     pub dpop_nonce: bool,
     /// Where the replay ledger lives.
     pub replay_scope: ReplayScope,
+    /// The URL of this rule's protected resource metadata (RFC 9728), named in its challenges.
+    pub resource_metadata: Option<String>,
 }
 
 /// Which ledger remembers nonces: this proxy's shared data, or the sidecar's (all proxies).
@@ -135,6 +137,7 @@ mod tests {
             dpop_max_age_s: 60,
             dpop_nonce: false,
             replay_scope: ReplayScope::Local,
+            resource_metadata: None,
         }
     }
 

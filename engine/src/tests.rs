@@ -390,6 +390,27 @@ fn config_errors_name_the_field() {
         (json!({"sidecar": {"cluster": "c", "revocations": {"page_size": 0}}}), "sidecar.revocations.page_size"),
         (json!({"dpop_nonce_key": {"sidecar": true}}), "dpop_nonce_key"),
         (json!({"dpop_nonce_key": {"secret": "c2hvcnQ"}}), "dpop_nonce_key"),
+        (
+            json!({"resource_metadata": {"resource": "http://api.example", "authorization_servers": ["https://as"]}}),
+            "resource_metadata.resource",
+        ),
+        (
+            json!({"resource_metadata": {"resource": "https://api.example?x", "authorization_servers": ["https://as"]}}),
+            "resource_metadata.resource",
+        ),
+        (
+            json!({"resource_metadata": {"resource": "https://api.example", "authorization_servers": []}}),
+            "resource_metadata.authorization_servers",
+        ),
+        (
+            json!({"resource_metadata": {"resource": "https://api.example", "authorization_servers": ["https://a\"b"]}}),
+            "resource_metadata.authorization_servers[0]",
+        ),
+        (
+            json!({"resource_metadata": {"resource": "https://api.example", "authorization_servers": ["https://as"]},
+                   "rules": [{"name": "a", "path": {"exact": "/x"}, "host": "other.example"}]}),
+            "rules[0].host",
+        ),
         // A single-use rule under a 24 h TTL cap with 10 s epochs: 8,708 slots of 1024 x 256
         // entries would be 38.9 GB of shared memory when full.
         (
@@ -407,6 +428,11 @@ fn config_errors_name_the_field() {
         assert_eq!(e.field, field, "{patch}: {e}");
         assert!(e.to_string().contains(field));
     }
+    let loopback = json!({"resource": "http://[::1]", "authorization_servers": ["http://127.0.0.1:9180"]});
+    let mut c = base.clone();
+    c["resource_metadata"] = loopback;
+    let m = Config::parse(c.to_string().as_bytes()).unwrap().resource_metadata.unwrap();
+    assert_eq!(m.root_url, "http://[::1]/.well-known/oauth-protected-resource", "plain http on loopback");
     assert_eq!(Config::parse(b"").unwrap_err().field, "(document)");
     assert_eq!(Config::parse(br#"{"issuer":"a","issuer":"b"}"#).unwrap_err().field, "(document)");
     let e = Config::parse(br#"{"issuer":"a"}"#).unwrap_err();

@@ -885,8 +885,10 @@ impl EnvoyHost {
             if e.filter_state.is_empty() { BTreeMap::new() } else { self.filter_state(&get("x-request-id")) };
         Ok(Observed {
             status: u32::from(r.status),
-            response_headers: if r.status == 200 { Vec::new() } else { r.headers },
-            body: if r.status == 200 { String::new() } else { body },
+            // The echo upstream's own headers and body are not the filter's answer; a 200 the
+            // filter gave itself (a metadata document) is.
+            response_headers: if upstream.is_some() { Vec::new() } else { r.headers },
+            body: if upstream.is_some() { String::new() } else { body },
             upstream,
             logs,
             metrics,

@@ -1,15 +1,20 @@
 //! The part of Envoy's dynamic-module ABI (`source/extensions/dynamic_modules/abi/abi.h`, Envoy
 //! 1.40.0) that jitgate uses, declared by hand: the event hooks Envoy calls, the callbacks it
 //! exports, and safe wrappers over them. Every `unsafe` block of the crate is here. No panic
-//! crosses the boundary: each hook runs under `catch_unwind`, and a caught panic answers 503.
+//! crosses the boundary: each hook runs under `catch_unwind`, and a caught panic poisons that
+//! stream's filter (counted, logged): on the request path it answers 503 and so does every later
+//! request-path hook, on the response path the response passes unchanged; the poisoned state is
+//! never read again. Hooks see the filter only as `&StreamFilter`, since Envoy may call one hook
+//! from inside a callback another is making.
 #![allow(unsafe_code)]
 
 use crate::config::{self, FilterConfig};
-use crate::filter::{self, Filter, Verdict};
+use crate::filter::{self, Poison, StreamFilter, Verdict};
 use jitgate_engine::sidecar::{Answer, MAX_ANSWER_BYTES};
 use jitgate_engine::{Header, Level};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 
 /// The ABI version Envoy 1.40.0 (9e558093) was built with; a mismatch is logged by Envoy.
 const ABI_VERSION: &[u8] = b"v0.2.0\0";
@@ -478,7 +483,9 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 struct FilterBox {
     /// Envoy keeps the configuration alive as long as any filter made from it.
     config: *const FilterConfig,
-    filter: Filter,
+    /// Each hook holds its own handle: Envoy may destroy the box from inside a call the hook
+    /// makes (a local reply, `continue_decoding`), and the filter must outlive the hook.
+    filter: Rc<StreamFilter>,
 }
 
 #[no_mangle]
@@ -523,8 +530,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 ) -> *const c_void {
     // SAFETY: `config` is a live `FilterConfig` from `config_new` (Envoy holds it for the filter).
     let Some(cfg) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else { return std::ptr::null() };
-    match catch_unwind(AssertUnwindSafe(|| Filter::new(cfg, Stream(filter_envoy)))) {
-        Ok(filter) => Box::into_raw(Box::new(FilterBox { config: cfg, filter })).cast_const().cast(),
+    match catch_unwind(AssertUnwindSafe(|| StreamFilter::new(cfg, Stream(filter_envoy)))) {
+        Ok(filter) => Box::into_raw(Box::new(FilterBox { config: cfg, filter: Rc::new(filter) })).cast_const().cast(),
         Err(_) => std::ptr::null(),
     }
 }
@@ -537,17 +544,33 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
     }
 }
 
-/// The stream's module state and its configuration, if both pointers are live.
+/// The stream's filter (a handle of the hook's own) and its configuration, if both pointers are
+/// live. Shared access only: a hook re-entered from inside another gets a second handle, which is
+/// sound (the state's mutation goes through its `RefCell`, borrowed only between calls into Envoy).
 ///
 /// # Safety
 /// `filter` must be null or a `FilterBox` from `filter_new` not yet destroyed, used by one
 /// thread at a time (Envoy calls a stream's hooks on its worker only).
-unsafe fn filter_box<'a>(filter: *const c_void) -> Option<(&'a mut Filter, &'a FilterConfig)> {
-    // SAFETY: the caller's contract.
-    let b = unsafe { filter.cast_mut().cast::<FilterBox>().as_mut() }?;
-    // SAFETY: Envoy keeps the configuration alive while its filters live.
+unsafe fn filter_box<'a>(filter: *const c_void) -> Option<(Rc<StreamFilter>, &'a FilterConfig)> {
+    // SAFETY: the caller's contract; the box is only read here, its filter handle cloned.
+    let b = unsafe { filter.cast::<FilterBox>().as_ref() }?;
+    // SAFETY: Envoy keeps the configuration alive while its filters live, and destroys it only
+    // after every filter object (deferred past the hook that ends a stream).
     let config = unsafe { b.config.as_ref() }?;
-    Some((&mut b.filter, config))
+    Some((Rc::clone(&b.filter), config))
+}
+
+/// Runs a request-path hook of a live, unpoisoned filter; a panic poisons it and answers 503.
+fn on_request_path(f: &StreamFilter, config: &FilterConfig, stream: Stream, hook: impl FnOnce() -> Verdict) -> Verdict {
+    if f.poisoned() {
+        return f.unavailable(stream);
+    }
+    catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|_| {
+        f.poison_at(Poison::RequestPath);
+        config.count_panic(stream);
+        log(Level::Error, "jitgate: panic in a request hook; answered 503, this stream's filter is not used again");
+        f.unavailable(stream)
+    })
 }
 
 #[no_mangle]
@@ -559,13 +582,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let stream = Stream(filter_envoy);
     // SAFETY: `filter` is this stream's box (see `filter_box`).
     let verdict = match unsafe { filter_box(filter) } {
-        None => filter::unavailable(stream),
-        Some((f, config)) => {
-            catch_unwind(AssertUnwindSafe(|| f.on_request_headers(config, stream))).unwrap_or_else(|_| {
-                config.count_panic(stream);
-                filter::unavailable(stream)
-            })
+        None => {
+            filter::send_unavailable(stream);
+            Verdict::Stop
         }
+        Some((f, config)) => on_request_path(&f, config, stream, || f.on_request_headers(config, stream)),
     };
     match verdict {
         Verdict::Continue => CONTINUE,
@@ -580,22 +601,34 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
+    let stream = Stream(filter_envoy);
     // SAFETY: as above.
-    if let Some((f, _)) = unsafe { filter_box(filter) } {
-        let _ = catch_unwind(AssertUnwindSafe(|| f.on_response_headers(Stream(filter_envoy))));
+    if let Some((f, config)) = unsafe { filter_box(filter) } {
+        // A poisoned filter's response passes untouched; so does this one if the hook panics.
+        if !f.poisoned() && catch_unwind(AssertUnwindSafe(|| f.on_response_headers(stream))).is_err() {
+            f.poison_at(Poison::ResponsePath);
+            config.count_panic(stream);
+            log(Level::Error, "jitgate: panic in the response hook; the response passes unchanged");
+        }
     }
     CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _: *mut c_void,
+    filter_envoy: *mut c_void,
     filter: *const c_void,
     _: bool,
 ) -> u32 {
     // SAFETY: as above.
     match unsafe { filter_box(filter) } {
-        // Nothing of the request moves on while its decision waits on the sidecar.
+        // Nothing of the request moves on while its decision waits on the sidecar, or after a
+        // panic on the request path.
+        Some((f, _)) if f.poison() == Poison::RequestPath => {
+            f.unavailable(Stream(filter_envoy));
+            BODY_STOP_AND_BUFFER
+        }
+        Some((f, _)) if f.poison() == Poison::ResponsePath => CONTINUE,
         Some((f, _)) if f.waiting() => BODY_STOP_AND_BUFFER,
         _ => CONTINUE,
     }
@@ -655,10 +688,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let (status, body) =
         unsafe { callout_answer(result, headers, headers_size, chunks, chunks_size, MAX_ANSWER_BYTES) };
     let answer = Answer { status, body: &body };
-    if catch_unwind(AssertUnwindSafe(|| f.on_callout_done(config, stream, callout_id, answer))).is_err() {
-        config.count_panic(stream);
-        filter::unavailable(stream);
-    }
+    on_request_path(&f, config, stream, || {
+        f.on_callout_done(config, stream, callout_id, answer);
+        Verdict::Stop
+    });
 }
 
 #[no_mangle]

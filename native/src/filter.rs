@@ -1,6 +1,7 @@
 //! The safe side of the native adapter for streams: one engine per worker thread and
 //! configuration, the engine's host services, and applying its decisions (with the sidecar
-//! callouts an exchange or a cluster replay check needs) to the stream.
+//! callouts an exchange or a cluster replay check needs) to the stream, without holding the
+//! stream's state across a call that can re-enter the module.
 
 use crate::config::{send_call, FilterConfig};
 use crate::ffi::{self, Stream};
@@ -8,7 +9,7 @@ use crate::store;
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
 use jitgate_engine::sidecar::Answer;
 use jitgate_engine::{Action, Continuation, Engine, Host, Level, Metric};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
@@ -56,119 +57,275 @@ pub enum Verdict {
     Wait,
 }
 
-/// One stream's state.
+/// A sidecar callout of the stream's: being sent, or sent and waiting for its answer.
 #[derive(Debug)]
-pub struct Filter {
-    engine: Option<Rc<Engine>>,
-    /// The sidecar callout the request is paused on.
-    waiting: Option<(u64, Continuation)>,
-    /// An exchanged token to return in `x-jit-token`.
-    reply: Option<String>,
+enum PendingCall {
+    /// Inside the send: an answer Envoy gives before the send returns is kept here for the hook
+    /// that sent it.
+    Sending {
+        continuation: Continuation,
+        early: Option<(Option<u16>, Vec<u8>)>,
+    },
+    Waiting {
+        id: u64,
+        continuation: Continuation,
+    },
 }
 
-impl Filter {
-    pub fn new(config: &FilterConfig, stream: Stream) -> Filter {
-        Filter { engine: engine_for(config, stream), waiting: None, reply: None }
+/// Where a panic poisoned a stream's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poison {
+    Healthy,
+    /// The request is answered 503 and nothing of it moves on.
+    RequestPath,
+    /// The response passes unchanged, and so does the rest of the request (a 503 now would only
+    /// reset a response already on its way).
+    ResponsePath,
+}
+
+/// What a callout's answer is to the stream.
+enum Arrival {
+    /// Came inside the send; the sending hook takes it.
+    Kept,
+    /// The one the request waits on.
+    Awaited(Continuation),
+    /// None the stream asked for.
+    Unexpected,
+}
+
+/// What a stream's filter remembers between hooks.
+#[derive(Debug)]
+struct State {
+    engine: Option<Rc<Engine>>,
+    call: Option<PendingCall>,
+    /// An exchanged token to return in `x-jit-token`.
+    reply: Option<String>,
+    #[cfg(feature = "panic-probe")]
+    panic_on_response: bool,
+}
+
+/// One stream's filter. Envoy may call back into the module from inside a call the module makes
+/// (a callout answered at once, a local reply downstream of `continue_decoding`), so the state is
+/// borrowed only between calls into Envoy, never across one, and every method takes `&self`.
+/// After a panic the filter is poisoned (`ffi` catches the panic): its state is never read again.
+#[derive(Debug)]
+pub struct StreamFilter {
+    state: RefCell<State>,
+    poison: Cell<Poison>,
+    /// A local reply was sent; a second one is never attempted.
+    replied: Cell<bool>,
+}
+
+impl StreamFilter {
+    pub fn new(config: &FilterConfig, stream: Stream) -> StreamFilter {
+        let state = State {
+            engine: engine_for(config, stream),
+            call: None,
+            reply: None,
+            #[cfg(feature = "panic-probe")]
+            panic_on_response: false,
+        };
+        StreamFilter { state: RefCell::new(state), poison: Cell::new(Poison::Healthy), replied: Cell::new(false) }
+    }
+
+    /// `f` over the state; `None` if it is borrowed already (never, by the rule above: fail closed).
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        self.state.try_borrow_mut().ok().map(|mut s| f(&mut s))
+    }
+
+    pub fn poison(&self) -> Poison {
+        self.poison.get()
+    }
+
+    pub fn poisoned(&self) -> bool {
+        self.poison.get() != Poison::Healthy
+    }
+
+    /// Marks the filter unusable after a panic in one of its hooks (the first one says where).
+    pub fn poison_at(&self, at: Poison) {
+        if !self.poisoned() {
+            self.poison.set(at);
+        }
     }
 
     pub fn waiting(&self) -> bool {
-        self.waiting.is_some()
+        self.with(|s| s.call.is_some()).unwrap_or(true)
+    }
+
+    /// Answers 503 (once per stream) and stops the request: nothing passes undecided.
+    pub fn unavailable(&self, stream: Stream) -> Verdict {
+        if !self.replied.replace(true) {
+            send_unavailable(stream);
+        }
+        Verdict::Stop
+    }
+
+    fn respond(&self, stream: Stream, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Verdict {
+        if !self.replied.replace(true) {
+            stream.send_response(status, headers, body);
+        }
+        Verdict::Stop
+    }
+
+    fn engine(&self) -> Option<Rc<Engine>> {
+        self.with(|s| s.engine.clone()).flatten()
     }
 
     /// Decides the request. Anything that cannot be applied answers 503.
-    pub fn on_request_headers(&mut self, config: &FilterConfig, stream: Stream) -> Verdict {
+    pub fn on_request_headers(&self, config: &FilterConfig, stream: Stream) -> Verdict {
         #[cfg(feature = "panic-probe")]
-        panic_probe(stream);
-        let Some(engine) = self.engine.clone() else { return unavailable(stream) };
+        self.panic_probe(stream);
+        let Some(engine) = self.engine() else { return self.unavailable(stream) };
         let host = NativeHost { stream: Some(stream), config };
         match stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) {
             Some(action) => self.apply(&engine, config, stream, action),
-            None => unavailable(stream),
+            None => self.unavailable(stream),
         }
     }
 
-    /// The sidecar's answer for a paused request: decide again with it, and let the request go
-    /// on or answer it.
-    pub fn on_callout_done(&mut self, config: &FilterConfig, stream: Stream, id: u64, answer: Answer<'_>) {
-        let (Some(engine), Some((expected, continuation))) = (self.engine.clone(), self.waiting.take()) else {
-            unavailable(stream);
+    /// A callout's answer. The one the request waits on decides it again: the request goes on
+    /// or is answered. One that comes while it is being sent is kept for the sending hook.
+    pub fn on_callout_done(&self, config: &FilterConfig, stream: Stream, id: u64, answer: Answer<'_>) {
+        let arrived = self.with(|s| match s.call.take() {
+            Some(PendingCall::Sending { continuation, early: None }) => {
+                let early = Some((answer.status, answer.body.to_vec()));
+                s.call = Some(PendingCall::Sending { continuation, early });
+                Arrival::Kept
+            }
+            Some(PendingCall::Waiting { id: expected, continuation }) if expected == id => {
+                Arrival::Awaited(continuation)
+            }
+            _ => Arrival::Unexpected,
+        });
+        let continuation = match arrived {
+            Some(Arrival::Kept) => return,
+            Some(Arrival::Awaited(c)) => c,
+            Some(Arrival::Unexpected) | None => {
+                self.unavailable(stream);
+                return;
+            }
+        };
+        let Some(engine) = self.engine() else {
+            self.unavailable(stream);
             return;
         };
-        if expected != id {
-            unavailable(stream);
-            return;
-        }
-        if self.resume(&engine, config, stream, continuation, answer) == Verdict::Continue {
+        let verdict = match self.decide_again(&engine, config, stream, continuation, answer) {
+            Some(action) => self.apply(&engine, config, stream, action),
+            None => self.unavailable(stream),
+        };
+        if verdict == Verdict::Continue {
             stream.continue_decoding();
         }
     }
 
-    fn resume(
-        &mut self,
+    fn decide_again(
+        &self,
         engine: &Engine,
         config: &FilterConfig,
         stream: Stream,
         continuation: Continuation,
         answer: Answer<'_>,
-    ) -> Verdict {
+    ) -> Option<Action> {
         let host = NativeHost { stream: Some(stream), config };
-        match stream.with_request_headers(|headers| engine.resume(&host, headers, continuation, answer)) {
-            Some(action) => self.apply(engine, config, stream, action),
-            None => unavailable(stream),
+        stream.with_request_headers(|headers| engine.resume(&host, headers, continuation, answer))
+    }
+
+    /// Carries out the engine's decision, and the decisions its callouts' answers lead to.
+    fn apply(&self, engine: &Engine, config: &FilterConfig, stream: Stream, mut action: Action) -> Verdict {
+        loop {
+            let next = match action {
+                Action::Continue { remove, set, reply } => {
+                    let removed = remove.iter().all(|h| stream.set_header(false, h, None));
+                    let set_ok = set.iter().all(|(k, v)| stream.set_header(false, k, Some(v)));
+                    // A spoofed claim header that could not be removed must not reach the upstream.
+                    if removed && set_ok && self.with(|s| s.reply = reply).is_some() {
+                        return Verdict::Continue;
+                    }
+                    return self.unavailable(stream);
+                }
+                Action::Respond(r) => {
+                    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    return self.respond(stream, r.status, &headers, r.body.as_bytes());
+                }
+                Action::Call(call, continuation) => {
+                    if self.with(|s| s.call = Some(PendingCall::Sending { continuation, early: None })).is_none() {
+                        return self.unavailable(stream);
+                    }
+                    let sent = send_call(&config.config, &call, |c| stream.http_callout(c));
+                    // An answer that came inside the send and panicked there answered the stream.
+                    if self.poisoned() {
+                        return Verdict::Stop;
+                    }
+                    match (self.with(|s| s.call.take()).flatten(), sent) {
+                        (Some(PendingCall::Sending { continuation, early: Some((status, body)) }), _) => {
+                            self.decide_again(engine, config, stream, continuation, Answer { status, body: &body })
+                        }
+                        (Some(PendingCall::Sending { continuation, early: None }), Some(id)) => {
+                            let waiting = PendingCall::Waiting { id, continuation };
+                            if self.with(|s| s.call = Some(waiting)).is_none() {
+                                return self.unavailable(stream);
+                            }
+                            return Verdict::Wait;
+                        }
+                        // Could not even send it (unknown cluster, ...): the answer is "no answer".
+                        (Some(PendingCall::Sending { continuation, early: None }), None) => {
+                            self.decide_again(engine, config, stream, continuation, Answer { status: None, body: &[] })
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            match next {
+                Some(a) => action = a,
+                None => return self.unavailable(stream),
+            }
         }
     }
 
-    fn apply(&mut self, engine: &Engine, config: &FilterConfig, stream: Stream, action: Action) -> Verdict {
-        match action {
-            Action::Continue { remove, set, reply } => {
-                let removed = remove.iter().all(|h| stream.set_header(false, h, None));
-                let set_ok = set.iter().all(|(k, v)| stream.set_header(false, k, Some(v)));
-                // A spoofed claim header that could not be removed must not reach the upstream.
-                if removed && set_ok {
-                    self.reply = reply;
-                    Verdict::Continue
-                } else {
-                    unavailable(stream)
-                }
-            }
-            Action::Respond(r) => {
-                let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                stream.send_response(r.status, &headers, r.body.as_bytes());
-                Verdict::Stop
-            }
-            Action::Call(call, continuation) => match send_call(&config.config, &call, |c| stream.http_callout(c)) {
-                Some(id) => {
-                    self.waiting = Some((id, continuation));
-                    Verdict::Wait
-                }
-                // Could not even send it (unknown cluster, ...): the answer is "no answer".
-                None => self.resume(engine, config, stream, continuation, Answer { status: None, body: &[] }),
-            },
-        }
-    }
-
-    pub fn on_response_headers(&mut self, stream: Stream) {
-        if let Some(token) = self.reply.take() {
+    pub fn on_response_headers(&self, stream: Stream) {
+        #[cfg(feature = "panic-probe")]
+        self.panic_probe_response();
+        if let Some(token) = self.with(|s| s.reply.take()).flatten() {
             stream.set_header(true, "x-jit-token", Some(&token));
         }
     }
-}
 
-/// Test builds only: the panic the FFI boundary must catch (503, counted, Envoy keeps serving).
-#[cfg(feature = "panic-probe")]
-#[allow(clippy::panic)]
-fn panic_probe(stream: Stream) {
-    if stream.with_request_headers(|mut h| Iterator::any(&mut h, |(k, _)| k == "x-jitgate-panic-probe")) == Some(true) {
-        panic!("jitgate panic probe");
+    #[cfg(feature = "panic-probe")]
+    #[allow(clippy::panic)]
+    fn panic_probe_response(&self) {
+        if self.with(|s| s.panic_on_response) == Some(true) {
+            panic!("jitgate panic probe (response)");
+        }
+    }
+
+    /// Test builds only: `x-jitgate-panic-probe: response` panics in the response hook, any other
+    /// value here, after leaving a reply token in the state (which a poisoned filter never uses).
+    #[cfg(feature = "panic-probe")]
+    #[allow(clippy::panic)]
+    fn panic_probe(&self, stream: Stream) {
+        let probe = stream
+            .with_request_headers(|mut h| {
+                Iterator::find(&mut h, |(k, _)| *k == "x-jitgate-panic-probe").map(|(_, v)| v == b"response")
+            })
+            .flatten();
+        match probe {
+            Some(true) => {
+                self.with(|s| s.panic_on_response = true);
+            }
+            Some(false) => {
+                self.with(|s| s.reply = Some("left-by-a-panic".to_owned()));
+                panic!("jitgate panic probe");
+            }
+            None => {}
+        }
     }
 }
 
 /// Answers 503 with `Retry-After`, byte for byte the wasm filter's: nothing passes undecided.
-pub fn unavailable(stream: Stream) -> Verdict {
+pub fn send_unavailable(stream: Stream) {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
     let headers = [("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
     stream.send_response(503, &headers, body);
-    Verdict::Stop
 }
 
 /// The engine's host services on Envoy: for a stream, or for the configuration (loading it, and

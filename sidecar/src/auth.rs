@@ -56,7 +56,8 @@ pub struct Credentials<'a> {
     pub peer: Option<&'a PeerIdentity>,
 }
 
-/// Nonces of signed calls seen within the clock window, so a captured call cannot be replayed.
+/// Nonces of signed calls (by key id and nonce) seen within the clock window, so a captured call
+/// cannot be replayed.
 #[derive(Debug, Default)]
 struct Nonces {
     seen: HashMap<[u8; 32], u64>,
@@ -137,9 +138,8 @@ impl CallerAuth {
         if !signed.verify(secret, c.method, c.path_and_query, c.body) {
             return refuse("bad signature");
         }
-        // Remembered until the timestamp itself is too old to pass.
-        let key: [u8; 32] =
-            sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), value.as_bytes())).into();
+        // Remembered by what the MAC covers, until the timestamp itself is too old to pass.
+        let key = signed.replay_key();
         let until = signed.ts.saturating_add(self.window_s).saturating_add(1);
         let fresh = self.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(key, until, now);
         match fresh {

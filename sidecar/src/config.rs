@@ -48,6 +48,30 @@ struct RawConfig {
     /// The web console under /ui/ (absent: off).
     #[serde(default)]
     console: Option<RawConsole>,
+    /// Where clients reach this sidecar: the base of the token endpoint in the authorization
+    /// server metadata, and of the `htu` DPoP proofs to it must name. Default: the issuer, if it
+    /// is such a URL.
+    #[serde(default)]
+    public_url: Option<String>,
+    /// DPoP proofs at the token endpoint (RFC 9449 §5).
+    #[serde(default)]
+    dpop: DpopConfig,
+}
+
+/// How the token endpoint judges a `DPoP` proof.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// How old a proof's `iat` may be (plus `clock_skew`), 1 s to 5 min.
+    pub max_age: Seconds,
+    /// Ask for a server nonce first (`use_dpop_nonce` with `DPoP-Nonce`, RFC 9449 §8).
+    pub nonce: bool,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig { max_age: Seconds(60), nonce: false }
+    }
 }
 
 /// The web console: where people reach this sidecar (the sign-in comes back to
@@ -248,6 +272,12 @@ pub struct Config {
     pub audit: AuditConfig,
     pub notifications: Option<crate::notify::Notifications>,
     pub console: Option<ConsoleConfig>,
+    /// The token endpoint's URL as clients use it (`<public_url>/v1/token`); none when neither
+    /// `public_url` nor the issuer says where this sidecar is (then DPoP proofs are refused).
+    pub token_endpoint: Option<String>,
+    /// The base of the endpoints in the authorization server metadata.
+    pub public_url: Option<String>,
+    pub dpop: DpopConfig,
 }
 
 /// Who may call the filter-facing endpoints, with the secrets read from their files.
@@ -442,8 +472,27 @@ impl Config {
             }
             None => None,
         };
+        let public_url = match raw.public_url {
+            Some(u) if outbound_url_allowed(&u) && u.len() <= 512 && !u.ends_with('/') && !u.contains(['?', '#']) => {
+                Some(u)
+            }
+            Some(_) => {
+                return Err(field(
+                    "public_url",
+                    "https (plain http only to this machine), no trailing /, query or fragment",
+                ))
+            }
+            None => Some(raw.issuer.trim_end_matches('/').to_owned())
+                .filter(|i| outbound_url_allowed(i) && i.len() <= 512 && !i.contains(['?', '#'])),
+        };
+        if !(1..=300).contains(&raw.dpop.max_age.0) {
+            return Err(field("dpop.max_age", "1s to 5m"));
+        }
         let data_dir = base.join(raw.data_dir);
         Ok(Config {
+            token_endpoint: public_url.as_ref().map(|u| format!("{u}/v1/token")),
+            public_url,
+            dpop: raw.dpop,
             console,
             notifications,
             callers,

@@ -4,8 +4,10 @@
 //! development identity token the API already trusts. Never for production: it exists only with
 //! `identity.dev_issuer: true`.
 //!
-//! Bounded: at most `MAX_CODES` codes waiting (60 s each, used once) and `MAX_TRACKED` users'
-//! failed sign-ins; five failures in a minute lock a user out for the rest of it.
+//! Bounded: at most `MAX_CODES` codes waiting (60 s each, used once). Five failures in a minute
+//! lock a user name out for the rest of it: every configured user is always counted (their table
+//! is as long as the configuration), made-up names in a table of `MAX_TRACKED` that gives up its
+//! oldest entry, so junk names can neither stop the counting for real users nor grow memory.
 
 use crate::config::DevUser;
 use crate::files::at;
@@ -21,6 +23,8 @@ pub const CONSOLE_CLIENT: &str = "jitgate-console";
 const CODE_TTL_S: u64 = 60;
 const MAX_CODES: usize = 1000;
 const MAX_TRACKED: usize = 1000;
+/// Longer names are no configured user's and are not remembered at all.
+const MAX_USER_NAME_BYTES: usize = 256;
 const MAX_FAILURES: u32 = 5;
 const MIN_PASSWORD_CHARS: usize = 12;
 /// Lifetime of the identity tokens it issues.
@@ -50,8 +54,10 @@ struct User {
 pub struct DevIdp {
     users: HashMap<String, User>,
     codes: HashMap<String, Code>,
-    /// Failed sign-ins per user name: count and the minute they are counted in.
+    /// Failed sign-ins of configured users: count and the minute they are counted in.
     failures: HashMap<String, (u32, u64)>,
+    /// The same for names nobody configured (so they answer as a real user would), bounded.
+    strangers: HashMap<String, (u32, u64)>,
 }
 
 impl std::fmt::Debug for DevIdp {
@@ -85,7 +91,7 @@ impl DevIdp {
             let user = User { groups: u.groups.clone(), password_digest: Sha256::digest(password.as_bytes()).into() };
             map.insert(u.sub.clone(), user);
         }
-        Ok(DevIdp { users: map, codes: HashMap::new(), failures: HashMap::new() })
+        Ok(DevIdp { users: map, codes: HashMap::new(), failures: HashMap::new(), strangers: HashMap::new() })
     }
 
     pub fn user_names(&self) -> Vec<&str> {
@@ -97,7 +103,9 @@ impl DevIdp {
     /// Checks a user's password and, if right, issues a code for `request`.
     pub fn sign_in(&mut self, user: &str, password: &str, request: AuthRequest, now: u64) -> Result<String, Refusal> {
         let minute = now / 60;
-        let failed = self.failures.get(user).filter(|(_, m)| *m == minute).map_or(0, |(n, _)| *n);
+        let known = self.users.contains_key(user);
+        let table = if known { &mut self.failures } else { &mut self.strangers };
+        let failed = table.get(user).filter(|(_, m)| *m == minute).map_or(0, |(n, _)| *n);
         if failed >= MAX_FAILURES {
             return Err(Refusal::LockedOut);
         }
@@ -107,9 +115,17 @@ impl DevIdp {
             None => (false, Vec::new()),
         };
         if !ok {
-            self.failures.retain(|_, (_, m)| *m == minute);
-            if self.failures.len() < MAX_TRACKED || self.failures.contains_key(user) {
+            if known {
                 self.failures.insert(user.to_owned(), (failed + 1, minute));
+            } else if user.len() <= MAX_USER_NAME_BYTES {
+                self.strangers.retain(|_, (_, m)| *m == minute);
+                if self.strangers.len() >= MAX_TRACKED && !self.strangers.contains_key(user) {
+                    // Full of this minute's junk: one of them is forgotten (it could not sign in anyway).
+                    if let Some(k) = self.strangers.keys().next().cloned() {
+                        self.strangers.remove(&k);
+                    }
+                }
+                self.strangers.insert(user.to_owned(), (failed + 1, minute));
             }
             return Err(Refusal::BadCredentials);
         }
@@ -244,6 +260,23 @@ mod tests {
             idp.sign_in("mallory", "correct horse battery", request(VERIFIER), 180),
             Err(Refusal::BadCredentials)
         );
+    }
+
+    #[test]
+    fn junk_user_names_do_not_stop_the_count_for_real_ones() {
+        let (_d, mut idp) = idp();
+        for i in 0..3 * MAX_TRACKED {
+            assert_eq!(idp.sign_in(&format!("junk-{i}"), "x", request(VERIFIER), 120), Err(Refusal::BadCredentials));
+        }
+        assert!(idp.strangers.len() <= MAX_TRACKED, "made-up names stay bounded");
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(idp.sign_in("alice", "guess", request(VERIFIER), 121), Err(Refusal::BadCredentials));
+        }
+        assert_eq!(idp.sign_in("alice", "correct horse battery", request(VERIFIER), 122), Err(Refusal::LockedOut));
+        for _ in 0..MAX_FAILURES {
+            let _ = idp.sign_in("nobody", "guess", request(VERIFIER), 123);
+        }
+        assert_eq!(idp.sign_in("nobody", "guess", request(VERIFIER), 123), Err(Refusal::LockedOut), "as a real user");
     }
 
     #[test]

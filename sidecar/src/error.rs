@@ -13,11 +13,20 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// `WWW-Authenticate` scheme to challenge with (401).
     pub challenge: Option<&'static str>,
+    /// Further response headers (a `DPoP-Nonce` to retry with).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> ApiError {
-        ApiError { status, error, description: description.into(), extra: Map::new(), challenge: None }
+        ApiError {
+            status,
+            error,
+            description: description.into(),
+            extra: Map::new(),
+            challenge: None,
+            headers: Vec::new(),
+        }
     }
     pub fn bad_request(error: &'static str, description: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, error, description)
@@ -43,6 +52,10 @@ impl ApiError {
         self.challenge = Some(scheme);
         self
     }
+    pub fn with_header(mut self, name: &'static str, value: String) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extra.insert(key.to_owned(), value.into());
         self
@@ -65,6 +78,11 @@ impl IntoResponse for ApiError {
         }
         if let Some(scheme) = self.challenge {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(scheme));
+        }
+        for (name, value) in self.headers {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                r.headers_mut().append(name, v);
+            }
         }
         r
     }

@@ -277,6 +277,8 @@ pub struct ExchangeForm {
     pub resource: Option<String>,
     /// RFC 9449 §10: bind the token to this key thumbprint.
     pub dpop_jkt: Option<String>,
+    /// A public client's name for itself (RFC 6749 §2.3.1): recorded, never trusted.
+    pub client_id: Option<String>,
 }
 
 impl ExchangeForm {
@@ -292,6 +294,7 @@ impl ExchangeForm {
                 "scope" => &mut f.scope,
                 "resource" => &mut f.resource,
                 "dpop_jkt" => &mut f.dpop_jkt,
+                "client_id" => &mut f.client_id,
                 _ => continue,
             };
             if slot.replace(v.into_owned()).is_some() {
@@ -302,21 +305,32 @@ impl ExchangeForm {
     }
 }
 
+/// The person an exchange's `subject_token` names, or the RFC 8693 error for it.
+pub fn subject(app: &App, subject_token: Option<&str>) -> ApiResult<Subject> {
+    let token = subject_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "`subject_token` is required"))?;
+    app.identity
+        .verify(token, app.clock.now())
+        .map_err(|reason| ApiError::bad_request("invalid_request", format!("subject_token rejected: {reason}")))
+}
+
 fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
     v.as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_request", format!("`{name}` is required")))
 }
 
-/// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not.
-pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
-    timed(app, || exchange_now(app, form, None))
+/// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not. `proven_jkt`: the
+/// key of the request's DPoP proof, already checked (`crate::dpop`); the token is bound to it.
+pub fn exchange(app: &App, form: &ExchangeForm, proven_jkt: Option<&str>) -> ApiResult<Value> {
+    timed(app, || exchange_now(app, form, None, proven_jkt))
 }
 
 /// An exchange for a person the console's authenticating proxy vouched for: no subject token,
 /// everything else as `exchange`.
 pub fn exchange_as(app: &App, who: &Subject, form: &ExchangeForm) -> ApiResult<Value> {
-    timed(app, || exchange_now(app, form, Some(who)))
+    timed(app, || exchange_now(app, form, Some(who), None))
 }
 
 fn timed(app: &App, f: impl FnOnce() -> ApiResult<Value>) -> ApiResult<Value> {
@@ -326,7 +340,12 @@ fn timed(app: &App, f: impl FnOnce() -> ApiResult<Value>) -> ApiResult<Value> {
     Ok(issued)
 }
 
-fn exchange_now(app: &App, form: &ExchangeForm, vouched: Option<&Subject>) -> ApiResult<Value> {
+fn exchange_now(
+    app: &App,
+    form: &ExchangeForm,
+    vouched: Option<&Subject>,
+    proven_jkt: Option<&str>,
+) -> ApiResult<Value> {
     if required(&form.grant_type, "grant_type")? != TOKEN_EXCHANGE {
         return Err(ApiError::bad_request("unsupported_grant_type", "only token exchange is supported"));
     }
@@ -348,18 +367,33 @@ fn exchange_now(app: &App, form: &ExchangeForm, vouched: Option<&Subject>) -> Ap
     if form.resource.as_ref().is_some_and(|r| r.len() > 2048) {
         return Err(ApiError::bad_request("invalid_target", "resource longer than 2048 bytes"));
     }
-    let jkt = match form.dpop_jkt.as_deref() {
-        Some(j) if j.len() == 43 && j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => Some(j),
-        Some(_) => return Err(ApiError::bad_request("invalid_request", "dpop_jkt is not a SHA-256 JWK thumbprint")),
-        None => None,
+    let jkt = match (form.dpop_jkt.as_deref(), proven_jkt) {
+        (Some(asked), Some(proven)) if asked != proven => {
+            return Err(ApiError::bad_request(
+                "invalid_dpop_proof",
+                "dpop_jkt is not the thumbprint of the DPoP proof's key",
+            ))
+        }
+        (_, Some(proven)) => Some(proven),
+        (Some(j), None) if j.len() == 43 && j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Some(j)
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request("invalid_request", "dpop_jkt is not a SHA-256 JWK thumbprint"))
+        }
+        (None, None) => None,
     };
+    if form
+        .client_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 256 || !c.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request("invalid_request", "client_id: 1-256 visible ASCII characters"));
+    }
     let now = app.clock.now();
     let who = match vouched {
         Some(who) => who.clone(),
-        None => app
-            .identity
-            .verify(subject_token, now)
-            .map_err(|reason| ApiError::bad_request("invalid_request", format!("subject_token rejected: {reason}")))?,
+        None => subject(app, Some(subject_token))?,
     };
     let refuse = |e: ApiError| -> ApiResult<Value> {
         app.audit(json!({"event": "token.exchange_refused", "iss": who.iss, "sub": who.sub, "reason": e.error,
@@ -429,7 +463,7 @@ fn exchange_now(app: &App, form: &ExchangeForm, vouched: Option<&Subject>) -> Ap
     };
     app.audit(json!({"event": "token.exchange", "iss": who.iss, "sub": who.sub, "grant": grant.id, "jti_hash": jti_hash(&app.config.issuer, &jti),
         "scopes_granted": scopes.join(" "), "token_exp": exp, "break_glass": grant.break_glass, "dpop_bound": jkt.is_some(),
-        "audience": audience, "resource": form.resource}))?;
+        "dpop_proof": proven_jkt.is_some(), "audience": audience, "resource": form.resource, "client_id": form.client_id}))?;
     Ok(json!({"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE,
         "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" }, "expires_in": exp - now, "scope": scopes.join(" ")}))
 }

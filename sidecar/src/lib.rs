@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod devidp;
+pub mod dpop;
 pub mod error;
 pub mod files;
 pub mod grants;
@@ -135,6 +136,7 @@ impl App {
         let keys_path = config.keys_dir.join("signing-keys.json");
         let ring = KeyRing::load_or_create(&keys_path, now)?;
         let nonce_key = keys::load_or_create_secret(&config.keys_dir.join("dpop-nonce-key"))?;
+        let sign_in_key = keys::load_or_create_secret(&config.keys_dir.join("console-sign-in-key"))?;
         let (identity, skipped) = Identity::load(&config.identity, &config.keys_dir, config.clock_skew_s)?;
         let (errors, more_skipped) = identity.refresh(now);
         for e in errors {
@@ -171,7 +173,7 @@ impl App {
         };
         let dev_idp = Mutex::new(devidp::DevIdp::load(&config.identity.dev_users)?);
         let app = App {
-            console: console::Console::default(),
+            console: console::Console::new(&sign_in_key),
             issuance_us: Mutex::default(),
             dev_idp,
             notifier,

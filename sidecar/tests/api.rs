@@ -312,6 +312,135 @@ async fn dpop_bound_tokens_carry_the_thumbprint() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// A token request as a client library sends it: form body, `extra` headers (a `DPoP` proof).
+async fn token_request(
+    app: &Arc<App>,
+    subject: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut body = form_urlencoded::Serializer::new(String::new());
+    body.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+        .append_pair("subject_token", subject)
+        .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt");
+    for (k, v) in form {
+        body.append_pair(k, v);
+    }
+    let mut req = Request::post("/v1/token").header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = api::router(app.clone()).oneshot(req.body(Body::from(body.finish())).unwrap()).await.unwrap();
+    let (status, h) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, h, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn proof(key: &jitgate_token::mint::SigningKey, over: Value) -> String {
+    let mut claims = json!({"jti": format!("p-{}", u64::from_le_bytes(rand_nonce()[..8].try_into().unwrap())),
+        "htm": "POST", "htu": "https://sidecar.example/v1/token", "iat": NOW});
+    claims.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+    jitgate_token::mint::dpop_proof(key, &claims).unwrap()
+}
+
+#[tokio::test]
+async fn a_dpop_proof_at_the_token_endpoint_binds_the_token_to_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "public_url: https://sidecar.example\n");
+    let s = Sidecar { app: open(dir.path()), dir };
+    let alice = s.id_token("alice", &["sre"]);
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let key = jitgate_token::mint::SigningKey::generate(jitgate_token::Alg::ES256, None).unwrap();
+    let jkt = jitgate_token::mint::jkt(&key).unwrap();
+
+    let p = proof(&key, json!({}));
+    let (status, _, t) = token_request(&s.app, &alice, &[("client_id", "mcp-client")], &[("dpop", &p)]).await;
+    assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("DPoP")), "{t}");
+    let token = s.verifier().await.verify(t["access_token"].as_str().unwrap(), NOW, None).unwrap();
+    assert_eq!(token.claims.cnf_jkt.as_deref(), Some(jkt.as_str()), "bound to the proof's key");
+    let issued = s.audit_events().into_iter().rev().find(|e| e["event"] == "token.exchange").unwrap();
+    assert_eq!((issued["dpop_proof"].as_bool(), issued["client_id"].as_str()), (Some(true), Some("mcp-client")));
+
+    let refused = |what: &str| format!("{what} is refused");
+    for (why, headers, form, code) in [
+        ("the same proof again", vec![p.clone()], vec![], "dpop_replayed"),
+        ("another method", vec![proof(&key, json!({"htm": "GET"}))], vec![], "dpop_htm_mismatch"),
+        (
+            "another endpoint",
+            vec![proof(&key, json!({"htu": "https://sidecar.example/v1/revoke"}))],
+            vec![],
+            "dpop_htu_mismatch",
+        ),
+        (
+            "a URL with a query",
+            vec![proof(&key, json!({"htu": "https://sidecar.example/v1/token?x=1"}))],
+            vec![],
+            "dpop_htu_mismatch",
+        ),
+        ("an old proof", vec![proof(&key, json!({"iat": NOW - 91}))], vec![], "dpop_stale"),
+        ("a proof from the future", vec![proof(&key, json!({"iat": NOW + 31}))], vec![], "dpop_iat_in_future"),
+        ("two proofs", vec![proof(&key, json!({})), proof(&key, json!({}))], vec![], "one DPoP header, not several"),
+        ("a forged signature", vec![format!("{}AAAA", &p[..p.len() - 4])], vec![], "dpop_bad_signature"),
+        (
+            "a dpop_jkt of another key",
+            vec![proof(&key, json!({}))],
+            vec![("dpop_jkt", "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")],
+            "dpop_jkt is not the thumbprint of the DPoP proof's key",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|h| ("dpop", h.as_str())).collect();
+        let (status, _, e) = token_request(&s.app, &alice, &form, &headers).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+            "{}: {e}",
+            refused(why)
+        );
+        assert_eq!(e["error_description"], code, "{why}");
+    }
+    let p = proof(&key, json!({}));
+    let (status, _, t) = token_request(&s.app, &alice, &[("dpop_jkt", &jkt)], &[("dpop", &p)]).await;
+    assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("DPoP")), "a dpop_jkt that agrees");
+    let oldest = proof(&key, json!({"iat": NOW - 90}));
+    let (status, _, t) = token_request(&s.app, &alice, &[], &[("dpop", &oldest)]).await;
+    assert_eq!(status, StatusCode::OK, "max age 60 s + skew 30 s: still fresh: {t}");
+
+    // A stranger's proof never reaches the ledger: the subject token is checked first.
+    let p = proof(&key, json!({}));
+    let (status, _, e) = token_request(&s.app, "not-a-token", &[], &[("dpop", &p)]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{e}");
+    let (status, _, t) = token_request(&s.app, &alice, &[], &[("dpop", &p)]).await;
+    assert_eq!(status, StatusCode::OK, "the proof was not used up by the refused request: {t}");
+
+    let (status, m) = s.json("GET", "/.well-known/oauth-authorization-server", None, Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(m["issuer"], "https://jitgate.local");
+    assert_eq!(m["token_endpoint"], "https://sidecar.example/v1/token");
+    assert_eq!(m["jwks_uri"], "https://sidecar.example/.well-known/jwks.json");
+    assert_eq!(m["grant_types_supported"], json!(["urn:ietf:params:oauth:grant-type:token-exchange"]));
+    assert_eq!(m["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA", "RS256", "PS256"]));
+}
+
+#[tokio::test]
+async fn the_token_endpoint_can_ask_for_a_dpop_server_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "public_url: https://sidecar.example\ndpop: {nonce: true}\n");
+    let s = Sidecar { app: open(dir.path()), dir };
+    let alice = s.id_token("alice", &["sre"]);
+    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let key = jitgate_token::mint::SigningKey::generate(jitgate_token::Alg::EdDSA, None).unwrap();
+    let (status, h, e) = token_request(&s.app, &alice, &[], &[("dpop", &proof(&key, json!({})))]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")), "{e}");
+    let nonce = h["dpop-nonce"].to_str().unwrap().to_owned();
+    let (status, _, e) = token_request(&s.app, &alice, &[], &[("dpop", &proof(&key, json!({"nonce": "AAAA"})))]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")), "a made-up nonce");
+    let (status, h, t) = token_request(&s.app, &alice, &[], &[("dpop", &proof(&key, json!({"nonce": nonce})))]).await;
+    assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("DPoP")), "{t}");
+    assert!(h.contains_key("dpop-nonce"), "the next nonce comes with the token");
+    let (status, _, t) = token_request(&s.app, &alice, &[], &[]).await;
+    assert_eq!((status, t["token_type"].as_str()), (StatusCode::OK, Some("Bearer")), "no proof: a Bearer token");
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx() {
     let s = Sidecar::new();

@@ -57,7 +57,10 @@ pub fn authorization(
     Some(format!("{SCHEME} id={id}, ts={ts}, nonce={nonce}, sig={}", b64_encode(&sig)))
 }
 
-/// Parses the header; `None` for anything but exactly the four parameters, well formed.
+/// Parses the header; `None` for anything but exactly the four parameters, well formed, in the
+/// one spelling `authorization` writes: a re-spelled header (fields reordered, other spacing, a
+/// `ts` with leading zeros, non-canonical base64) is a different string for the same signature,
+/// so accepting it would let one captured call pass the one-use check again.
 pub fn parse(value: &str) -> Option<Signed<'_>> {
     let params = value.strip_prefix(SCHEME)?.strip_prefix(' ')?;
     let (mut id, mut ts, mut nonce, mut sig) = (None, None, None, None);
@@ -79,11 +82,29 @@ pub fn parse(value: &str) -> Option<Signed<'_>> {
     if !(MIN_NONCE_CHARS..=MAX_NONCE_CHARS).contains(&nonce.len()) || b64_decode(nonce.as_bytes()).is_err() {
         return None;
     }
-    let sig = b64_decode(sig?.as_bytes()).ok().filter(|s| s.len() == 32)?;
-    Some(Signed { id, ts, nonce, sig })
+    let sig_text = sig?;
+    let sig = b64_decode(sig_text.as_bytes()).ok().filter(|s| s.len() == 32)?;
+    let canonical = format!("{SCHEME} id={id}, ts={ts}, nonce={nonce}, sig={}", b64_encode(&sig));
+    (canonical == value && b64_encode(&b64_decode(nonce.as_bytes()).ok()?) == nonce).then_some(Signed {
+        id,
+        ts,
+        nonce,
+        sig,
+    })
 }
 
 impl Signed<'_> {
+    /// What a signed call is remembered by in a one-use store: its key id and nonce, both covered
+    /// by the MAC (a store keyed on the header text is fooled by a re-spelling).
+    pub fn replay_key(&self) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.id.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(self.nonce.as_bytes())
+            .finalize()
+            .into()
+    }
+
     /// Whether the signature is right for this secret and request (constant-time comparison).
     pub fn verify(&self, secret: &[u8], method: &str, path: &str, body: &[u8]) -> bool {
         mac(secret, self.id, self.ts, self.nonce, method, path, body).is_some_and(|m| m.verify_slice(&self.sig).is_ok())
@@ -113,6 +134,16 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_key_is_what_the_mac_covers() {
+        let a = authorization("k", SECRET, 5, &[1u8; 16], "GET", "/", b"").unwrap();
+        let b = authorization("k", SECRET, 6, &[1u8; 16], "GET", "/x", b"").unwrap();
+        let c = authorization("k", SECRET, 5, &[2u8; 16], "GET", "/", b"").unwrap();
+        let key = |h: &str| parse(h).unwrap().replay_key();
+        assert_eq!(key(&a), key(&b), "one nonce of one key id is used once, whatever else was signed");
+        assert_ne!(key(&a), key(&c));
+    }
+
+    #[test]
     fn malformed_headers_are_refused() {
         let h = authorization("k", SECRET, 5, &[1u8; 16], "GET", "/", b"").unwrap();
         assert!(parse(&h).is_some());
@@ -125,6 +156,17 @@ mod tests {
             format!("{h}, extra=1"),
             h.replace(", sig=", ", sag="),
             h[..h.len() - 2].to_owned(),
+            // The same fields in another spelling: each verifies as the original would.
+            h.replace("ts=5", "ts=05"),
+            h.replace(", ", ","),
+            h.replace(", ", ",  "),
+            h.replace("JITGATE-HMAC-SHA256 ", "JITGATE-HMAC-SHA256  "),
+            {
+                let (head, sig) = h.split_once(", sig=").unwrap();
+                let (scheme, fields) = head.split_once(' ').unwrap();
+                format!("{scheme} sig={sig}, {fields}")
+            },
+            format!("{h} "),
         ] {
             assert!(parse(&bad).is_none(), "{bad}");
         }

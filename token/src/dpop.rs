@@ -192,19 +192,7 @@ pub struct Expected<'a> {
 impl Proof {
     /// Checks 8-12 of RFC 9449 §4.3 (the replay check, 11's `jti`, is the ledger's).
     pub fn check(&self, e: &Expected<'_>) -> Result<(), DpopError> {
-        if self.htm != e.method {
-            return Err(DpopError::HtmMismatch);
-        }
-        // RFC 9449 §4.2: htu carries no query or fragment; one that does was built wrongly.
-        if self.htu.contains(['?', '#']) || normalize_htu(&self.htu).as_deref() != Some(e.htu) {
-            return Err(DpopError::HtuMismatch);
-        }
-        if self.iat > e.now.saturating_add(e.skew_s) {
-            return Err(DpopError::Future);
-        }
-        if self.iat.saturating_add(e.max_age_s).saturating_add(e.skew_s) < e.now {
-            return Err(DpopError::Stale);
-        }
+        self.check_request(e.method, e.htu, e.now, e.max_age_s, e.skew_s)?;
         let ath = b64_encode(&Sha256::digest(e.token.as_bytes()));
         if !self.ath.as_deref().is_some_and(|a| bool::from(a.as_bytes().ct_eq(ath.as_bytes()))) {
             return Err(DpopError::AthMismatch);
@@ -213,6 +201,40 @@ impl Proof {
             return Err(DpopError::JktMismatch);
         }
         Ok(())
+    }
+}
+
+impl Proof {
+    /// Checks 8-10 of RFC 9449 §4.3, all a proof with no access token (one sent to a token
+    /// endpoint, §5) is checked for before its replay check: `htm`, `htu` (the request's URI
+    /// normalized with `normalize_htu`) and the age of `iat`.
+    pub fn check_request(
+        &self,
+        method: &str,
+        htu: &str,
+        now: u64,
+        max_age_s: u64,
+        skew_s: u64,
+    ) -> Result<(), DpopError> {
+        if self.htm != method {
+            return Err(DpopError::HtmMismatch);
+        }
+        // RFC 9449 §4.2: htu carries no query or fragment; one that does was built wrongly.
+        if self.htu.contains(['?', '#']) || normalize_htu(&self.htu).as_deref() != Some(htu) {
+            return Err(DpopError::HtuMismatch);
+        }
+        if self.iat > now.saturating_add(skew_s) {
+            return Err(DpopError::Future);
+        }
+        if self.iat.saturating_add(max_age_s).saturating_add(skew_s) < now {
+            return Err(DpopError::Stale);
+        }
+        Ok(())
+    }
+
+    /// The first second this proof is stale: a replay ledger keeps its `jti` until then.
+    pub fn stale_from(&self, max_age_s: u64, skew_s: u64) -> u64 {
+        self.iat.saturating_add(max_age_s).saturating_add(skew_s).saturating_add(1)
     }
 }
 
@@ -313,6 +335,9 @@ fn normalize_path(path: &str) -> Option<String> {
     }
     Some(format!("/{}", out.join("/")))
 }
+
+/// Seconds of a server nonce's time step: a nonce is good in its step and the next.
+pub const NONCE_STEP_S: u64 = 60;
 
 /// Server nonces: `base64url(step || HMAC-SHA256(key, "jitgate dpop nonce" || step)[..16])`,
 /// valid during their time step and the next one. Stateless: any worker with the key checks it.

@@ -1,6 +1,7 @@
 //! Plugin configuration: typed JSON, unknown fields refused, every value bounded. Parsed once in
 //! `on_configure`; the hot path only reads the compiled form.
 
+pub mod resource;
 pub mod sidecar;
 
 use crate::ledger::Geometry;
@@ -58,6 +59,9 @@ struct RawConfig {
     /// Where the DPoP server nonce key comes from (default: drawn by this proxy).
     #[serde(default)]
     dpop_nonce_key: Option<RawNonceKey>,
+    /// Answer RFC 9728 metadata requests and name the document in challenges (absent: off).
+    #[serde(default)]
+    resource_metadata: Option<resource::RawResourceMetadata>,
     rules: Vec<RawRule>,
 }
 
@@ -240,6 +244,7 @@ pub struct Config {
     pub ledger: Option<Geometry>,
     pub sidecar: Option<Sidecar>,
     pub nonce_key: NonceKeySource,
+    pub resource_metadata: Option<resource::ResourceMetadata>,
 }
 
 /// A configuration error that names the offending field.
@@ -408,9 +413,11 @@ impl RawConfig {
             }
             rules.push(rule);
         }
+        let resource_metadata = self.resource_metadata.map(|m| m.compile(&mut rules)).transpose()?;
         // The ring spans the longest-lived entry of the rules that use it, so a DPoP-only ledger
         // does not pay for an hour-long max_ttl_s. A single-use entry lives until exp + skew
-        // (exp <= now + skew + ttl cap); a proof's until iat + max_age + skew (iat <= now + skew).
+        // (exp <= now + skew + ttl cap); a proof's until iat + max_age + skew + 1 (iat <= now + skew;
+        // the extra second still fits the ring's two spare slots).
         let ledger = rules
             .iter()
             .filter(|r| r.replay_scope == ReplayScope::Local)
@@ -449,6 +456,7 @@ impl RawConfig {
             ledger,
             rules,
             nonce_key,
+            resource_metadata,
         })
     }
 }
@@ -520,6 +528,7 @@ impl RawRule {
             dpop_max_age_s: self.dpop_max_age_s.unwrap_or(DEFAULT_DPOP_MAX_AGE_S),
             dpop_nonce: self.dpop_nonce,
             replay_scope: self.replay_scope,
+            resource_metadata: None,
         })
     }
 }

@@ -63,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
     let exchange = Router::new().route("/v1/token", post(people::token)).route_layer(budget("exchange", l.exchange));
     let api = Router::new()
         .route("/.well-known/jwks.json", get(people::jwks))
+        .route(&metadata_path(&app.config.issuer), get(people::server_metadata))
         .route("/v1/requests", post(people::create_request).get(people::list_requests))
         .route("/dev-idp/.well-known/openid-configuration", get(devidp::discovery))
         .route("/dev-idp/jwks", get(devidp::jwks))
@@ -86,6 +87,15 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
         .with_state(app)
+}
+
+/// Where RFC 8414 §3 puts the metadata of `issuer`: the well-known path before the issuer's own
+/// (an issuer path with characters a route cannot hold is left out).
+fn metadata_path(issuer: &str) -> String {
+    let own = issuer.parse::<axum::http::Uri>().ok().filter(|u| u.scheme().is_some()).map(|u| u.path().to_owned());
+    let own = own.as_deref().unwrap_or_default().trim_end_matches('/');
+    let routable = own.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b)) && !own.contains("//");
+    format!("/.well-known/oauth-authorization-server{}", if routable { own } else { "" })
 }
 
 pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {

@@ -29,6 +29,32 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
     counted(&app, r)
 }
 
+/// Authorization server metadata (RFC 8414), public: what a client needs to configure itself
+/// from the issuer URL. This server has no authorization endpoint: it exchanges tokens.
+pub async fn server_metadata(State(app): State<Arc<App>>) -> Response {
+    let c = &app.config;
+    // RFC 8414 §2: the issuer is an https URL (plain http only to this machine, for tests).
+    let (Some(base), true) = (c.public_url.as_deref(), crate::config::outbound_url_allowed(&c.issuer)) else {
+        return counted(
+            &app,
+            Err(ApiError::not_found("no metadata: the issuer is no https URL, or `public_url` is unset")),
+        );
+    };
+    let mut scopes: Vec<&str> = c.policy.scopes.keys().map(String::as_str).collect();
+    scopes.sort_unstable();
+    let body = json!({
+        "issuer": c.issuer,
+        "token_endpoint": c.token_endpoint,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": [grants::TOKEN_EXCHANGE],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": scopes,
+        "dpop_signing_alg_values_supported": jitgate_token::dpop::PROOF_ALGS.split(' ').collect::<Vec<_>>(),
+    });
+    counted(&app, Ok(([(header::CACHE_CONTROL, "max-age=300")], Json(body)).into_response()))
+}
+
 pub async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
         let bytes = read_body(body, MAX_BODY_BYTES).await?;
@@ -161,10 +187,23 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             return Err(ApiError::bad_request("invalid_request", "send application/x-www-form-urlencoded"));
         }
         let bytes = read_body(body, MAX_BODY_BYTES).await?;
+        let form = ExchangeForm::parse(&bytes)?;
+        let proven = match crate::dpop::checked(&app, &headers)? {
+            Some(proof) => {
+                let (a, subject) = (app.clone(), form.subject_token.clone());
+                blocking(move || grants::subject(&a, subject.as_deref())).await?;
+                Some(crate::dpop::spend(&app, proof).await?)
+            }
+            None => None,
+        };
         let a = app.clone();
         blocking(move || {
-            let answer = grants::exchange(&a, &ExchangeForm::parse(&bytes)?)?;
-            Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+            let answer = grants::exchange(&a, &form, proven.as_deref())?;
+            let mut r = ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response();
+            if let Some(n) = crate::dpop::next_nonce(&a).and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+                r.headers_mut().insert("dpop-nonce", n);
+            }
+            Ok(r)
         })
         .await
     };

@@ -5,11 +5,14 @@
 //!
 //! Sign-in (see `signin`): the development issuer's authorization-code flow with PKCE (client
 //! `jitgate-console`), an external OpenID provider, or an authenticating proxy's headers. An ID
-//! token is checked by the same identity verifier as every API call. Sessions are server-side (a
-//! random id in an `HttpOnly; SameSite=Lax` cookie, `Secure` unless the console is served to this
-//! machine over plain http), bounded, and end with the ID token (behind a proxy: when the proxy
-//! stops vouching for the person). Every state change is a POST carrying the session's CSRF token.
+//! token is checked by the same identity verifier as every API call. A sign-in belongs to the
+//! browser that started it (see `binding`). Sessions are server-side (a random id in an
+//! `HttpOnly; SameSite=Lax` cookie; over https a `__Host-` cookie, `Secure` with `Path=/`, so a
+//! sibling subdomain cannot plant one), bounded, and end with the ID token (behind a proxy: when
+//! the proxy stops vouching for the person). Every state change is a POST carrying the session's
+//! CSRF token.
 
+mod binding;
 mod pages;
 pub mod signin;
 mod utc;
@@ -27,6 +30,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use binding::Binder;
 use sha2::{Digest, Sha256};
 use signin::SignIn;
 use std::collections::HashMap;
@@ -34,11 +38,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
-const COOKIE: &str = "jitgate_console";
 const MAX_SESSIONS: usize = 10_000;
 const MAX_SESSIONS_PER_PERSON: usize = 16;
-const MAX_PENDING_SIGN_INS: usize = 1000;
-const SIGN_IN_TTL_S: u64 = 600;
 /// Longest session, whatever the ID token says (behind a proxy, each request is vouched for anyway).
 const MAX_SESSION_S: u64 = 8 * 3600;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; \
@@ -53,20 +54,55 @@ struct Session {
     expires: u64,
 }
 
-/// A sign-in sent to the provider, waiting for its callback.
-struct PendingSignIn {
-    pkce_verifier: String,
-    /// The nonce the ID token must carry (external providers).
-    nonce: Option<String>,
-    expires: u64,
-}
-
-/// Sessions and sign-ins in progress, both bounded.
-#[derive(Default)]
+/// The console's sessions (bounded), and the key that binds a sign-in to its browser.
 pub struct Console {
     sessions: Mutex<HashMap<String, Session>>,
-    /// By `state`.
-    pending: Mutex<HashMap<String, PendingSignIn>>,
+    binder: Binder,
+}
+
+impl Console {
+    /// `sign_in_key`: the secret sign-ins are bound with (see `binding`).
+    pub fn new(sign_in_key: &[u8]) -> Console {
+        Console { sessions: Mutex::default(), binder: Binder::new(sign_in_key) }
+    }
+}
+
+/// The console's cookies: over https `__Host-` cookies (`Secure`, `Path=/`, no `Domain`), over
+/// plain http to this machine ordinary ones scoped to `/ui`.
+#[derive(Debug, Clone, Copy)]
+struct Cookies {
+    session: &'static str,
+    sign_in: &'static str,
+    attributes: &'static str,
+}
+
+impl Cookies {
+    fn of(app: &App) -> Cookies {
+        // The configuration allows https, or plain http to this machine; URL schemes are case-blind.
+        let https = app
+            .config
+            .console
+            .as_ref()
+            .is_some_and(|c| !c.public_url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")));
+        if https {
+            Cookies {
+                session: "__Host-jitgate_console",
+                sign_in: "__Host-jitgate_signin",
+                attributes: "Path=/; Secure; HttpOnly; SameSite=Lax",
+            }
+        } else {
+            Cookies {
+                session: "jitgate_console",
+                sign_in: "jitgate_signin",
+                attributes: "Path=/ui; HttpOnly; SameSite=Lax",
+            }
+        }
+    }
+
+    fn set(&self, name: &str, value: &str, max_age: u64) -> ApiResult<HeaderValue> {
+        HeaderValue::from_str(&format!("{name}={value}; {}; Max-Age={max_age}", self.attributes))
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
 }
 
 /// Who sends a console request: its headers and the address it came from (for a proxy's say-so).
@@ -139,15 +175,22 @@ fn error_page(app: &App, e: &ApiError, who: Option<&Session>) -> Response {
     page(e.status, pages::error(app, who.map(|s| (&s.who, s.csrf.as_str())), &e.description))
 }
 
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))
+/// The value of the cookie `name` the request carries (from any of its `Cookie` headers).
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+fn session_id(app: &App, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, Cookies::of(app).session)
 }
 
 /// The caller's live session. Behind an authenticating proxy the proxy must vouch for the same
 /// person on every request, or the session ends.
 fn session(app: &App, caller: &Caller) -> Option<Session> {
-    let id = session_id(&caller.headers)?;
+    let id = session_id(app, &caller.headers)?;
     let mut sessions = lock(&app.console.sessions);
     let mut s = sessions.get(&id)?.clone();
     if let Ok(SignIn::TrustedHeaders(proxy)) = sign_in(app) {
@@ -193,54 +236,35 @@ async fn login(State(app): State<Arc<App>>, caller: Caller) -> Response {
     let r = blocking(move || {
         let redirect = a.console_redirect().ok_or_else(|| ApiError::not_found("no console"))?;
         let now = a.clock.now();
-        match sign_in(&a)? {
+        let (binding, secrets) = a.console.binder.start(now);
+        let url = match sign_in(&a)? {
             SignIn::Dev => {
-                let (state, verifier) = (crate::random_hex(16), crate::random_hex(32));
-                remember(
-                    &a,
-                    state.clone(),
-                    PendingSignIn { pkce_verifier: verifier.clone(), nonce: None, expires: 0 },
-                )?;
-                let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(verifier.as_bytes()));
+                let challenge = jitgate_token::encoding::b64_encode(&Sha256::digest(secrets.pkce_verifier.as_bytes()));
                 let start = "/dev-idp/authorize?".to_owned();
                 let mut url = form_urlencoded::Serializer::for_suffix(start.clone(), start.len());
                 url.append_pair("client_id", CONSOLE_CLIENT)
                     .append_pair("redirect_uri", &redirect)
                     .append_pair("response_type", "code")
                     .append_pair("scope", "openid")
-                    .append_pair("state", &state)
+                    .append_pair("state", &secrets.state)
                     .append_pair("code_challenge", &challenge)
                     .append_pair("code_challenge_method", "S256");
-                Ok(to(&url.finish()))
+                url.finish()
             }
-            SignIn::Oidc(provider) => {
-                let started = provider.start(&redirect, now).map_err(ApiError::unavailable)?;
-                let pending =
-                    PendingSignIn { pkce_verifier: started.pkce_verifier, nonce: Some(started.nonce), expires: 0 };
-                remember(&a, started.state, pending)?;
-                Ok(to(&started.url))
-            }
+            SignIn::Oidc(provider) => provider.start(&redirect, &secrets, now).map_err(ApiError::unavailable)?,
             SignIn::TrustedHeaders(proxy) => {
                 let who = proxy.vouched(&caller.headers, caller.peer).map_err(ApiError::forbidden)?;
-                start_session(&a, who, None, now.saturating_add(MAX_SESSION_S), "trusted-headers")
+                return start_session(&a, who, None, now.saturating_add(MAX_SESSION_S), "trusted-headers");
             }
-        }
+        };
+        // The browser that goes to the provider carries the sign-in back; nothing is kept here.
+        let cookies = Cookies::of(&a);
+        let mut r = to(&url);
+        r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.sign_in, &binding, binding::TTL_S)?);
+        Ok(r)
     })
     .await;
     signed_in_or_error(&app, r)
-}
-
-/// Keeps a sign-in in progress until its callback (bounded, expiring).
-fn remember(app: &App, state: String, mut pending: PendingSignIn) -> ApiResult<()> {
-    let now = app.clock.now();
-    pending.expires = now.saturating_add(SIGN_IN_TTL_S);
-    let mut all = lock(&app.console.pending);
-    all.retain(|_, p| p.expires > now);
-    if all.len() >= MAX_PENDING_SIGN_INS {
-        return Err(ApiError::unavailable("too many sign-ins in progress"));
-    }
-    all.insert(state, pending);
-    Ok(())
 }
 
 fn signed_in_or_error(app: &App, r: ApiResult<Response>) -> Response {
@@ -250,14 +274,25 @@ fn signed_in_or_error(app: &App, r: ApiResult<Response>) -> Response {
     }
 }
 
-async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn callback(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let a = app.clone();
     let r = blocking(move || {
         let method = sign_in(&a)?;
         let get = |k: &str| q.get(k).cloned().unwrap_or_default();
         let now = a.clock.now();
-        let pending = lock(&a.console.pending).remove(&get("state")).filter(|p| p.expires > now).ok_or_else(|| {
-            ApiError::bad_request("invalid_request", "this sign-in was not started here, or took too long")
+        let cookies = Cookies::of(&a);
+        // Only the browser that started this sign-in carries its cookie (login CSRF otherwise).
+        let pending = cookie(&headers, cookies.sign_in)
+            .and_then(|c| a.console.binder.finish(&c, &get("state"), now))
+            .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "this sign-in was not started in this browser, or took too long; sign in again",
+            )
         })?;
         if let Some(error) = q.get("error") {
             return Err(ApiError::forbidden(format!(
@@ -278,9 +313,8 @@ async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
                 (token, now.saturating_add(devidp::ID_TOKEN_TTL_S), CONSOLE_CLIENT)
             }
             SignIn::Oidc(provider) => {
-                let nonce = pending.nonce.unwrap_or_default();
                 let (token, exp) = provider
-                    .finish(&redirect, &get("code"), &pending.pkce_verifier, &nonce, now)
+                    .finish(&redirect, &get("code"), &pending.pkce_verifier, &pending.nonce, now)
                     .map_err(ApiError::unauthorized)?;
                 (token, exp, provider.client_id())
             }
@@ -290,7 +324,9 @@ async fn callback(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
             .identity
             .verify(&id_token, now)
             .map_err(|e| ApiError::unauthorized(format!("identity token rejected: {e}")))?;
-        start_session(&a, who, Some(id_token), exp.min(now.saturating_add(MAX_SESSION_S)), client)
+        let mut r = start_session(&a, who, Some(id_token), exp.min(now.saturating_add(MAX_SESSION_S)), client)?;
+        r.headers_mut().append(header::SET_COOKIE, cookies.set(cookies.sign_in, "", 0)?);
+        Ok(r)
     })
     .await;
     signed_in_or_error(&app, r)
@@ -317,15 +353,9 @@ fn start_session(app: &App, who: Subject, id_token: Option<String>, expires: u64
         }
         sessions.insert(id.clone(), Session { who, id_token, csrf: crate::random_hex(32), expires });
     }
-    let public = app.config.console.as_ref().map_or("", |c| c.public_url.as_str());
-    // `Secure` is relaxed only for a console served to this machine over plain http.
-    let loopback = public.starts_with("http://127.0.0.1") || public.starts_with("http://localhost");
-    let secure = if loopback { "" } else { "; Secure" };
-    let max_age = expires.saturating_sub(now);
-    let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    let cookies = Cookies::of(app);
     let mut r = to("/ui/");
-    r.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::unavailable(e.to_string()))?);
+    r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.session, &id, expires.saturating_sub(now))?);
     Ok(r)
 }
 
@@ -335,12 +365,12 @@ async fn logout(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Resp
         let f = form_fields(&read_body(body, MAX_BODY_BYTES).await?)?;
         Ok(match checked(&app, &caller, &f) {
             Ok(_) => {
-                if let Some(id) = session_id(&caller.headers) {
+                if let Some(id) = session_id(&app, &caller.headers) {
                     lock(&app.console.sessions).remove(&id);
                 }
                 let mut r = page(StatusCode::OK, pages::signed_out());
-                r.headers_mut()
-                    .insert(header::SET_COOKIE, HeaderValue::from_static("jitgate_console=; Path=/ui; Max-Age=0"));
+                let cookies = Cookies::of(&app);
+                r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.session, "", 0)?);
                 r
             }
             Err(r) => *r,
@@ -452,7 +482,8 @@ async fn token(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Respo
             .append_pair("scope", &scope);
         let answer = match &s.id_token {
             Some(t) => {
-                grants::exchange(a, &ExchangeForm::parse(form.append_pair("subject_token", t).finish().as_bytes())?)?
+                let form = ExchangeForm::parse(form.append_pair("subject_token", t).finish().as_bytes())?;
+                grants::exchange(a, &form, None)?
             }
             // Signed in by the authenticating proxy: the session itself is the person's credential.
             None => grants::exchange_as(a, &s.who, &ExchangeForm::parse(form.finish().as_bytes())?)?,

@@ -3,6 +3,7 @@
 //! of an authenticating proxy in front of the sidecar (oauth2-proxy style), believed only from the
 //! configured source addresses.
 
+use super::binding::Secrets;
 use crate::config::{outbound_url_allowed, IdentityIssuer};
 use crate::files::at;
 use crate::identity::Subject;
@@ -108,20 +109,6 @@ impl std::fmt::Debug for OidcProvider {
     }
 }
 
-/// A sign-in sent to the provider: where the browser goes, and what the callback must match.
-pub struct Started {
-    pub url: String,
-    pub state: String,
-    pub pkce_verifier: String,
-    pub nonce: String,
-}
-
-impl std::fmt::Debug for Started {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Started").field("url", &self.url).finish_non_exhaustive()
-    }
-}
-
 impl OidcProvider {
     fn compile(o: RawOidc, base: &Path, issuers: &[IdentityIssuer]) -> Result<OidcProvider, String> {
         let bad = |what: &str| format!("console.sign_in.oidc: {what}");
@@ -185,24 +172,25 @@ impl OidcProvider {
         }
     }
 
-    /// The address to send the browser to, with a fresh state, PKCE verifier and nonce.
-    pub fn start(&self, redirect: &str, now: u64) -> Result<Started, String> {
+    /// The address to send the browser to for the sign-in whose state, PKCE verifier and nonce
+    /// are `secrets`.
+    pub fn start(&self, redirect: &str, secrets: &Secrets, now: u64) -> Result<String, String> {
         let metadata = self.metadata(now)?;
         let client = CoreClient::from_provider_metadata(metadata, ClientId::new(self.client_id.clone()), self.secret())
             .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(|e| e.to_string())?);
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request =
-            client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(secrets.pkce_verifier.clone()));
+        let (state, nonce) = (secrets.state.clone(), secrets.nonce.clone());
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        );
         for s in &self.scopes {
             request = request.add_scope(Scope::new(s.clone()));
         }
-        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        Ok(Started {
-            url: url.to_string(),
-            state: state.secret().clone(),
-            pkce_verifier: verifier.secret().clone(),
-            nonce: nonce.secret().clone(),
-        })
+        let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        Ok(url.to_string())
     }
 
     /// Redeems the code; the ID token is checked here (signature by the provider's keys, issuer,

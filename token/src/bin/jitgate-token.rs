@@ -5,7 +5,8 @@
 //!   jitgate-token mint --key KEYFILE --claims JSON [--typ at+jwt] [--header JSON] [--now SECS] [--count N]
 //!                                                       (--count: N tokens, one per line, jti suffixed -0, -1, ...)
 //!   jitgate-token jkt KEYFILE                           RFC 7638 thumbprint, for a token's cnf.jkt
-//!   jitgate-token dpop --key KEYFILE --htm GET --htu URL --token TOKEN [--nonce N] [--jti J] [--now SECS] [--count N]
+//!   jitgate-token dpop --key KEYFILE --htm GET --htu URL [--token TOKEN] [--nonce N] [--jti J] [--now SECS] [--count N]
+//!     (without --token: no `ath`, a proof for a token endpoint, RFC 9449 §5)
 //!                                                       a DPoP proof (RFC 9449) for one request
 //!                                                       (--count: N proofs with random jtis, one per line)
 //!
@@ -67,12 +68,14 @@ fn run(args: &[String]) -> Result<String, String> {
         Some("dpop") => {
             use sha2::{Digest, Sha256};
             let key = load_key(&arg(args, "--key").ok_or("--key is required")?)?;
-            let token = arg(args, "--token").ok_or("--token is required (the proof's ath binds it)")?;
             let now = now_arg(args)?;
             let count = count_arg(args)?;
             let mut claims = json!({"htm": arg(args, "--htm").unwrap_or_else(|| "GET".into()),
-                "htu": arg(args, "--htu").ok_or("--htu is required")?, "iat": now,
-                "ath": b64_encode(&Sha256::digest(token.as_bytes()))});
+                "htu": arg(args, "--htu").ok_or("--htu is required")?, "iat": now});
+            // The access token the proof goes with (its ath); none for a proof to a token endpoint.
+            if let Some(token) = arg(args, "--token") {
+                claims["ath"] = json!(b64_encode(&Sha256::digest(token.as_bytes())));
+            }
             if let Some(n) = arg(args, "--nonce") {
                 claims["nonce"] = json!(n);
             }
