@@ -2,7 +2,7 @@
 """Side-by-side benchmark in real Envoy 1.40 (V8): jitgate against Envoy's native filters, same
 listener, same direct-response upstream, same request shapes, one and two workers.
 
-Configurations (issue #6):
+Configurations:
   a  no auth filter (the ceiling)
   b  jwt_authn ES256, inline JWKS, no cache, + RBAC requiring the scope
   c  jwt_authn with jwt_cache_config, + RBAC

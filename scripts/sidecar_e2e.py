@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The sidecar's listener and revocation feed with real processes (issue #13):
+"""The sidecar's listener and revocation feed with real processes:
 
 - mTLS callers: the sidecar on TLS with client certificates (openssl-made CA, server and workload
   certificates), Envoy calling it over mTLS with no caller secret in the filter, and clients without

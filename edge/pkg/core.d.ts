@@ -1,4 +1,4 @@
-/** One audit record (DESIGN §7), as the Envoy filter logs it. */
+/** One audit record (docs/architecture.md §7), as the Envoy filter logs it. */
 export type AuditRecord = Record<string, unknown> & { event: string; decision?: string; reason?: string };
 
 export interface Verdict {

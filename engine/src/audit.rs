@@ -1,4 +1,4 @@
-//! The audit event (DESIGN §7): one JSON line per decision, never the raw token.
+//! The audit event (docs/architecture.md §7): one JSON line per decision, never the raw token.
 
 pub use jitgate_token::claims::jti_hash;
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! Bounded per-VM caches with CLOCK eviction (one reference bit per slot: O(1) hits, no list to
-//! reorder). Two uses: verified tokens (DESIGN §3 step 3: the token itself -> its validated
+//! reorder). Two uses: verified tokens (docs/architecture.md §3 step 3: the token itself -> its validated
 //! claims; a hit skips the signature and the claim parsing, the clock, scope and replay are
-//! checked again) and exchanged tokens (DESIGN §5: hash of subject token and scopes -> the issued
+//! checked again) and exchanged tokens (docs/architecture.md §5: hash of subject token and scopes -> the issued
 //! token).
 
 use jitgate_token::AccessToken;

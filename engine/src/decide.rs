@@ -128,7 +128,7 @@ impl Engine {
         Ok(CheckedProof { proof, htu })
     }
 
-    /// Step 5 of DESIGN §3 for a token (and proof) that passed everything else. A cluster-mode
+    /// Step 5 of docs/architecture.md §3 for a token (and proof) that passed everything else. A cluster-mode
     /// rule asks the sidecar first (`Err` carries the call).
     fn check_replay(
         &self,
@@ -189,7 +189,7 @@ impl Engine {
         })
     }
 
-    /// Step 1 of DESIGN §3: the rule of a request, or the decision when there is none.
+    /// Step 1 of docs/architecture.md §3: the rule of a request, or the decision when there is none.
     pub(crate) fn match_rule(&self, req: &Request<'_>) -> Result<&Rule, Reason> {
         let path = rules::path_only(req.path);
         if !rules::is_normalized(path) {

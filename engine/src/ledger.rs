@@ -1,4 +1,4 @@
-//! The replay ledger (DESIGN §3): which nonces (single-use `jti`s, DPoP proof `jti`s) were seen,
+//! The replay ledger (docs/architecture.md §3): which nonces (single-use `jti`s, DPoP proof `jti`s) were seen,
 //! shared by every worker of one proxy through proxy-wasm shared data.
 //!
 //! Shared data has CAS but no atomic insert of a new key, so the ledger is a fixed grid of

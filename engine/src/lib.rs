@@ -1,4 +1,4 @@
-//! jitgate's decision engine, host-agnostic (DESIGN §3): nothing here imports proxy-wasm or any
+//! jitgate's decision engine, host-agnostic (docs/architecture.md §3): nothing here imports proxy-wasm or any
 //! other host API. An adapter hands it the request's headers (borrowed) and applies the returned
 //! `Action`; host services go through the `Host` trait.
 

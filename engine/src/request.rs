@@ -43,7 +43,7 @@ pub(crate) struct Request<'a> {
     pub(crate) authorization: SingleHeader<'a>,
     /// The `DPoP` proof header (RFC 9449 §4.1).
     pub(crate) dpop: SingleHeader<'a>,
-    /// The identity token to exchange (DESIGN §5), when exchange is configured.
+    /// The identity token to exchange (docs/architecture.md §5), when exchange is configured.
     pub(crate) subject: SingleHeader<'a>,
     /// Which of `CLAIM_HEADERS` the client sent (they are removed before forwarding).
     pub(crate) claim_headers_sent: [bool; CLAIM_HEADERS.len()],

@@ -1,4 +1,4 @@
-//! Local responses (DESIGN §4): RFC 6750 challenges and a JSON body that never echoes the token.
+//! Local responses (docs/architecture.md §4): RFC 6750 challenges and a JSON body that never echoes the token.
 
 use super::reason::Reason;
 use serde::Serialize;

@@ -40,7 +40,7 @@ pub enum ReplayScope {
     Cluster,
 }
 
-/// Replay protection of a rule (DESIGN §3 step 5).
+/// Replay protection of a rule (docs/architecture.md §3 step 5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Replay {

@@ -1,4 +1,4 @@
-//! The filter's side of jitgate-sidecar (DESIGN §5, §6): the calls the filter makes and the
+//! The filter's side of jitgate-sidecar (docs/architecture.md §5, §6): the calls the filter makes and the
 //! parsing of their answers. Every answer is untrusted input: bounded, and a malformed one is an
 //! error the caller fails closed on.
 

@@ -1,4 +1,4 @@
-//! DPoP server nonces across a fleet (issue #13 item 12): a nonce proxy A issued is accepted by
+//! DPoP server nonces across a fleet: a nonce proxy A issued is accepted by
 //! proxy B when both share the nonce key, from a configured secret or from the sidecar. Each
 //! plugin here is its own world (its own shared data): two proxies, not two workers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]

@@ -1,4 +1,4 @@
-//! A failing host never traps the filter (issue #13 item 14). Each hostcall the filter makes is
+//! A failing host never traps the filter. Each hostcall the filter makes is
 //! made to fail (an unexpected status such as InternalFailure, or malformed bytes); the request it
 //! concerns must get a 503 (or, where only telemetry is lost, its normal verdict), never a trap,
 //! and the worker must serve the next request normally once the host recovers. The proxy-wasm

@@ -349,7 +349,7 @@ fn audit_events_are_shipped_in_batches_retried_and_drops_counted() {
     assert!(shipped >= 5);
 }
 
-// ---------------------------------------------------------------- issue #13
+// ---------------------------------------------------------------- signed calls, feed pages, audit shipping
 
 const CALLER_SECRET: [u8; 32] = [42; 32];
 

@@ -1,4 +1,4 @@
-//! The append-only, hash-chained audit file (DESIGN §7).
+//! The append-only, hash-chained audit file (docs/architecture.md §7).
 //!
 //! Each line is `{"seq":N,"prev":"<hex>","hash":"<hex>","event":{...}}` where
 //! `hash = SHA-256(prev || "\n" || N || "\n" || event)` over the event's exact bytes. A changed line

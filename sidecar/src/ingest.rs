@@ -1,4 +1,4 @@
-//! The events filters ship to `POST /v1/audit`: exactly the `access.*` schema of DESIGN §7 (plus
+//! The events filters ship to `POST /v1/audit`: exactly the `access.*` schema of docs/architecture.md §7 (plus
 //! `rule`), every field typed and bounded, unknown members refused. What is stored is this
 //! struct serialized again with the authenticated caller added, never the caller's bytes, and
 //! the only metric label taken from it is the event kind (one of two).

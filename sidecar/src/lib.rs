@@ -1,5 +1,5 @@
 //! jitgate-sidecar: decides who may hold which JIT token, for how long, on whose approval
-//! (DESIGN §5-§7). `App` is the shared state; `api::router` serves it over HTTP, `server` runs it.
+//! (docs/architecture.md §5-§7). `App` is the shared state; `api::router` serves it over HTTP, `server` runs it.
 
 pub mod api;
 pub mod audit;

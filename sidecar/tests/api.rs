@@ -663,7 +663,7 @@ async fn identity_keys_fetched_from_a_url_are_refreshed_and_the_last_good_set_ke
     assert_eq!(ask(id(&k1, "a4")).await, StatusCode::UNAUTHORIZED, "the dropped key no longer verifies");
 }
 
-// ---------------------------------------------------------------- issue #13: who may call what
+// ---------------------------------------------------------------- who may call what
 
 #[tokio::test]
 async fn filter_endpoints_refuse_anyone_who_cannot_prove_to_be_a_filter() {
@@ -773,7 +773,7 @@ async fn audit_ingest_takes_only_the_access_schema_and_records_who_shipped_it() 
     assert_eq!(stored[0]["request_id"], "r3");
 }
 
-// ---------------------------------------------------------------- issue #13: the revocation feed
+// ---------------------------------------------------------------- the revocation feed
 
 #[tokio::test]
 async fn the_feed_pages_deduplicates_and_rate_limits_self_revocation() {
@@ -883,7 +883,7 @@ async fn a_lost_store_starts_a_new_epoch_that_an_admin_acknowledges() {
     );
 }
 
-// ---------------------------------------------------------------- issue #13: the replay ledger
+// ---------------------------------------------------------------- the replay ledger
 
 #[tokio::test]
 async fn a_full_replay_ledger_is_a_503_and_forgets_no_live_key_across_a_restart() {
@@ -902,7 +902,7 @@ async fn a_full_replay_ledger_is_a_503_and_forgets_no_live_key_across_a_restart(
     assert_eq!(s.filter("POST", "/v1/replay", later).await.1["fresh"], true, "expired keys made room");
 }
 
-// ---------------------------------------------------------------- issue #13: identity
+// ---------------------------------------------------------------- identity
 
 #[tokio::test]
 async fn a_subject_is_its_issuer_and_sub_together() {
@@ -996,7 +996,7 @@ async fn one_unusable_key_in_an_identity_jwks_is_skipped_and_counted() {
     );
 }
 
-// ---------------------------------------------------------------- issue #13: audit queries, load
+// ---------------------------------------------------------------- audit queries, load
 
 #[tokio::test]
 async fn audit_queries_return_the_newest_events_a_page_at_a_time() {

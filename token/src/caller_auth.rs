@@ -1,4 +1,4 @@
-//! Signed calls from filters to jitgate-sidecar (issue #13): a per-deployment shared secret signs
+//! Signed calls from filters to jitgate-sidecar: a per-deployment shared secret signs
 //! each request with HMAC-SHA256 over its method, path, a timestamp, a one-time nonce and the
 //! SHA-256 of its body. The secret never crosses the wire, a captured request is good for one
 //! use within the clock window, and a changed body or path breaks the signature.

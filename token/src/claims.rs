@@ -1,4 +1,4 @@
-//! JIT access token claims (DESIGN §2) and their validation. Time is passed in, never read.
+//! JIT access token claims (docs/architecture.md §2) and their validation. Time is passed in, never read.
 
 use crate::encoding::check_json_object;
 use crate::error::{Error, Result};

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 /// Largest proof accepted (an RSA-4096 jwk plus claims fits well within).
 pub const MAX_PROOF_BYTES: usize = 4096;
-/// Longest proof `jti` (issue #4: longer ones are rejected, not truncated).
+/// Longest proof `jti` (longer ones are rejected, not truncated).
 pub const MAX_JTI_BYTES: usize = 128;
 const MAX_HTU_BYTES: usize = 2048;
 const MAX_NONCE_BYTES: usize = 256;

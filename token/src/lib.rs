@@ -2,7 +2,7 @@
 //!
 //! Why not `jsonwebtoken`'s decode path: it keeps the last of duplicate JSON members, binds the
 //! algorithm per call instead of per key, re-parses key material on every verification, and has no
-//! place for a host-provided verifier (issue #4). So the JOSE layer here is hand-written and small,
+//! place for a host-provided verifier. So the JOSE layer here is hand-written and small,
 //! and every primitive comes from RustCrypto (`p256`, `ed25519-dalek`, `rsa`, `hmac`, `sha2`).
 
 pub mod alg;

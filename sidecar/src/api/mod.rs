@@ -1,4 +1,4 @@
-//! HTTP API (DESIGN §6). Bodies are read with explicit size limits and parsed here, so every
+//! HTTP API (docs/architecture.md §6). Bodies are read with explicit size limits and parsed here, so every
 //! rejection is a JSON error, never a framework's plain-text one. Routes come in groups with
 //! their own concurrency budget (tower: load-shed + global concurrency limit + timeout): a flood
 //! on one group is refused with 503 at once instead of queueing, and cannot starve another: the
