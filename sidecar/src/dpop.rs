@@ -1,10 +1,11 @@
 //! DPoP at the token endpoint (RFC 9449 §5): a `DPoP` header on `POST /v1/token` is a proof,
 //! checked with the verifier the filter uses (`jitgate_token::dpop`): signature by the key in its
-//! header, `htm` POST, `htu` this sidecar's token endpoint, a fresh `iat`, and a `jti` this
-//! sidecar has not seen (in the cluster replay ledger: embedded, or Redis for every replica). The
-//! token is then bound to the proof's key (`cnf.jkt`). With `dpop.nonce`, a proof must also carry
-//! a server nonce (`use_dpop_nonce` answers with one, RFC 9449 §8), stateless and keyed by the
-//! deployment's nonce key, so any replica accepts another's.
+//! header, `htm` POST, `htu` this sidecar's token endpoint, a fresh `iat` (`checked`), and a `jti`
+//! this sidecar has not seen (`spend`, in the cluster replay ledger: embedded, or Redis for every
+//! replica; only once the subject token passed). The token is then bound to the proof's key
+//! (`cnf.jkt`). With `dpop.nonce`, a proof must also carry a server nonce (`use_dpop_nonce`
+//! answers with one, RFC 9449 §8), stateless and keyed by the deployment's nonce key, so any
+//! replica accepts another's.
 
 use crate::error::{ApiError, ApiResult};
 use crate::App;
@@ -18,9 +19,14 @@ fn refused(why: &str) -> ApiError {
     ApiError::bad_request("invalid_dpop_proof", why)
 }
 
+/// The deployment's nonce key, as the nonces need it.
+fn nonce_key(app: &App) -> ApiResult<[u8; 32]> {
+    app.nonce_key.as_slice().try_into().map_err(|_| ApiError::unavailable("the DPoP nonce key is unusable"))
+}
+
 /// The nonce a client should put in its next proof, when nonces are asked for.
 pub fn next_nonce(app: &App) -> Option<String> {
-    let key: [u8; 32] = app.nonce_key.as_slice().try_into().ok()?;
+    let key = nonce_key(app).ok()?;
     app.config.dpop.nonce.then(|| dpop::issue_nonce(&key, app.clock.now() / NONCE_STEP_S))
 }
 
@@ -52,8 +58,7 @@ pub fn checked(app: &App, headers: &HeaderMap) -> ApiResult<Option<Checked>> {
     let (now, skew, max_age) = (app.clock.now(), app.config.clock_skew_s, app.config.dpop.max_age.0);
     proof.check_request("POST", &htu, now, max_age, skew).map_err(|e| refused(e.code()))?;
     if app.config.dpop.nonce {
-        let key: [u8; 32] =
-            app.nonce_key.as_slice().try_into().map_err(|_| ApiError::unavailable("the DPoP nonce key is unusable"))?;
+        let key = nonce_key(app)?;
         if !proof.nonce.as_deref().is_some_and(|n| dpop::nonce_valid(&key, n, now / NONCE_STEP_S)) {
             return Err(ApiError::bad_request("use_dpop_nonce", "send the proof again with this DPoP-Nonce")
                 .with_header("dpop-nonce", dpop::issue_nonce(&key, now / NONCE_STEP_S)));

@@ -321,16 +321,16 @@ fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
         .ok_or_else(|| ApiError::bad_request("invalid_request", format!("`{name}` is required")))
 }
 
-/// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not. `proven_jkt`: the
-/// key of the request's DPoP proof, already checked (`crate::dpop`); the token is bound to it.
-pub fn exchange(app: &App, form: &ExchangeForm, proven_jkt: Option<&str>) -> ApiResult<Value> {
-    timed(app, || exchange_now(app, form, None, proven_jkt))
+/// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not.
+pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
+    timed(app, || exchange_now(app, form, None, None))
 }
 
-/// An exchange for a person the console's authenticating proxy vouched for: no subject token,
-/// everything else as `exchange`.
-pub fn exchange_as(app: &App, who: &Subject, form: &ExchangeForm) -> ApiResult<Value> {
-    timed(app, || exchange_now(app, form, Some(who), None))
+/// An exchange for a person already identified (by the console's authenticating proxy, or by a
+/// subject token checked before a DPoP proof was spent): everything else as `exchange`.
+/// `proven_jkt`: the key of the request's checked DPoP proof (`crate::dpop`); the token is bound to it.
+pub fn exchange_as(app: &App, who: &Subject, form: &ExchangeForm, proven_jkt: Option<&str>) -> ApiResult<Value> {
+    timed(app, || exchange_now(app, form, Some(who), proven_jkt))
 }
 
 fn timed(app: &App, f: impl FnOnce() -> ApiResult<Value>) -> ApiResult<Value> {
@@ -343,13 +343,13 @@ fn timed(app: &App, f: impl FnOnce() -> ApiResult<Value>) -> ApiResult<Value> {
 fn exchange_now(
     app: &App,
     form: &ExchangeForm,
-    vouched: Option<&Subject>,
+    identified: Option<&Subject>,
     proven_jkt: Option<&str>,
 ) -> ApiResult<Value> {
     if required(&form.grant_type, "grant_type")? != TOKEN_EXCHANGE {
         return Err(ApiError::bad_request("unsupported_grant_type", "only token exchange is supported"));
     }
-    let subject_token = match vouched {
+    let subject_token = match identified {
         Some(_) => "",
         None => required(&form.subject_token, "subject_token")?,
     };
@@ -391,7 +391,7 @@ fn exchange_now(
         return Err(ApiError::bad_request("invalid_request", "client_id: 1-256 visible ASCII characters"));
     }
     let now = app.clock.now();
-    let who = match vouched {
+    let who = match identified {
         Some(who) => who.clone(),
         None => subject(app, Some(subject_token))?,
     };

@@ -173,7 +173,7 @@ impl App {
         };
         let dev_idp = Mutex::new(devidp::DevIdp::load(&config.identity.dev_users)?);
         let app = App {
-            console: console::Console::new(&sign_in_key),
+            console: console::Console::new(&sign_in_key, config.console.as_ref().map(|c| c.public_url.as_str())),
             issuance_us: Mutex::default(),
             dev_idp,
             notifier,

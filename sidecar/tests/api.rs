@@ -343,13 +343,20 @@ fn proof(key: &jitgate_token::mint::SigningKey, over: Value) -> String {
     jitgate_token::mint::dpop_proof(key, &claims).unwrap()
 }
 
-#[tokio::test]
-async fn a_dpop_proof_at_the_token_endpoint_binds_the_token_to_its_key() {
+/// A sidecar at `https://sidecar.example` (plus `extra` configuration), and alice's identity
+/// token with an active orders:read grant.
+async fn with_a_grant(extra: &str) -> (Sidecar, String) {
     let dir = tempfile::tempdir().unwrap();
-    write_config_with(dir.path(), "public_url: https://sidecar.example\n");
+    write_config_with(dir.path(), &format!("public_url: https://sidecar.example\n{extra}"));
     let s = Sidecar { app: open(dir.path()), dir };
     let alice = s.id_token("alice", &["sre"]);
     s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    (s, alice)
+}
+
+#[tokio::test]
+async fn a_dpop_proof_at_the_token_endpoint_binds_the_token_to_its_key() {
+    let (s, alice) = with_a_grant("").await;
     let key = jitgate_token::mint::SigningKey::generate(jitgate_token::Alg::ES256, None).unwrap();
     let jkt = jitgate_token::mint::jkt(&key).unwrap();
 
@@ -412,6 +419,42 @@ async fn a_dpop_proof_at_the_token_endpoint_binds_the_token_to_its_key() {
     let (status, _, t) = token_request(&s.app, &alice, &[], &[("dpop", &p)]).await;
     assert_eq!(status, StatusCode::OK, "the proof was not used up by the refused request: {t}");
 
+    // With a good proof and a good subject token, the exchange's own checks still hold.
+    for (subject_type, audience, error) in [
+        ("urn:x", "demo-api", "invalid_request"),
+        ("urn:ietf:params:oauth:token-type:jwt", "another-api", "invalid_target"),
+    ] {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("subject_token", &alice)
+            .append_pair("subject_token_type", subject_type)
+            .append_pair("audience", audience)
+            .finish();
+        let req = Request::post("/v1/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("dpop", proof(&key, json!({})))
+            .body(Body::from(body))
+            .unwrap();
+        let resp = api::router(s.app.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let e: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(error)),
+            "{subject_type} {audience}: {e}"
+        );
+    }
+    let (status, _) = s.json("POST", "/v1/revoke", Some(&alice), json!({"sub": "alice"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, e) = token_request(&s.app, &alice, &[], &[("dpop", &proof(&key, json!({})))]).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope")),
+        "a revoked subject: {e}"
+    );
+    let refused = s.audit_events().into_iter().rev().find(|e| e["event"] == "token.exchange_refused").unwrap();
+    assert_eq!(refused["sub"], "alice");
+
     let (status, m) = s.json("GET", "/.well-known/oauth-authorization-server", None, Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(m["issuer"], "https://jitgate.local");
@@ -423,11 +466,7 @@ async fn a_dpop_proof_at_the_token_endpoint_binds_the_token_to_its_key() {
 
 #[tokio::test]
 async fn the_token_endpoint_can_ask_for_a_dpop_server_nonce() {
-    let dir = tempfile::tempdir().unwrap();
-    write_config_with(dir.path(), "public_url: https://sidecar.example\ndpop: {nonce: true}\n");
-    let s = Sidecar { app: open(dir.path()), dir };
-    let alice = s.id_token("alice", &["sre"]);
-    s.ask(&alice, json!({"scope": "orders:read", "duration": "1h"})).await;
+    let (s, alice) = with_a_grant("dpop: {nonce: true}\n").await;
     let key = jitgate_token::mint::SigningKey::generate(jitgate_token::Alg::EdDSA, None).unwrap();
     let (status, h, e) = token_request(&s.app, &alice, &[], &[("dpop", &proof(&key, json!({})))]).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")), "{e}");

@@ -132,30 +132,27 @@ impl RawResourceMetadata {
             ));
         }
         // A rule's resource is the API's origin and the rule's path; rules on one path share it.
-        let mut paths: Vec<String> = Vec::new();
-        for r in rules.iter_mut().filter(|r| !r.public) {
+        let mut by_path: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, r) in rules.iter_mut().enumerate().filter(|(_, r)| !r.public) {
             let own = match &r.path {
                 PathMatch::Exact(p) | PathMatch::Prefix(p) => p.trim_end_matches('/').to_owned(),
             };
             r.resource_metadata = Some(format!("{origin}{WELL_KNOWN}{own}"));
-            if !paths.contains(&own) {
-                paths.push(own);
+            match by_path.iter_mut().find(|(p, _)| *p == own) {
+                Some((_, members)) => members.push(i),
+                None => by_path.push((own, vec![i])),
             }
         }
         let protected: Vec<&Rule> = rules.iter().filter(|r| !r.public).collect();
         let mut documents =
             vec![Document { path: format!("{WELL_KNOWN}{base}"), body: body(&self, &self.resource, &protected) }];
-        for own in paths {
-            let path = format!("{WELL_KNOWN}{own}");
-            if documents.iter().any(|d| d.path == path) {
-                continue;
-            }
-            let on_path: Vec<&Rule> = protected
-                .iter()
-                .copied()
-                .filter(|r| r.resource_metadata.as_deref() == Some(&format!("{origin}{path}")))
-                .collect();
-            documents.push(Document { body: body(&self, &format!("{origin}{own}"), &on_path), path });
+        // A rule on the resource's own path is described by the resource's document.
+        for (own, members) in by_path.iter().filter(|(own, _)| *own != base) {
+            let on_path: Vec<&Rule> = members.iter().filter_map(|&i| rules.get(i)).collect();
+            documents.push(Document {
+                path: format!("{WELL_KNOWN}{own}"),
+                body: body(&self, &format!("{origin}{own}"), &on_path),
+            });
         }
         Ok(ResourceMetadata { documents, root_url: format!("{origin}{WELL_KNOWN}{base}") })
     }

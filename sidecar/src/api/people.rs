@@ -188,17 +188,21 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         }
         let bytes = read_body(body, MAX_BODY_BYTES).await?;
         let form = ExchangeForm::parse(&bytes)?;
+        // A proof is spent only for a person the sidecar recognizes (strangers cannot fill the ledger).
         let proven = match crate::dpop::checked(&app, &headers)? {
             Some(proof) => {
                 let (a, subject) = (app.clone(), form.subject_token.clone());
-                blocking(move || grants::subject(&a, subject.as_deref())).await?;
-                Some(crate::dpop::spend(&app, proof).await?)
+                let who = blocking(move || grants::subject(&a, subject.as_deref())).await?;
+                Some((who, crate::dpop::spend(&app, proof).await?))
             }
             None => None,
         };
         let a = app.clone();
         blocking(move || {
-            let answer = grants::exchange(&a, &form, proven.as_deref())?;
+            let answer = match &proven {
+                Some((who, jkt)) => grants::exchange_as(&a, who, &form, Some(jkt))?,
+                None => grants::exchange(&a, &form)?,
+            };
             let mut r = ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response();
             if let Some(n) = crate::dpop::next_nonce(&a).and_then(|n| header::HeaderValue::from_str(&n).ok()) {
                 r.headers_mut().insert("dpop-nonce", n);

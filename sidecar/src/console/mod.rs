@@ -54,16 +54,18 @@ struct Session {
     expires: u64,
 }
 
-/// The console's sessions (bounded), and the key that binds a sign-in to its browser.
+/// The console's sessions (bounded), the key that binds a sign-in to its browser, and its cookies.
 pub struct Console {
     sessions: Mutex<HashMap<String, Session>>,
     binder: Binder,
+    cookies: Cookies,
 }
 
 impl Console {
-    /// `sign_in_key`: the secret sign-ins are bound with (see `binding`).
-    pub fn new(sign_in_key: &[u8]) -> Console {
-        Console { sessions: Mutex::default(), binder: Binder::new(sign_in_key) }
+    /// `sign_in_key`: the secret sign-ins are bound with (see `binding`); `public_url`: where
+    /// the console is served, if it is.
+    pub fn new(sign_in_key: &[u8], public_url: Option<&str>) -> Console {
+        Console { sessions: Mutex::default(), binder: Binder::new(sign_in_key), cookies: Cookies::for_url(public_url) }
     }
 }
 
@@ -77,13 +79,9 @@ struct Cookies {
 }
 
 impl Cookies {
-    fn of(app: &App) -> Cookies {
+    fn for_url(public_url: Option<&str>) -> Cookies {
         // The configuration allows https, or plain http to this machine; URL schemes are case-blind.
-        let https = app
-            .config
-            .console
-            .as_ref()
-            .is_some_and(|c| !c.public_url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")));
+        let https = public_url.is_some_and(|u| !u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")));
         if https {
             Cookies {
                 session: "__Host-jitgate_console",
@@ -184,7 +182,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn session_id(app: &App, headers: &HeaderMap) -> Option<String> {
-    cookie(headers, Cookies::of(app).session)
+    cookie(headers, app.console.cookies.session)
 }
 
 /// The caller's live session. Behind an authenticating proxy the proxy must vouch for the same
@@ -258,7 +256,7 @@ async fn login(State(app): State<Arc<App>>, caller: Caller) -> Response {
             }
         };
         // The browser that goes to the provider carries the sign-in back; nothing is kept here.
-        let cookies = Cookies::of(&a);
+        let cookies = a.console.cookies;
         let mut r = to(&url);
         r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.sign_in, &binding, binding::TTL_S)?);
         Ok(r)
@@ -284,16 +282,13 @@ async fn callback(
         let method = sign_in(&a)?;
         let get = |k: &str| q.get(k).cloned().unwrap_or_default();
         let now = a.clock.now();
-        let cookies = Cookies::of(&a);
+        let cookies = a.console.cookies;
         // Only the browser that started this sign-in carries its cookie (login CSRF otherwise).
-        let pending = cookie(&headers, cookies.sign_in)
-            .and_then(|c| a.console.binder.finish(&c, &get("state"), now))
-            .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "this sign-in was not started in this browser, or took too long; sign in again",
-            )
-        })?;
+        let started = cookie(&headers, cookies.sign_in);
+        let Some(pending) = started.and_then(|c| a.console.binder.finish(&c, &get("state"), now)) else {
+            let why = "this sign-in was not started in this browser, or took too long; sign in again";
+            return Err(ApiError::bad_request("invalid_request", why));
+        };
         if let Some(error) = q.get("error") {
             return Err(ApiError::forbidden(format!(
                 "the sign-in provider said: {}",
@@ -353,7 +348,7 @@ fn start_session(app: &App, who: Subject, id_token: Option<String>, expires: u64
         }
         sessions.insert(id.clone(), Session { who, id_token, csrf: crate::random_hex(32), expires });
     }
-    let cookies = Cookies::of(app);
+    let cookies = app.console.cookies;
     let mut r = to("/ui/");
     r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.session, &id, expires.saturating_sub(now))?);
     Ok(r)
@@ -369,7 +364,7 @@ async fn logout(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Resp
                     lock(&app.console.sessions).remove(&id);
                 }
                 let mut r = page(StatusCode::OK, pages::signed_out());
-                let cookies = Cookies::of(&app);
+                let cookies = app.console.cookies;
                 r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.session, "", 0)?);
                 r
             }
@@ -483,10 +478,10 @@ async fn token(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Respo
         let answer = match &s.id_token {
             Some(t) => {
                 let form = ExchangeForm::parse(form.append_pair("subject_token", t).finish().as_bytes())?;
-                grants::exchange(a, &form, None)?
+                grants::exchange(a, &form)?
             }
             // Signed in by the authenticating proxy: the session itself is the person's credential.
-            None => grants::exchange_as(a, &s.who, &ExchangeForm::parse(form.finish().as_bytes())?)?,
+            None => grants::exchange_as(a, &s.who, &ExchangeForm::parse(form.finish().as_bytes())?, None)?,
         };
         let token = answer.get("access_token").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
         let expires_in = answer.get("expires_in").and_then(serde_json::Value::as_u64).unwrap_or(0);
