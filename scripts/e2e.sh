@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The scenario files in real Envoy (--concurrency 2) with the wasm filter (V8) and with the native
-# dynamic module, each compared case by case with the wasm harness. Builds what it needs first.
+# dynamic module, each compared case by case with the wasm harness (pytest: tests/e2e/test_scenarios.py).
+# Builds what it needs first; --build-only stops there; other arguments go to pytest (e.g. -k native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,7 +12,8 @@ mkdir -p .run/panic-probe && cp target/native/libjitgate.so .run/panic-probe/
 cargo build --profile native -p jitgate-envoy
 cargo build -p jitgate-harness
 cargo build --release -p jitgate-token --bin jitgate-token  # mints the race test tokens
-# Backstop: whatever the Python driver started is stopped by pid, even if it is killed itself.
+[ "${1:-}" = "--build-only" ] && exit 0
+# Backstop: whatever the tests started is stopped by pid, even if pytest is killed itself.
 cleanup() { for f in .run/e2e*/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
 trap cleanup EXIT
-python3 scripts/e2e.py
+.venv/bin/python -m pytest -q tests/e2e/test_scenarios.py "$@"

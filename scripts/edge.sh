@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # jitgate-edge: the engine built for wasm32-unknown-unknown, bound with wasm-bindgen (the CLI pinned
 # to the crate's version, installed by setup.sh) into the ES module package edge/pkg, then its
-# Node tests (with the examples and a real Redis), the scenario files against it, and `npm pack`
-# of the package from the built files.
+# Node tests (with the examples and a real Redis), the scenario files against it (pytest:
+# tests/e2e/test_edge_scenarios.py), and `npm pack` of the package from the built files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,7 +12,7 @@ node --test edge/tests/
 # The scenario files with jitgate-edge as the harness's second host.
 cargo build --release --target wasm32-wasip1 -p jitgate-filter
 cargo build -p jitgate-harness
-python3 scripts/edge_scenarios.py
+.venv/bin/python -m pytest -q tests/e2e/test_edge_scenarios.py
 
 # The package as users get it: packed from the built files, installed offline into an empty
 # project, and a gate made from it.

@@ -1,11 +1,11 @@
-"""Shared plumbing for scripts/e2e.py and scripts/demo.py: keys, tokens, and a real Envoy stack.
+"""Shared plumbing for the end-to-end tests (tests/e2e/, whose fixtures use it), scripts/demo.py and
+scripts/bench.py: keys, tokens, signed caller calls, and real Envoy, sidecar and Redis processes.
 
-Every process started here is recorded by pid and stopped by pid when the `Stack` closes,
-also when a test fails or the script is interrupted.
+Every process started here is recorded by pid and stopped by pid when its owner closes,
+also when a test fails or the run is interrupted.
 """
 import base64
 import hashlib
-import hmac
 import http.client
 import json
 import os
@@ -15,7 +15,6 @@ import string
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,16 +257,49 @@ CALLER_PATHS = ("/v1/revocations", "/v1/replay", "/v1/dpop-nonce-key", "/metrics
 SECRET_ENV = "JITGATE_SIDECAR_SECRET"
 
 
-def sign(key_id: str, secret: bytes, method: str, path: str, body: bytes, ts: int | None = None) -> str:
-    """The Authorization value of a call signed as a filter signs it (jitgate_token::caller_auth)."""
-    ts = int(time.time()) if ts is None else ts
-    nonce = b64(os.urandom(16))
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for part in (b"jitgate-sidecar-call-v1", key_id.encode(), str(ts).encode(), nonce.encode(), method.encode(),
-                 path.encode()):
-        mac.update(part + b"\n")
-    mac.update(hashlib.sha256(body).hexdigest().encode())
-    return f"JITGATE-HMAC-SHA256 id={key_id}, ts={ts}, nonce={nonce}, sig={b64(mac.digest())}"
+def sign(key_id: str, secret_file: Path, method: str, path: str, body: bytes, ts: int | None = None,
+         nonce: str | None = None) -> str:
+    """The Authorization value of a call signed as a filter signs it: `jitgate-token sign-call`
+    (jitgate_token::caller_auth), with the secret read from its file and the body from stdin;
+    `ts` and `nonce` (base64url) default to now and fresh random bytes."""
+    args = ["sign-call", "--id", key_id, "--secret-file", str(secret_file), "--method", method, "--path", path,
+            "--body-file", "-"]
+    if ts is not None:
+        args += ["--ts", str(ts)]
+    if nonce is not None:
+        args += ["--nonce", nonce]
+    out = subprocess.run([str(TOKEN_CLI), *args], input=body, check=True, capture_output=True)
+    return out.stdout.decode().strip()
+
+
+class Redis:
+    """A real redis-server (Debian's) on a free loopback port, without persistence, in `workdir`."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.log = workdir / "redis.log"
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                                          "--enable-debug-command", "local"],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(self.workdir / "pids", "a") as pids:
+            pids.write(f"{self.proc.pid}\n")
+        wait_port(self.port, self.proc, "redis-server")
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 class Sidecar:
@@ -360,7 +392,7 @@ class Sidecar:
         if token:
             headers["authorization"] = f"Bearer {token}"
         elif path.startswith(CALLER_PATHS) or (path.startswith("/v1/audit") and method == "POST"):
-            headers["authorization"] = sign("filters", self.secret, method, path, (data or "").encode())
+            headers["authorization"] = sign("filters", self.secret_file, method, path, (data or "").encode())
         try:
             conn.request(method, path, body=data, headers=headers)
             r = conn.getresponse()
@@ -375,24 +407,3 @@ class Sidecar:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject,
                 "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": scope, **extra}
         return self.call("POST", "/v1/token", form=form, headers=headers)
-
-
-# Checks of the end-to-end scripts: each prints PASS/FAIL per check and `<name>: N passed, N failed`.
-RESULTS: list = []  # (label, ok)
-
-
-def check(label, ok, observed="", width=66):
-    RESULTS.append((label, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {label:<{width}} {observed}", flush=True)
-
-
-def run_checks(name: str, main):
-    """Runs `main`, counts a crash as a failed check, prints the tally and exits 1 on any failure."""
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        RESULTS.append(("driver", False))
-    passed = sum(ok for _, ok in RESULTS)
-    print(f"{name}: {passed} passed, {len(RESULTS) - passed} failed")
-    sys.exit(1 if passed != len(RESULTS) else 0)

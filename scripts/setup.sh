@@ -12,6 +12,8 @@ APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver ${JITGATE_APT_PA
 # Node runs the external OpenID provider of the console test (scripts/idp); Debian's if none is here.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 SELENIUM_VERSION=4.27.1
+# The end-to-end tests (tests/e2e/) run on pytest.
+PYTEST_VERSION=9.2.0
 # The wasm-bindgen CLI must match the edge crate's `wasm-bindgen = "=…"` exactly.
 WASM_BINDGEN_VERSION=0.2.130
 
@@ -48,6 +50,10 @@ if ! .venv/bin/python -c "import selenium, sys; sys.exit(selenium.__version__ !=
   log "installing selenium==${SELENIUM_VERSION} into .venv (the console's browser test)"
   .venv/bin/pip install -q --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
 fi
+if ! .venv/bin/python -c "import pytest, sys; sys.exit(pytest.__version__ != '${PYTEST_VERSION}')" 2>/dev/null; then
+  log "installing pytest==${PYTEST_VERSION} into .venv (the end-to-end tests)"
+  .venv/bin/pip install -q --disable-pip-version-check "pytest==${PYTEST_VERSION}"
+fi
 # Node packages from the lockfile, again only when it changed.
 for dir in scripts/idp scripts/oauth edge; do
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
@@ -58,6 +64,12 @@ done
 if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}"; then
   log "installing wasm-bindgen-cli ${WASM_BINDGEN_VERSION} (jitgate-edge)"
   cargo install wasm-bindgen-cli --version "${WASM_BINDGEN_VERSION}"
+fi
+# mdbook builds the docs (docs/book.toml); only the search feature, not the server or watcher.
+MDBOOK_VERSION=0.5.4
+if ! mdbook --version 2>/dev/null | grep -qx "mdbook v${MDBOOK_VERSION}"; then
+  log "installing mdbook ${MDBOOK_VERSION} (the docs)"
+  cargo install mdbook --version "${MDBOOK_VERSION}" --locked --no-default-features --features search
 fi
 if [ "${1:-}" = "--fuzz" ]; then
   nightly=$(cat fuzz/nightly)

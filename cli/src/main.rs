@@ -289,9 +289,8 @@ fn run(command: Command, output: Output) -> Result<(), String> {
             });
         }
         Command::Audit { command: AuditCommand::Verify { file, anchors } } => {
-            use jitgate_sidecar::audit;
-            let anchors = anchors.as_deref().map(audit::read_anchors).transpose()?.unwrap_or_default();
-            let report = audit::verify_anchored(&file, &anchors)?;
+            let anchors = anchors.as_deref().map(jitgate_audit::read_anchors).transpose()?.unwrap_or_default();
+            let report = jitgate_audit::verify_anchored(&file, &anchors)?;
             let value = json!({"file": file, "events": report.lines, "head": report.head, "problem": report.problem});
             print(output, &value, |v| match v["problem"].as_str() {
                 None => format!("{}: {} events, chain intact, head {}", file.display(), report.lines, report.head),

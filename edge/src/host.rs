@@ -1,7 +1,7 @@
 //! The engine's host at the edge: the runtime's clock, audit lines kept for the caller, counters
 //! in memory, and the replay ledger in this isolate's memory (proxy-wasm shared-data semantics).
 
-use crate::jobs::Verdicts;
+use crate::verdicts::{self, Verdicts};
 use jitgate_engine::ledger::{SharedRead, SharedWrite};
 use jitgate_engine::prefetch::SignatureJob;
 use jitgate_engine::{Host, Level, Metric};
@@ -108,7 +108,7 @@ impl Host for EdgeHost {
     }
 
     fn verifies(&self, alg: jitgate_token::Alg) -> bool {
-        crate::jobs::runtime_verifies(alg)
+        verdicts::runtime_verifies(alg)
     }
 
     fn random(&self, buf: &mut [u8]) -> bool {

@@ -8,12 +8,6 @@ use jitgate_token::Alg;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsError, JsValue};
 
-/// What the runtime is asked to verify: every asymmetric algorithm (where its crypto lacks one,
-/// the job comes back unchecked and Rust decides).
-pub fn runtime_verifies(alg: Alg) -> bool {
-    !alg.is_symmetric()
-}
-
 /// A job as the runtime's verifiers take it: `[alg, spki, signature, data]`, ECDSA signatures
 /// back in the raw r||s form (a plain array: cheaper to build than an object).
 pub fn to_js(job: &SignatureJob) -> Result<JsValue, JsError> {
@@ -54,31 +48,6 @@ pub fn answers(jobs: Vec<SignatureJob>, codes: &[u8]) -> Vec<(SignatureJob, bool
 /// The runtime verifier's answers to the engine's self-test jobs.
 pub fn self_test_answers(codes: &[u8]) -> Vec<(SignatureJob, bool)> {
     answers(jitgate_engine::prefetch::self_test_jobs(&EdgeHost::default()), codes)
-}
-
-/// The runtime's verdicts for a decision: `verify_signature` answers from them, and only for
-/// exactly the bytes they were given for (`None`: not checked, Rust decides).
-#[derive(Debug, Default)]
-pub struct Verdicts(pub Vec<(SignatureJob, bool)>);
-
-impl Verdicts {
-    pub fn lookup(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        let found = self
-            .0
-            .iter()
-            .find(|(j, _)| j.hash == hash && j.public_key == public_key && j.signature == signature && j.text == text);
-        found.map(|(_, ok)| *ok)
-    }
-}
-
-impl jitgate_token::alg::HostVerifier for Verdicts {
-    fn verify(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        self.lookup(hash, public_key, signature, text)
-    }
-
-    fn handles(&self, alg: Alg) -> bool {
-        runtime_verifies(alg)
-    }
 }
 
 /// One signature under a JWK both ways (for the Wycheproof parity test): `{rust, job}` where

@@ -8,6 +8,7 @@ mod host;
 mod jobs;
 mod request;
 mod verdict;
+mod verdicts;
 
 use host::EdgeHost;
 use jitgate_engine::config::Config;
@@ -59,7 +60,7 @@ impl Gate {
     /// Whether `codes`, a runtime verifier's answers to `selfTestJobs()`, pass the engine's test.
     #[wasm_bindgen(js_name = selfTestPasses)]
     pub fn self_test_passes(codes: Vec<u8>) -> bool {
-        jitgate_token::alg::host_self_test(&jobs::Verdicts(jobs::self_test_answers(&codes)))
+        jitgate_token::alg::host_self_test(&verdicts::Verdicts(jobs::self_test_answers(&codes)))
     }
 
     /// The counters, by the names the Envoy filter gives them (`jitgate.allow`, `jitgate.deny.expired`, ...),

@@ -1,6 +1,6 @@
 // Valid and attack tokens judged by `jose` (jwtVerify, configured as strictly as it allows) and by
-// jitgate-edge: jitgate must refuse everything jose refuses. The README's table is this corpus's
-// outcome (UPDATE_README=1 rewrites it).
+// jitgate-edge: jitgate must refuse everything jose refuses. The table in the book's edge chapter
+// (docs/edge.md) is this corpus's outcome (UPDATE_DOCS=1 rewrites it).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -105,13 +105,13 @@ test('jitgate-edge refuses every token jose refuses, and each difference is expl
     rows.push(`| ${name} | ${j} | ${e} | ${why ?? ''} |`);
   }
   const table = `${MARK[0]}\n${rows.join('\n')}\n${MARK[1]}`;
-  const readmePath = new URL('../../README.md', import.meta.url);
-  const readme = await readFile(readmePath, 'utf8');
-  const [before, rest] = readme.split(MARK[0]);
+  const pagePath = new URL('../../docs/edge.md', import.meta.url);
+  const page = await readFile(pagePath, 'utf8');
+  const [before, rest] = page.split(MARK[0]);
   const shown = rest === undefined ? undefined : `${MARK[0]}${rest.split(MARK[1])[0]}${MARK[1]}`;
-  if (process.env.UPDATE_README && rest !== undefined) {
-    await writeFile(readmePath, `${before}${table}${rest.split(MARK[1])[1]}`);
+  if (process.env.UPDATE_DOCS && rest !== undefined) {
+    await writeFile(pagePath, `${before}${table}${rest.split(MARK[1])[1]}`);
   } else {
-    assert.equal(shown, table, 'the README shows this table (UPDATE_README=1 rewrites it)');
+    assert.equal(shown, table, 'docs/edge.md shows this table (UPDATE_DOCS=1 rewrites it)');
   }
 });

@@ -1,4 +1,4 @@
-// The examples run: the README's Workers-style handler (the file, and the README shows it
+// The examples run: the Workers-style handler (the file, and the book's edge chapter shows it
 // verbatim), the Node `http` server and the Hono middleware, each in front of a real upstream.
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,10 +11,10 @@ import { app } from '../examples/hono.mjs';
 
 const listen = (server) => new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server.address().port)));
 
-test('the README shows examples/worker.mjs verbatim, in 10 lines of code', async () => {
-  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+test('docs/edge.md shows examples/worker.mjs verbatim, in 10 lines of code', async () => {
+  const page = await readFile(new URL('../../docs/edge.md', import.meta.url), 'utf8');
   const file = await readFile(new URL('../examples/worker.mjs', import.meta.url), 'utf8');
-  const block = readme.split('<!-- edge/examples/worker.mjs -->')[1]?.match(/```js\n([\s\S]*?)```/)?.[1];
+  const block = page.split('<!-- edge/examples/worker.mjs -->')[1]?.match(/```js\n([\s\S]*?)```/)?.[1];
   assert.equal(block, file);
   assert.equal(file.split('\n').filter((l) => l.trim()).length, 10);
 });

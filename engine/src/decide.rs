@@ -1,8 +1,11 @@
 //! The decision: rule, credential, signature and claims, proof, replay, revocation, scopes.
 
+use crate::action::{Awaiting, ClusterReplay, Inputs};
 use crate::audit;
 use crate::cache::{self, CacheKey};
 use crate::config::DefaultAction;
+use crate::decision::Decision;
+use crate::engine::Engine;
 use crate::host::{Host, HostShared, Level};
 use crate::ledger::{self, Verdict};
 use crate::metrics::Metric;
@@ -10,41 +13,9 @@ use crate::reason::Reason;
 use crate::request::{credential, header_safe, Request, Scheme, SingleHeader};
 use crate::rules::{self, Replay, ReplayScope, Rule};
 use crate::sidecar::{self, Call};
-use crate::{Awaiting, ClusterReplay, Engine, Inputs};
 use jitgate_token::dpop::{self, DpopError, NONCE_STEP_S};
 use jitgate_token::{AccessToken, HostVerifier};
 use std::rc::Rc;
-
-/// The outcome of the checks, before it becomes a response and an audit event.
-pub(crate) struct Decision<'c> {
-    pub(crate) reason: Reason,
-    pub(crate) rule: Option<&'c Rule>,
-    pub(crate) token: Option<Rc<AccessToken>>,
-    pub(crate) missing_scopes: String,
-    /// A fresh server nonce to send with `use_dpop_nonce`.
-    pub(crate) nonce: Option<String>,
-    /// The token came from the sidecar (exchanged now or earlier): it is injected upstream.
-    pub(crate) exchanged: Option<String>,
-    /// The pending access request of `approval_pending`.
-    pub(crate) access_request: Option<String>,
-    /// The decision needs a sidecar call first.
-    pub(crate) call: Option<(Call, Awaiting, Option<CacheKey>)>,
-}
-
-impl<'c> Decision<'c> {
-    pub(crate) fn new(reason: Reason, rule: Option<&'c Rule>) -> Self {
-        Decision {
-            reason,
-            rule,
-            token: None,
-            missing_scopes: String::new(),
-            nonce: None,
-            exchanged: None,
-            access_request: None,
-            call: None,
-        }
-    }
-}
 
 /// A proof that passed every check but replay, with the request's normalized URI.
 pub(crate) struct CheckedProof {

@@ -1,13 +1,15 @@
 //! A final decision becomes an action, filter state, metrics and one audit event.
 
+use crate::action::Action;
 use crate::audit::{self, AuditEvent};
-use crate::decide::Decision;
+use crate::decision::Decision;
+use crate::engine::Engine;
 use crate::host::{Host, Level};
 use crate::metrics::Metric;
+use crate::names::{CLAIM_HEADERS, STATE_DECISION, STATE_REASON};
 use crate::request::{text, Request, SingleHeader};
 use crate::response;
 use crate::rules::{self, Replay};
-use crate::{Action, Engine, CLAIM_HEADERS, STATE_DECISION, STATE_REASON};
 use std::borrow::Cow;
 
 impl Engine {

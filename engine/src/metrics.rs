@@ -1,7 +1,7 @@
 //! The metrics the engine updates, with the names every adapter defines them under.
 
+use crate::names::{METRIC_ALLOW, METRIC_DENY_PREFIX};
 use crate::reason;
-use crate::{METRIC_ALLOW, METRIC_DENY_PREFIX};
 use jitgate_token::CryptoPath;
 
 /// A counter the engine increments.

@@ -2,8 +2,9 @@
 //! so a host whose crypto is asynchronous (WebCrypto at the JavaScript edge) can verify them first
 //! and answer `verify_signature` from its results.
 
+use crate::engine::Engine;
+use crate::host::Host;
 use crate::request::{credential, Header, Request, SingleHeader};
-use crate::{Engine, Host};
 use jitgate_token::alg::HostVerifier;
 use jitgate_token::dpop;
 use jitgate_token::Alg;

@@ -1,7 +1,7 @@
 //! The request fields a decision reads, borrowed from the adapter's header values.
 
+use crate::names::CLAIM_HEADERS;
 use crate::reason::Reason;
-use crate::CLAIM_HEADERS;
 
 /// One request header as the adapter hands it over: name (lower case) and raw value, borrowed.
 pub type Header<'h> = (&'h str, &'h [u8]);

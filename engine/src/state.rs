@@ -9,7 +9,7 @@
 use crate::audit::AuditQueue;
 use crate::config::{Config, NonceKeySource};
 use crate::revocations::Revocations;
-use crate::tasks::Schedule;
+use crate::schedule::Schedule;
 use jitgate_token::Verifier;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -21,22 +21,6 @@ pub enum Task {
     Audit(Vec<String>),
 }
 
-/// When background calls are next due (milliseconds since the epoch) and which are in flight.
-#[derive(Debug, Default)]
-pub(crate) struct Schedule {
-    jwks_due: u64,
-    jwks_busy: bool,
-    jwks_last_attempt: u64,
-    poll_due: u64,
-    poll_busy: bool,
-    nonce_key_due: u64,
-    nonce_key_busy: bool,
-    flush_due: u64,
-    flushes_in_flight: usize,
-    /// SHA-256 of the JWKS installed last: an unchanged set keeps the token cache.
-    jwks_digest: Option<CacheKey>,
-}
-
 /// Audit batches in flight at once: enough to drain a busy worker between ticks.
 const MAX_FLUSHES_IN_FLIGHT: usize = 4;
 /// Keep a batch well under the sidecar's 1 MiB body limit.

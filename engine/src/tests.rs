@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::config::Config;
+use super::response::LocalResponse;
+use super::sidecar::Answer;
 use super::*;
 use jitgate_token::mint::{mint, SigningKey};
 use jitgate_token::Alg;

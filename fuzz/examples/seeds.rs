@@ -2,7 +2,7 @@
 //! fixed keys, the Wycheproof JWS and JWK vectors, the plugin configurations of every scenario
 //! file, the example and deployment policies, the scenario files themselves, and sidecar bodies.
 //! `cargo run --example seeds` (in fuzz/); the output is committed.
-use jitgate_fuzz::{keys, token, NOW};
+use jitgate_fuzz_targets::fixtures::{keys, token, NOW};
 use jitgate_token::mint::{dpop_proof, jkt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -47,7 +47,7 @@ fn main() {
             seed("jwks", t.to_string().as_bytes());
         }
     }
-    seed("jwks", jitgate_fuzz::jwks().to_string().as_bytes());
+    seed("jwks", jitgate_fuzz_targets::fixtures::jwks().to_string().as_bytes());
     seed("jws", jitgate_token::caller_auth::authorization("proxies", &[1; 32], NOW, &[2; 16], "GET", "/", b"").expect("auth").as_bytes());
     // DPoP proofs with the client key.
     let ath = jitgate_token::encoding::b64_encode(&Sha256::digest(b"t"));

@@ -3,8 +3,8 @@
 //! the fleet's nonce key and audit shipping are polled here, once per process: a ticker thread
 //! commits Envoy's config scheduler, and each tick sends the due calls from the main thread.
 
-use crate::ffi::{self, Callout, ConfigHandle, ConfigScheduler};
-use crate::filter::NativeHost;
+use crate::envoy::{self, Callout, ConfigHandle, ConfigScheduler};
+use crate::host::{now_ms, HostEnv, NativeHost};
 use jitgate_engine::config::Config;
 use jitgate_engine::sidecar::{call_headers, Answer, Call};
 use jitgate_engine::{metrics, tick_period_ms, Engine, Level, Metric, MetricKind, SharedState, Task};
@@ -26,8 +26,9 @@ pub struct FilterConfig {
     /// Keys, revocations, nonce key and audit queue, read by every worker's engine.
     pub(crate) state: Arc<SharedState>,
     pub(crate) metric_ids: HashMap<Metric, usize>,
-    panic_id: Option<usize>,
-    pub(crate) handle: ConfigHandle,
+    /// The counter of panics caught at the FFI boundary.
+    pub(crate) panic_id: Option<usize>,
+    handle: ConfigHandle,
     /// Background calls in flight, by callout id (main thread only; the lock is never contended).
     in_flight: Mutex<HashMap<u64, Task>>,
     /// Dropped with the configuration: workers then drop their engine for it.
@@ -36,16 +37,22 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
-    pub fn count_panic(&self, stream: ffi::Stream) {
+    /// Counts a panic caught in one of `env`'s hooks.
+    pub fn count_panic(&self, env: &impl HostEnv) {
         if let Some(id) = self.panic_id {
-            stream.increment_counter(id, 1);
+            env.increment_counter(id, 1);
         }
+    }
+
+    /// The engine's host for the configuration's own work (main thread).
+    fn host(&self) -> NativeHost<'_, ConfigHandle> {
+        NativeHost { env: &self.handle, metric_ids: &self.metric_ids }
     }
 
     /// A scheduler tick (main thread): sends the background calls that are due.
     pub fn on_tick(&self) {
         let now = now_ms();
-        let host = NativeHost { stream: None, config: self };
+        let host = self.host();
         for (task, call) in self.state.due_calls(&self.config, now) {
             match self.send(&call) {
                 Some(id) => {
@@ -61,7 +68,7 @@ impl FilterConfig {
     /// The answer to a background call (main thread).
     pub fn on_answer(&self, id: u64, answer: Answer<'_>) {
         let Some(task) = self.in_flight.lock().ok().and_then(|mut f| f.remove(&id)) else { return };
-        let host = NativeHost { stream: None, config: self };
+        let host = self.host();
         self.state.on_task_answer(&self.config, &host, task, answer, now_ms());
         // A follow-up (the next page of the revocation feed) goes out now, not at the next tick.
         self.on_tick();
@@ -86,16 +93,6 @@ pub(crate) fn send_call(config: &Config, call: &Call, send: impl FnOnce(&Callout
         body: &call.body,
         timeout_ms: u64::from(sidecar.timeout_ms),
     })
-}
-
-/// Wall-clock Unix time in nanoseconds (the engine's clock on Envoy).
-pub(crate) fn now_nanos() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> u64 {
-    now_nanos() / 1_000_000
 }
 
 /// A thread that commits the config scheduler every tick until it is dropped, then hands the
@@ -135,7 +132,7 @@ impl Drop for Ticker {
 /// Parses the filter configuration (the same JSON as the wasm filter's) and defines the metrics;
 /// `None`, after one log line naming the problem, refuses it.
 pub fn new_config(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<FilterConfig> {
-    configure(handle, name, bytes).map_err(|e| ffi::log(Level::Error, &format!("jitgate: {e}"))).ok()
+    configure(handle, name, bytes).map_err(|e| envoy::log(Level::Error, &format!("jitgate: {e}"))).ok()
 }
 
 fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterConfig, String> {
@@ -169,29 +166,31 @@ fn configure(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Result<FilterCo
         ticker: None,
     };
     // Start once here so that a configuration the engine refuses is refused at load, not per request.
-    let engine = Engine::start_with(c.config.clone(), c.state.clone(), &NativeHost { stream: None, config: &c })?;
+    let engine = Engine::start_with(c.config.clone(), c.state.clone(), &c.host())?;
     if let Some(ms) = tick_period_ms(&c.config) {
         let scheduler = handle.scheduler().ok_or("cannot create a scheduler for sidecar polling")?;
         c.ticker = Some(Ticker::start(scheduler, Duration::from_millis(ms))?);
     }
     let rules = c.config.rules.len();
     let crypto = if engine.host_crypto { "ring (ES256, RS256) and Rust" } else { "Rust" };
-    ffi::log(Level::Info, &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"));
+    envoy::log(Level::Info, &format!("jitgate: native module configured with {rules} rules, signatures: {crypto}"));
     Ok(c)
 }
 
 #[cfg(test)]
 impl FilterConfig {
-    /// A configuration outside Envoy (no handle, no metrics, no ticker), for unit tests.
+    /// A configuration outside Envoy (no handle, no ticker), for unit tests: the metrics are
+    /// numbered in the engine's order, the panic counter after them.
     pub(crate) fn for_test(id: u64, json: &[u8]) -> Option<FilterConfig> {
         let mut config = Config::parse(json).ok()?;
         let state = Arc::new(SharedState::new(&mut config));
+        let metric_ids: HashMap<Metric, usize> = metrics().enumerate().map(|(i, (m, ..))| (m, i)).collect();
         Some(FilterConfig {
             id,
             config,
             state,
-            metric_ids: HashMap::new(),
-            panic_id: None,
+            panic_id: Some(metric_ids.len()),
+            metric_ids,
             handle: ConfigHandle::NULL,
             in_flight: Mutex::default(),
             alive: Arc::new(()),

@@ -1,52 +1,21 @@
-//! The safe side of the native adapter for streams: one engine per worker thread and
-//! configuration, the engine's host services, and applying its decisions (with the sidecar
-//! callouts an exchange or a cluster replay check needs) to the stream, without holding the
-//! stream's state across a call that can re-enter the module.
+//! One stream's filter: the engine's decisions applied to the stream (with the sidecar callouts an
+//! exchange or a cluster replay check needs), without holding the stream's state across a call
+//! that can re-enter the module. No panic leaves a hook: each runs under `catch_unwind`, and a
+//! caught panic poisons the filter (counted, logged): on the request path it answers 503 and so
+//! does every later request-path hook, on the response path the response passes unchanged; the
+//! poisoned state is never read again. The stream is any `Stream`: Envoy's, or a test's.
 
 use crate::config::{send_call, FilterConfig};
-use crate::ffi::{self, Stream};
-use crate::store;
-use jitgate_engine::ledger::{SharedRead, SharedWrite};
+use crate::engines::engine_for;
+use crate::host::NativeHost;
+use crate::stream::Stream;
 use jitgate_engine::sidecar::Answer;
-use jitgate_engine::{Action, Continuation, Engine, Host, Level, Metric};
+use jitgate_engine::{Action, Continuation, Engine, Level};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::{Arc, Weak};
 
-/// Each configuration's engine on one worker thread (its token and exchange caches are per
-/// thread; keys, revocations and the audit queue are the configuration's `SharedState`, the
-/// replay ledger process-wide in `store`), with a handle that dies with the configuration.
-type Engines = HashMap<u64, (Weak<()>, Rc<Engine>)>;
-
-thread_local! {
-    static ENGINES: RefCell<Engines> = RefCell::default();
-}
-
-fn engine_for(config: &FilterConfig, stream: Stream) -> Option<Rc<Engine>> {
-    let host = NativeHost { stream: Some(stream), config };
-    let start = || Engine::start_with(config.config.clone(), config.state.clone(), &host).ok();
-    ENGINES.with(|engines| cached_engine(&mut *engines.try_borrow_mut().ok()?, config, start))
-}
-
-/// This worker's engine for `config`, started on first use. A new configuration means a listener
-/// update: engines of configurations Envoy has destroyed are dropped then, so reloads do not pile
-/// up engines (and a stream on a known configuration pays only the lookup).
-fn cached_engine(
-    engines: &mut Engines,
-    config: &FilterConfig,
-    start: impl FnOnce() -> Option<Engine>,
-) -> Option<Rc<Engine>> {
-    if let Some((_, e)) = engines.get(&config.id) {
-        return Some(e.clone());
-    }
-    engines.retain(|_, (alive, _)| alive.strong_count() > 0);
-    let engine = Rc::new(start()?);
-    engines.insert(config.id, (Arc::downgrade(&config.alive), engine.clone()));
-    Some(engine)
-}
-
-/// What the stream does after a hook.
+/// What the stream does after a headers hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Go on upstream.
@@ -55,6 +24,14 @@ pub enum Verdict {
     Stop,
     /// Waiting on a sidecar callout: everything, body included, is held until its answer.
     Wait,
+}
+
+/// What the stream does with a piece of the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyVerdict {
+    Continue,
+    /// Held (buffered) until the decision, or for good after a local reply.
+    Buffer,
 }
 
 /// A sidecar callout of the stream's: being sent, or sent and waiting for its answer.
@@ -107,7 +84,6 @@ struct State {
 /// One stream's filter. Envoy may call back into the module from inside a call the module makes
 /// (a callout answered at once, a local reply downstream of `continue_decoding`), so the state is
 /// borrowed only between calls into Envoy, never across one, and every method takes `&self`.
-/// After a panic the filter is poisoned (`ffi` catches the panic): its state is never read again.
 #[derive(Debug)]
 pub struct StreamFilter {
     state: RefCell<State>,
@@ -117,7 +93,7 @@ pub struct StreamFilter {
 }
 
 impl StreamFilter {
-    pub fn new(config: &FilterConfig, stream: Stream) -> StreamFilter {
+    pub fn new(config: &FilterConfig, stream: &impl Stream) -> StreamFilter {
         let state = State {
             engine: engine_for(config, stream),
             call: None,
@@ -142,7 +118,7 @@ impl StreamFilter {
     }
 
     /// Marks the filter unusable after a panic in one of its hooks (the first one says where).
-    pub fn poison_at(&self, at: Poison) {
+    fn poison_at(&self, at: Poison) {
         if !self.poisoned() {
             self.poison.set(at);
         }
@@ -153,14 +129,14 @@ impl StreamFilter {
     }
 
     /// Answers 503 (once per stream) and stops the request: nothing passes undecided.
-    pub fn unavailable(&self, stream: Stream) -> Verdict {
+    pub fn unavailable(&self, stream: &impl Stream) -> Verdict {
         if !self.replied.replace(true) {
             send_unavailable(stream);
         }
         Verdict::Stop
     }
 
-    fn respond(&self, stream: Stream, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Verdict {
+    fn respond(&self, stream: &impl Stream, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Verdict {
         if !self.replied.replace(true) {
             stream.send_response(status, headers, body);
         }
@@ -171,12 +147,65 @@ impl StreamFilter {
         self.with(|s| s.engine.clone()).flatten()
     }
 
+    /// Runs a request-path hook of a live, unpoisoned filter; a panic poisons it and answers 503.
+    fn on_request_path<S: Stream>(&self, config: &FilterConfig, stream: &S, hook: impl FnOnce() -> Verdict) -> Verdict {
+        if self.poisoned() {
+            return self.unavailable(stream);
+        }
+        catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|_| {
+            self.poison_at(Poison::RequestPath);
+            config.count_panic(stream);
+            stream.log(
+                Level::Error,
+                "jitgate: panic in a request hook; answered 503, this stream's filter is not used again",
+            );
+            self.unavailable(stream)
+        })
+    }
+
+    /// The request headers hook: decides the request.
+    pub fn on_request_headers(&self, config: &FilterConfig, stream: &impl Stream) -> Verdict {
+        self.on_request_path(config, stream, || self.decide(config, stream))
+    }
+
+    /// The request body hook: nothing of the request moves on while its decision waits on the
+    /// sidecar, or after a panic on the request path.
+    pub fn on_request_body(&self, stream: &impl Stream) -> BodyVerdict {
+        match self.poison() {
+            Poison::RequestPath => {
+                self.unavailable(stream);
+                BodyVerdict::Buffer
+            }
+            Poison::ResponsePath => BodyVerdict::Continue,
+            Poison::Healthy if self.waiting() => BodyVerdict::Buffer,
+            Poison::Healthy => BodyVerdict::Continue,
+        }
+    }
+
+    /// The callout-done hook: the answer to a callout this stream sent.
+    pub fn on_callout_done(&self, config: &FilterConfig, stream: &impl Stream, id: u64, answer: Answer<'_>) {
+        self.on_request_path(config, stream, || {
+            self.take_answer(config, stream, id, answer);
+            Verdict::Stop
+        });
+    }
+
+    /// The response headers hook. A poisoned filter's response passes untouched; so does this one
+    /// if the hook panics.
+    pub fn on_response_headers(&self, config: &FilterConfig, stream: &impl Stream) {
+        if !self.poisoned() && catch_unwind(AssertUnwindSafe(|| self.return_token(stream))).is_err() {
+            self.poison_at(Poison::ResponsePath);
+            config.count_panic(stream);
+            stream.log(Level::Error, "jitgate: panic in the response hook; the response passes unchanged");
+        }
+    }
+
     /// Decides the request. Anything that cannot be applied answers 503.
-    pub fn on_request_headers(&self, config: &FilterConfig, stream: Stream) -> Verdict {
+    fn decide(&self, config: &FilterConfig, stream: &impl Stream) -> Verdict {
         #[cfg(feature = "panic-probe")]
         self.panic_probe(stream);
         let Some(engine) = self.engine() else { return self.unavailable(stream) };
-        let host = NativeHost { stream: Some(stream), config };
+        let host = NativeHost { env: stream, metric_ids: &config.metric_ids };
         match stream.with_request_headers(|headers| engine.on_request_headers(&host, headers)) {
             Some(action) => self.apply(&engine, config, stream, action),
             None => self.unavailable(stream),
@@ -185,7 +214,7 @@ impl StreamFilter {
 
     /// A callout's answer. The one the request waits on decides it again: the request goes on
     /// or is answered. One that comes while it is being sent is kept for the sending hook.
-    pub fn on_callout_done(&self, config: &FilterConfig, stream: Stream, id: u64, answer: Answer<'_>) {
+    fn take_answer(&self, config: &FilterConfig, stream: &impl Stream, id: u64, answer: Answer<'_>) {
         let arrived = self.with(|s| match s.call.take() {
             Some(PendingCall::Sending { continuation, early: None }) => {
                 let early = Some((answer.status, answer.body.to_vec()));
@@ -222,16 +251,16 @@ impl StreamFilter {
         &self,
         engine: &Engine,
         config: &FilterConfig,
-        stream: Stream,
+        stream: &impl Stream,
         continuation: Continuation,
         answer: Answer<'_>,
     ) -> Option<Action> {
-        let host = NativeHost { stream: Some(stream), config };
+        let host = NativeHost { env: stream, metric_ids: &config.metric_ids };
         stream.with_request_headers(|headers| engine.resume(&host, headers, continuation, answer))
     }
 
     /// Carries out the engine's decision, and the decisions its callouts' answers lead to.
-    fn apply(&self, engine: &Engine, config: &FilterConfig, stream: Stream, mut action: Action) -> Verdict {
+    fn apply(&self, engine: &Engine, config: &FilterConfig, stream: &impl Stream, mut action: Action) -> Verdict {
         loop {
             let next = match action {
                 Action::Continue { remove, set, reply } => {
@@ -282,7 +311,8 @@ impl StreamFilter {
         }
     }
 
-    pub fn on_response_headers(&self, stream: Stream) {
+    /// Returns an exchanged token to the client in `x-jit-token`.
+    fn return_token(&self, stream: &impl Stream) {
         #[cfg(feature = "panic-probe")]
         self.panic_probe_response();
         if let Some(token) = self.with(|s| s.reply.take()).flatten() {
@@ -302,7 +332,7 @@ impl StreamFilter {
     /// value here, after leaving a reply token in the state (which a poisoned filter never uses).
     #[cfg(feature = "panic-probe")]
     #[allow(clippy::panic)]
-    fn panic_probe(&self, stream: Stream) {
+    fn panic_probe(&self, stream: &impl Stream) {
         let probe = stream
             .with_request_headers(|mut h| {
                 Iterator::find(&mut h, |(k, _)| *k == "x-jitgate-panic-probe").map(|(_, v)| v == b"response")
@@ -322,114 +352,11 @@ impl StreamFilter {
 }
 
 /// Answers 503 with `Retry-After`, byte for byte the wasm filter's: nothing passes undecided.
-pub fn send_unavailable(stream: Stream) {
+pub fn send_unavailable(stream: &impl Stream) {
     let body = br#"{"error":"temporarily_unavailable","error_description":"jitgate cannot decide","request_id":"-"}"#;
     let headers = [("content-type", "application/json"), ("retry-after", "1"), ("cache-control", "no-store")];
     stream.send_response(503, &headers, body);
 }
 
-/// The engine's host services on Envoy: for a stream, or for the configuration (loading it, and
-/// its background work on the main thread).
-pub(crate) struct NativeHost<'a> {
-    pub(crate) stream: Option<Stream>,
-    pub(crate) config: &'a FilterConfig,
-}
-
-impl Host for NativeHost<'_> {
-    fn now_nanos(&self) -> u64 {
-        crate::config::now_nanos()
-    }
-
-    fn log(&self, level: Level, message: &str) {
-        ffi::log(level, message);
-    }
-
-    fn log_enabled(&self, level: Level) -> bool {
-        ffi::log_enabled(level)
-    }
-
-    fn add(&self, metric: Metric, n: u64) {
-        match (self.stream, self.config.metric_ids.get(&metric)) {
-            (Some(stream), Some(id)) => stream.increment_counter(*id, n),
-            (None, Some(id)) => self.config.handle.increment_counter(*id, n),
-            (_, None) => {}
-        }
-    }
-
-    fn record(&self, metric: Metric, value: u64) {
-        match (self.stream, self.config.metric_ids.get(&metric)) {
-            (Some(stream), Some(id)) => stream.record_histogram(*id, value),
-            (None, Some(id)) => self.config.handle.record_histogram(*id, value),
-            (_, None) => {}
-        }
-    }
-
-    fn set_filter_state(&self, key: &str, value: &str) {
-        // The wasm filter's keys (Envoy prefixes them `wasm.`), so access-log formats and
-        // matchers read the same state whichever adapter runs.
-        if let Some(stream) = self.stream {
-            stream.set_filter_state(&format!("wasm.{key}"), value);
-        }
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match path {
-            ["source", "address"] => self.stream?.source_address(),
-            _ => None,
-        }
-    }
-
-    fn shared_get(&self, key: &str) -> SharedRead {
-        store::get(key)
-    }
-
-    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
-        store::set(key, value, cas)
-    }
-
-    fn verify_signature(&self, hash: &str, public_key: &[u8], signature: &[u8], text: &[u8]) -> Option<bool> {
-        crate::crypto::verify(hash, public_key, signature, text)
-    }
-
-    fn random(&self, buf: &mut [u8]) -> bool {
-        getrandom::getrandom(buf).is_ok()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
-    use super::*;
-
-    fn config(id: u64) -> FilterConfig {
-        let json = br#"{"issuer": "https://i", "audience": "a", "hs256_secrets": [{"kid": "h", "secret": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}], "rules": [{"name": "r", "path": {"prefix": "/"}}]}"#;
-        FilterConfig::for_test(id, json).unwrap()
-    }
-
-    #[test]
-    fn a_worker_keeps_one_engine_per_live_configuration() {
-        let mut engines = Engines::new();
-        let (first, second) = (config(1), config(2));
-        let start = |c: &FilterConfig| Some(Engine::with_state(c.config.clone(), c.state.clone()));
-        let a = cached_engine(&mut engines, &first, || start(&first)).unwrap();
-        let again = cached_engine(&mut engines, &first, || panic!("started twice")).unwrap();
-        assert!(Rc::ptr_eq(&a, &again), "one engine per configuration and thread");
-        assert!(Arc::ptr_eq(a.state(), &first.state), "the engine reads the configuration's shared state");
-        cached_engine(&mut engines, &second, || start(&second)).unwrap();
-        assert_eq!(engines.len(), 2);
-        drop(first);
-        let third = config(3);
-        cached_engine(&mut engines, &third, || start(&third)).unwrap();
-        assert_eq!(
-            engines.keys().copied().collect::<std::collections::BTreeSet<_>>(),
-            [2, 3].into(),
-            "the destroyed configuration's engine is gone"
-        );
-        assert_eq!(
-            cached_engine(&mut engines, &config(4), || None).map(|_| ()),
-            None,
-            "an engine that cannot start is not cached"
-        );
-        assert_eq!(engines.len(), 2);
-    }
-}
+mod tests;

@@ -13,7 +13,6 @@ use crate::config::DevUser;
 use crate::files::at;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
 use subtle::ConstantTimeEq;
 
 /// The clients this provider knows: the `jitgate` CLI (loopback redirect) and the sidecar's own
@@ -133,7 +132,7 @@ impl DevIdp {
         if self.codes.len() >= MAX_CODES {
             return Err(Refusal::Busy);
         }
-        let code = crate::random_hex(24);
+        let code = crate::random::random_hex(24);
         let expires = now + CODE_TTL_S;
         self.codes.insert(code.clone(), Code { sub: user.to_owned(), groups, request, expires });
         Ok(code)
@@ -197,13 +196,6 @@ fn loopback_redirect(uri: &str) -> bool {
     let Some(rest) = uri.strip_prefix("http://127.0.0.1:") else { return false };
     let Some((port, path)) = rest.split_once('/') else { return false };
     path == "callback" && !port.is_empty() && port.len() <= 5 && port.parse::<u16>().is_ok_and(|p| p > 0)
-}
-
-/// The password file's path, relative to the configuration file.
-pub fn resolve(users: &mut [DevUser], base: &Path) {
-    for u in users {
-        u.password_file = base.join(&u.password_file);
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! answers with one, RFC 9449 §8), stateless and keyed by the deployment's nonce key, so any
 //! replica accepts another's.
 
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::App;
 use axum::http::HeaderMap;
 use jitgate_token::dpop::{self, DpopError, NONCE_STEP_S};
 use jitgate_token::encoding::hex;

@@ -1,6 +1,8 @@
 //! Every failure is a JSON body `{"error", "error_description", ...}` with a 4xx for bad input and a
 //! 503 when the sidecar itself cannot answer (store or disk); never a 500 for input.
 
+use crate::refusal::Refusal;
+use crate::unavailable::Unavailable;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
@@ -59,6 +61,32 @@ impl ApiError {
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extra.insert(key.to_owned(), value.into());
         self
+    }
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(e: Unavailable) -> ApiError {
+        ApiError::unavailable(e.0)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        let status = match &r {
+            Refusal::Invalid(..) | Refusal::AwaitingApproval { .. } => StatusCode::BAD_REQUEST,
+            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::NotPending(_) | Refusal::AlreadyApproved | Refusal::ChangedConcurrently => StatusCode::CONFLICT,
+            Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let e = ApiError::new(status, r.code(), r.description());
+        match r {
+            Refusal::AwaitingApproval { request_id } => {
+                e.with("request_id", request_id).with("request_status", "pending")
+            }
+            _ => e,
+        }
     }
 }
 

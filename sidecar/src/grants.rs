@@ -1,11 +1,13 @@
 //! The JIT loop's decisions: access requests, approvals, token exchange (RFC 8693), revocation.
 
-use crate::error::{ApiError, ApiResult};
+use crate::app::App;
+use crate::blocking::lock;
 use crate::identity::Subject;
 use crate::policy::Approval;
+use crate::random::random_hex;
+use crate::refusal::Refusal;
 use crate::store::{Grant, GrantStatus, Revocation, RevocationKey, RevocationKind, WriteError};
-use crate::{random_hex, App};
-use axum::http::StatusCode;
+use crate::unavailable::Unavailable;
 use jitgate_token::claims::jti_hash;
 use jitgate_token::mint::mint;
 use serde::Deserialize;
@@ -30,7 +32,7 @@ pub struct AccessRequest {
     pub justification: String,
 }
 
-fn scopes_of(text: &str) -> ApiResult<Vec<String>> {
+fn scopes_of(text: &str) -> Result<Vec<String>, Refusal> {
     let mut scopes: Vec<String> = Vec::new();
     for s in text.split(' ').filter(|s| !s.is_empty()) {
         if !scopes.iter().any(|x| x == s) {
@@ -38,39 +40,36 @@ fn scopes_of(text: &str) -> ApiResult<Vec<String>> {
         }
     }
     if scopes.is_empty() || scopes.len() > MAX_SCOPES {
-        return Err(ApiError::bad_request("invalid_scope", format!("between 1 and {MAX_SCOPES} scopes are required")));
+        return Err(Refusal::invalid("invalid_scope", format!("between 1 and {MAX_SCOPES} scopes are required")));
     }
     Ok(scopes)
 }
 
 /// Creates a request: pending, or approved at once when every scope is automatic.
-pub fn request(app: &App, who: &Subject, body: AccessRequest) -> ApiResult<Grant> {
+pub fn request(app: &App, who: &Subject, body: AccessRequest) -> Result<Grant, Refusal> {
     let policy = &app.config.policy;
     let scopes = scopes_of(&body.scope)?;
     if body.justification.len() > MAX_JUSTIFICATION_BYTES || body.justification.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "justification: at most 1024 bytes, no control characters",
-        ));
+        return Err(Refusal::invalid("invalid_request", "justification: at most 1024 bytes, no control characters"));
     }
     let mut required = 0u32;
     let mut break_glass = false;
     for scope in &scopes {
         let Some(p) = policy.scopes.get(scope) else {
-            return Err(ApiError::bad_request("invalid_scope", format!("unknown scope `{scope}`")));
+            return Err(Refusal::invalid("invalid_scope", format!("unknown scope `{scope}`")));
         };
         if !policy.may_request(&who.groups, scope) {
-            return Err(ApiError::forbidden(format!("policy does not let `{}` request `{scope}`", who.sub)));
+            return Err(Refusal::Forbidden(format!("policy does not let `{}` request `{scope}`", who.sub)));
         }
         if body.duration.0 == 0 || body.duration.0 > p.max_grant_s {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_request",
                 format!("duration must be 1..={} seconds for `{scope}`", p.max_grant_s),
             ));
         }
         if let Some(re) = &p.justification {
             if !re.is_match(&body.justification) {
-                return Err(ApiError::bad_request(
+                return Err(Refusal::invalid(
                     "invalid_request",
                     format!("justification for `{scope}` must match `{}`", re.as_str()),
                 ));
@@ -121,14 +120,14 @@ fn approve_now(grant: &mut Grant, now: u64) {
     grant.expires_at = Some(now.saturating_add(grant.duration_s));
 }
 
-fn written(e: WriteError) -> ApiError {
+fn written(e: WriteError) -> Refusal {
     match e {
-        WriteError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", "changed concurrently; retry"),
-        WriteError::Failed(e) => ApiError::unavailable(e),
+        WriteError::Conflict => Refusal::ChangedConcurrently,
+        WriteError::Failed(e) => Refusal::Unavailable(e),
     }
 }
 
-fn audit_approved(app: &App, g: &Grant, by: &str) -> ApiResult<u64> {
+fn audit_approved(app: &App, g: &Grant, by: &str) -> Result<u64, Unavailable> {
     app.audit(json!({"event": "grant.approved", "grant": g.id, "iss": g.iss, "sub": g.sub, "scopes": g.scopes,
         "approver": by, "expires_at": g.expires_at, "break_glass": g.break_glass}))
 }
@@ -153,41 +152,37 @@ pub fn may_approve(app: &App, who: &Subject, grant: &Grant) -> bool {
 /// the version it was made from: if another replica decided first, this one is made again on
 /// the new state (and then finds the request no longer pending).
 /// Records `who`'s approval or denial of request `id`, with an optional comment for the audit trail.
-pub fn decide(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> ApiResult<Grant> {
+pub fn decide(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> Result<Grant, Refusal> {
     for _ in 0..8 {
         match decide_once(app, who, id, approve, comment) {
-            Err(e) if e.error == "conflict" => continue,
+            Err(Refusal::ChangedConcurrently) => continue,
             done => return done,
         }
     }
-    Err(ApiError::unavailable("the request keeps changing; retry"))
+    Err(Refusal::Unavailable("the request keeps changing; retry".to_owned()))
 }
 
-fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> ApiResult<Grant> {
+fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Option<&str>) -> Result<Grant, Refusal> {
     let mut store = app.store()?;
     let Some(mut grant) = store.state.grants.get(id).cloned() else {
-        return Err(ApiError::not_found(format!("no request `{id}`")));
+        return Err(Refusal::NotFound(format!("no request `{id}`")));
     };
     if who.is(&grant.owner()) {
-        return Err(ApiError::forbidden("nobody approves or denies their own request"));
+        return Err(Refusal::Forbidden("nobody approves or denies their own request".to_owned()));
     }
     if !may_approve(app, who, &grant) {
-        return Err(ApiError::forbidden(format!("`{}` is not an approver for this request", who.sub)));
+        return Err(Refusal::Forbidden(format!("`{}` is not an approver for this request", who.sub)));
     }
     if grant.status != GrantStatus::Pending {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_pending",
-            format!("request `{id}` is {:?}", grant.status),
-        ));
+        return Err(Refusal::NotPending(format!("request `{id}` is {:?}", grant.status)));
     }
     if grant.approvers.iter().any(|a| who.is(a)) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "already_approved", "one approval per approver"));
+        return Err(Refusal::AlreadyApproved);
     }
     let now = app.clock.now();
     // Past its time but not yet swept: as expired as it will be in a few seconds.
     if grant.created_at.saturating_add(app.config.policy.pending_ttl_s) <= now {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_pending", format!("request `{id}` is Expired")));
+        return Err(Refusal::NotPending(format!("request `{id}` is Expired")));
     }
     if approve {
         grant.approvers.push(who.id());
@@ -222,7 +217,7 @@ fn decide_once(app: &App, who: &Subject, id: &str, approve: bool, comment: Optio
 /// approved grants (`grant.expired`), each once: the change is a versioned write, so of two
 /// replicas sweeping at once only one announces it. Revoked grants end without an announcement
 /// (their revocation was one). Returns how many were announced.
-pub fn expire_due(app: &App) -> ApiResult<usize> {
+pub fn expire_due(app: &App) -> Result<usize, Unavailable> {
     let now = app.clock.now();
     let due: Vec<(Grant, bool)> = {
         let store = app.store()?;
@@ -259,7 +254,7 @@ pub fn expire_due(app: &App) -> ApiResult<usize> {
             Ok(_) => {}
             // Decided or swept elsewhere meanwhile: the next sweep judges the new state.
             Err(WriteError::Conflict) => {}
-            Err(WriteError::Failed(e)) => return Err(ApiError::unavailable(e)),
+            Err(WriteError::Failed(e)) => return Err(Unavailable(e)),
         }
     }
     Ok(announced)
@@ -282,7 +277,7 @@ pub struct ExchangeForm {
 }
 
 impl ExchangeForm {
-    pub fn parse(body: &[u8]) -> ApiResult<ExchangeForm> {
+    pub fn parse(body: &[u8]) -> Result<ExchangeForm, Refusal> {
         let mut f = ExchangeForm::default();
         for (k, v) in form_urlencoded::parse(body) {
             let slot = match k.as_ref() {
@@ -298,7 +293,7 @@ impl ExchangeForm {
                 _ => continue,
             };
             if slot.replace(v.into_owned()).is_some() {
-                return Err(ApiError::bad_request("invalid_request", format!("`{k}` appears more than once")));
+                return Err(Refusal::invalid("invalid_request", format!("`{k}` appears more than once")));
             }
         }
         Ok(f)
@@ -306,37 +301,37 @@ impl ExchangeForm {
 }
 
 /// The person an exchange's `subject_token` names, or the RFC 8693 error for it.
-pub fn subject(app: &App, subject_token: Option<&str>) -> ApiResult<Subject> {
+pub fn subject(app: &App, subject_token: Option<&str>) -> Result<Subject, Refusal> {
     let token = subject_token
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "`subject_token` is required"))?;
+        .ok_or_else(|| Refusal::invalid("invalid_request", "`subject_token` is required"))?;
     app.identity
         .verify(token, app.clock.now())
-        .map_err(|reason| ApiError::bad_request("invalid_request", format!("subject_token rejected: {reason}")))
+        .map_err(|reason| Refusal::invalid("invalid_request", format!("subject_token rejected: {reason}")))
 }
 
-fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
+fn required<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, Refusal> {
     v.as_deref()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", format!("`{name}` is required")))
+        .ok_or_else(|| Refusal::invalid("invalid_request", format!("`{name}` is required")))
 }
 
 /// RFC 8693 §2.1: issues a JIT token inside an active grant, or says why not.
-pub fn exchange(app: &App, form: &ExchangeForm) -> ApiResult<Value> {
+pub fn exchange(app: &App, form: &ExchangeForm) -> Result<Value, Refusal> {
     timed(app, || exchange_now(app, form, None, None))
 }
 
 /// An exchange for a person already identified (by the console's authenticating proxy, or by a
 /// subject token checked before a DPoP proof was spent): everything else as `exchange`.
 /// `proven_jkt`: the key of the request's checked DPoP proof (`crate::dpop`); the token is bound to it.
-pub fn exchange_as(app: &App, who: &Subject, form: &ExchangeForm, proven_jkt: Option<&str>) -> ApiResult<Value> {
+pub fn exchange_as(app: &App, who: &Subject, form: &ExchangeForm, proven_jkt: Option<&str>) -> Result<Value, Refusal> {
     timed(app, || exchange_now(app, form, Some(who), proven_jkt))
 }
 
-fn timed(app: &App, f: impl FnOnce() -> ApiResult<Value>) -> ApiResult<Value> {
+fn timed(app: &App, f: impl FnOnce() -> Result<Value, Refusal>) -> Result<Value, Refusal> {
     let t0 = std::time::Instant::now();
     let issued = f()?;
-    crate::lock(&app.issuance_us).record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+    lock(&app.issuance_us).record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
     Ok(issued)
 }
 
@@ -345,42 +340,40 @@ fn exchange_now(
     form: &ExchangeForm,
     identified: Option<&Subject>,
     proven_jkt: Option<&str>,
-) -> ApiResult<Value> {
+) -> Result<Value, Refusal> {
     if required(&form.grant_type, "grant_type")? != TOKEN_EXCHANGE {
-        return Err(ApiError::bad_request("unsupported_grant_type", "only token exchange is supported"));
+        return Err(Refusal::invalid("unsupported_grant_type", "only token exchange is supported"));
     }
     let subject_token = match identified {
         Some(_) => "",
         None => required(&form.subject_token, "subject_token")?,
     };
     if !SUBJECT_TOKEN_TYPES.contains(&required(&form.subject_token_type, "subject_token_type")?) {
-        return Err(ApiError::bad_request("invalid_request", "unsupported subject_token_type"));
+        return Err(Refusal::invalid("invalid_request", "unsupported subject_token_type"));
     }
     if form.requested_token_type.as_deref().is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
-        return Err(ApiError::bad_request("invalid_request", "only access tokens are issued"));
+        return Err(Refusal::invalid("invalid_request", "only access tokens are issued"));
     }
     let audience = match form.audience.as_deref() {
         None => app.config.audiences.first().cloned().unwrap_or_default(),
         Some(a) if app.config.audiences.iter().any(|x| x == a) => a.to_owned(),
-        Some(_) => return Err(ApiError::bad_request("invalid_target", "audience is not served by this issuer")),
+        Some(_) => return Err(Refusal::invalid("invalid_target", "audience is not served by this issuer")),
     };
     if form.resource.as_ref().is_some_and(|r| r.len() > 2048) {
-        return Err(ApiError::bad_request("invalid_target", "resource longer than 2048 bytes"));
+        return Err(Refusal::invalid("invalid_target", "resource longer than 2048 bytes"));
     }
     let jkt = match (form.dpop_jkt.as_deref(), proven_jkt) {
         (Some(asked), Some(proven)) if asked != proven => {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_dpop_proof",
                 "dpop_jkt is not the thumbprint of the DPoP proof's key",
-            ))
+            ));
         }
         (_, Some(proven)) => Some(proven),
         (Some(j), None) if j.len() == 43 && j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
             Some(j)
         }
-        (Some(_), None) => {
-            return Err(ApiError::bad_request("invalid_request", "dpop_jkt is not a SHA-256 JWK thumbprint"))
-        }
+        (Some(_), None) => return Err(Refusal::invalid("invalid_request", "dpop_jkt is not a SHA-256 JWK thumbprint")),
         (None, None) => None,
     };
     if form
@@ -388,15 +381,15 @@ fn exchange_now(
         .as_ref()
         .is_some_and(|c| c.is_empty() || c.len() > 256 || !c.bytes().all(|b| b.is_ascii_graphic()))
     {
-        return Err(ApiError::bad_request("invalid_request", "client_id: 1-256 visible ASCII characters"));
+        return Err(Refusal::invalid("invalid_request", "client_id: 1-256 visible ASCII characters"));
     }
     let now = app.clock.now();
     let who = match identified {
         Some(who) => who.clone(),
         None => subject(app, Some(subject_token))?,
     };
-    let refuse = |e: ApiError| -> ApiResult<Value> {
-        app.audit(json!({"event": "token.exchange_refused", "iss": who.iss, "sub": who.sub, "reason": e.error,
+    let refuse = |e: Refusal| -> Result<Value, Refusal> {
+        app.audit(json!({"event": "token.exchange_refused", "iss": who.iss, "sub": who.sub, "reason": e.code(),
             "scopes_requested": form.scope, "resource": form.resource}))?;
         Err(e)
     };
@@ -427,21 +420,19 @@ fn exchange_now(
     drop(store);
     let Some(grant) = grant else {
         return refuse(match pending {
-            Some(id) => ApiError::bad_request("invalid_scope", "the access request is waiting for approval")
-                .with("request_id", id)
-                .with("request_status", "pending"),
-            None => ApiError::bad_request("invalid_scope", "no active grant covers the requested scope"),
+            Some(request_id) => Refusal::AwaitingApproval { request_id },
+            None => Refusal::invalid("invalid_scope", "no active grant covers the requested scope"),
         });
     };
     let scopes = wanted.unwrap_or_else(|| grant.scopes.clone());
     let policy = &app.config.policy;
     if let Some(s) = scopes.iter().find(|s| !policy.may_request(&who.groups, s)) {
-        return refuse(ApiError::bad_request("invalid_scope", format!("policy no longer allows `{s}`")));
+        return refuse(Refusal::invalid("invalid_scope", format!("policy no longer allows `{s}`")));
     }
     let ttl = scopes.iter().filter_map(|s| policy.scopes.get(s)).map(|p| p.max_ttl_s).min().unwrap_or(0);
     let exp = now.saturating_add(ttl).min(grant.expires_at.unwrap_or(now));
     if exp <= now {
-        return refuse(ApiError::bad_request("invalid_scope", "the grant has expired"));
+        return refuse(Refusal::invalid("invalid_scope", "the grant has expired"));
     }
     let jti = random_hex(16);
     let approver = if grant.approvers.is_empty() {
@@ -458,8 +449,8 @@ fn exchange_now(
     }
     let token = {
         let keys = app.keys()?;
-        let key = keys.ring.active().ok_or_else(|| ApiError::unavailable("no active signing key"))?;
-        mint(key, "at+jwt", &claims).map_err(|e| ApiError::unavailable(e.to_string()))?
+        let key = keys.ring.active().ok_or_else(|| Refusal::Unavailable("no active signing key".to_owned()))?;
+        mint(key, "at+jwt", &claims).map_err(|e| Refusal::Unavailable(e.to_string()))?
     };
     app.audit(json!({"event": "token.exchange", "iss": who.iss, "sub": who.sub, "grant": grant.id, "jti_hash": jti_hash(&app.config.issuer, &jti),
         "scopes_granted": scopes.join(" "), "token_exp": exp, "break_glass": grant.break_glass, "dpop_bound": jkt.is_some(),
@@ -491,16 +482,16 @@ pub struct Revoked {
 
 /// Revokes what `req` names. A revocation already in the feed (same kind and value, lasting as
 /// long) adds nothing; a subject revoking its own tokens, grants or self is rate-limited.
-pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoked> {
+pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> Result<Revoked, Refusal> {
     let named = [req.token.is_some(), req.jti.is_some(), req.grant.is_some(), req.sub.is_some()];
     if named.iter().filter(|x| **x).count() != 1 {
-        return Err(ApiError::bad_request("invalid_request", "name exactly one of token, jti, grant, sub"));
+        return Err(Refusal::invalid("invalid_request", "name exactly one of token, jti, grant, sub"));
     }
     if req.iss.is_some() && req.sub.is_none() {
-        return Err(ApiError::bad_request("invalid_request", "iss goes with sub"));
+        return Err(Refusal::invalid("invalid_request", "iss goes with sub"));
     }
     if req.reason.len() > MAX_JUSTIFICATION_BYTES {
-        return Err(ApiError::bad_request("invalid_request", "reason longer than 1024 bytes"));
+        return Err(Refusal::invalid("invalid_request", "reason longer than 1024 bytes"));
     }
     let now = app.clock.now();
     let admin = app.config.policy.is_admin(&who.groups);
@@ -517,21 +508,21 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoke
         let Some(t) = own_token_claims(app, token) else { return Ok(Revoked { added: Vec::new(), unchanged: 0 }) };
         let own = t.sub == who.sub && t.idp.as_deref() == Some(who.iss.as_str());
         if !(admin || own || t.grant.as_deref().is_some_and(grant_allowed)) {
-            return Err(ApiError::forbidden("not your token, and you do not approve its grant"));
+            return Err(Refusal::Forbidden("not your token, and you do not approve its grant".to_owned()));
         }
         self_service = !admin && own;
         targets.push((RevocationKind::Jti, None, t.jti, t.exp.saturating_add(app.config.clock_skew_s)));
     } else if let Some(jti) = &req.jti {
         if !admin {
-            return Err(ApiError::forbidden("revoking by jti is for admins; send the token instead"));
+            return Err(Refusal::Forbidden("revoking by jti is for admins; send the token instead".to_owned()));
         }
         targets.push((RevocationKind::Jti, None, jti.clone(), now.saturating_add(max_ttl)));
     } else if let Some(id) = &req.grant {
         if !store.state.grants.contains_key(id) {
-            return Err(ApiError::not_found(format!("no grant `{id}`")));
+            return Err(Refusal::NotFound(format!("no grant `{id}`")));
         }
         if !grant_allowed(id) {
-            return Err(ApiError::forbidden("not your grant, and you do not approve it"));
+            return Err(Refusal::Forbidden("not your grant, and you do not approve it".to_owned()));
         }
         self_service = !admin && owns(id);
         let until = store.state.grants.get(id).and_then(|g| g.expires_at).unwrap_or(now).max(now);
@@ -540,13 +531,13 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoke
         let iss = req.iss.clone().unwrap_or_else(|| who.iss.clone());
         let own = *sub == who.sub && iss == who.iss;
         if !(admin || own) {
-            return Err(ApiError::forbidden("revoking a subject is for admins or the subject itself"));
+            return Err(Refusal::Forbidden("revoking a subject is for admins or the subject itself".to_owned()));
         }
         self_service = !admin;
         targets.push((RevocationKind::Sub, Some(iss), sub.clone(), now.saturating_add(max_ttl)));
     }
     if self_service && !app.allow_self_revocation(&who.id(), now)? {
-        return Err(ApiError::too_many(format!(
+        return Err(Refusal::RateLimited(format!(
             "at most {} revocations of your own per minute",
             app.config.revocations.self_per_minute
         )));
@@ -555,7 +546,7 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoke
     let mut unchanged = 0;
     for (kind, iss, value, until) in targets {
         if value.is_empty() || value.len() > 512 || iss.as_ref().is_some_and(|i| i.is_empty() || i.len() > 512) {
-            return Err(ApiError::bad_request("invalid_request", "the revoked value must be 1-512 bytes"));
+            return Err(Refusal::invalid("invalid_request", "the revoked value must be 1-512 bytes"));
         }
         // A subject revocation covers tokens issued up to its time, so a later one covers more.
         let key = RevocationKey { kind, iss: iss.clone(), value: value.clone() };
@@ -568,7 +559,7 @@ pub fn revoke(app: &App, who: &Subject, req: &RevokeRequest) -> ApiResult<Revoke
             continue;
         }
         let r = Revocation { seq: store.state.next_revocation_seq(), kind, value, iss, at: now, until };
-        added.push(store.add_revocation(r).map_err(ApiError::unavailable)?);
+        added.push(store.add_revocation(r).map_err(Refusal::Unavailable)?);
     }
     drop(store);
     app.update_gauges();

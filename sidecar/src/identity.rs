@@ -3,7 +3,7 @@
 
 use crate::config::IdentityConfig;
 use crate::files::at;
-use crate::keys::write_private;
+use crate::secret::write_private;
 use crate::store::SubjectId;
 use jitgate_token::mint::{mint, SigningKey};
 use jitgate_token::{Alg, KeySet, Validation, Verifier};
@@ -72,7 +72,7 @@ pub struct Identity {
 /// GET a JWKS over https (or http to this machine), bounded in time and size; redirects are
 /// not followed (a redirect to plain http would undo the scheme check).
 fn fetch_jwks(url: &str) -> Result<(KeySet, Vec<&'static str>), String> {
-    if !crate::config::outbound_url_allowed(url) {
+    if !crate::outbound::outbound_url_allowed(url) {
         return Err(format!("{url}: not https"));
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -120,7 +120,7 @@ pub fn dev_jwks(data_dir: &Path) -> Result<serde_json::Value, String> {
 pub fn dev_mint(data_dir: &Path, sub: &str, groups: &[String], ttl_s: u64, now: u64) -> Result<String, String> {
     let key = dev_key(data_dir)?;
     let claims = json!({"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": sub, "groups": groups, "iat": now,
-        "exp": now.saturating_add(ttl_s), "jti": crate::random_hex(12)});
+        "exp": now.saturating_add(ttl_s), "jti": crate::random::random_hex(12)});
     mint(&key, "JWT", &claims).map_err(|e| e.to_string())
 }
 

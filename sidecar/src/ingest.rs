@@ -77,7 +77,7 @@ fn text(name: &str, v: &str, max: usize) -> Result<(), String> {
 impl AccessEvent {
     /// The bounds serde cannot say.
     pub fn validate(&self) -> Result<(), String> {
-        if crate::api::rfc3339_secs(&self.ts).is_none() || self.ts.len() > 40 {
+        if rfc3339_secs(&self.ts).is_none() || self.ts.len() > 40 {
             return Err("`ts`: an RFC 3339 UTC time".to_owned());
         }
         let id_ok = self.request_id == "-"
@@ -121,6 +121,25 @@ impl AccessEvent {
     }
 }
 
+/// Seconds of an RFC 3339 UTC timestamp as the filter writes it (`2026-11-22T10:00:00.123Z`).
+pub fn rfc3339_secs(ts: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| ts.get(r).and_then(|s| s.parse::<u64>().ok());
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant), the inverse of the filter's conversion.
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d.checked_sub(1)?;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -162,5 +181,14 @@ mod tests {
         ] {
             assert!(parse(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        assert_eq!(rfc3339_secs("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(rfc3339_secs("2000-02-29T00:00:00.123Z"), Some(951_782_400));
+        assert_eq!(rfc3339_secs("2026-11-22T00:00:00Z"), Some(1_795_305_600));
+        assert_eq!(rfc3339_secs("garbage"), None);
+        assert_eq!(rfc3339_secs("2026-13-22T00:00:00Z"), None);
     }
 }

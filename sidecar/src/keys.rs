@@ -2,6 +2,7 @@
 //! keeps a retired key until the last token it signed has expired.
 
 use crate::files::at;
+use crate::secret::write_private;
 use jitgate_token::mint::SigningKey;
 use jitgate_token::{Alg, KeySet};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ pub struct KeyRing {
 }
 
 fn random_kid(now: u64) -> String {
-    format!("k{now}-{}", crate::random_hex(6))
+    format!("k{now}-{}", crate::random::random_hex(6))
 }
 
 impl KeyRing {
@@ -107,30 +108,6 @@ impl KeyRing {
 
 fn new_key(now: u64) -> Result<SigningKey, String> {
     SigningKey::generate(Alg::ES256, Some(&random_kid(now))).map_err(|e| e.to_string())
-}
-
-/// A 32-byte secret kept base64url in a 0600 file, created on first use (the DPoP nonce key the
-/// filters of one deployment share; replicas share it through `keys_dir`).
-pub fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, String> {
-    if !path.exists() {
-        let mut secret = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
-        write_private(path, jitgate_token::encoding::b64_encode(&secret).as_bytes())?;
-    }
-    crate::config::read_secret(path)
-}
-
-/// Writes a secret file readable by its owner only, atomically (temp file, then rename).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let io = at(path);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use jitgate_sidecar::config::Config;
-use jitgate_sidecar::{audit, identity, keys, App};
+use jitgate_sidecar::{identity, keys, App};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -140,7 +140,7 @@ fn serve(config: &Path, store: Option<&str>) -> Result<(), String> {
     std::thread::spawn(move || loop {
         std::thread::sleep(std::time::Duration::from_secs(EXPIRY_SWEEP_S));
         if let Err(e) = jitgate_sidecar::grants::expire_due(&sweeper) {
-            eprintln!("jitgate-sidecar: expiry sweep failed (retried in {EXPIRY_SWEEP_S} s): {}", e.description);
+            eprintln!("jitgate-sidecar: expiry sweep failed (retried in {EXPIRY_SWEEP_S} s): {e}");
         }
     });
     // Compaction: the journal drops revocations that can no longer matter.
@@ -199,8 +199,8 @@ fn rotate(config: &Path) -> Result<(), String> {
 }
 
 fn verify(file: &Path, anchors: Option<&Path>) -> Result<(), String> {
-    let anchors = anchors.map(audit::read_anchors).transpose()?.unwrap_or_default();
-    let report = audit::verify_anchored(file, &anchors)?;
+    let anchors = anchors.map(jitgate_audit::read_anchors).transpose()?.unwrap_or_default();
+    let report = jitgate_audit::verify_anchored(file, &anchors)?;
     let file = file.display();
     match report.problem {
         None => {

@@ -8,213 +8,31 @@
 //! chain), and one thread sends, retrying with exponential backoff. A receiver that is down or slow
 //! delays nothing but other notices.
 
-use crate::config::outbound_url_allowed;
+use crate::config::notifications::{Format, Kind, Notifications, Webhook};
 use crate::metrics::NotificationCounters;
-use crate::policy::Seconds;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// What a webhook can be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum Kind {
-    #[serde(rename = "request.created")]
-    RequestCreated,
-    #[serde(rename = "request.approved")]
-    RequestApproved,
-    #[serde(rename = "request.denied")]
-    RequestDenied,
-    /// Undecided past the policy's `pending_ttl`, or an approved grant's time is up.
-    #[serde(rename = "request.expired")]
-    RequestExpired,
-    #[serde(rename = "access.revoked")]
-    AccessRevoked,
-    #[serde(rename = "break_glass.used")]
-    BreakGlassUsed,
-}
-
-const ALL_KINDS: [Kind; 6] = [
-    Kind::RequestCreated,
-    Kind::RequestApproved,
-    Kind::RequestDenied,
-    Kind::RequestExpired,
-    Kind::AccessRevoked,
-    Kind::BreakGlassUsed,
-];
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::RequestCreated => "request.created",
-            Kind::RequestApproved => "request.approved",
-            Kind::RequestDenied => "request.denied",
-            Kind::RequestExpired => "request.expired",
-            Kind::AccessRevoked => "access.revoked",
-            Kind::BreakGlassUsed => "break_glass.used",
-        }
-    }
-
-    /// The notices an audit event gives rise to (a break-glass request is also a request).
-    pub fn of_audit_event(event: &Value) -> Vec<Kind> {
-        let break_glass = event.get("break_glass").and_then(Value::as_bool) == Some(true);
-        match event.get("event").and_then(Value::as_str) {
-            Some("grant.requested") if break_glass => vec![Kind::RequestCreated, Kind::BreakGlassUsed],
-            Some("grant.requested") => vec![Kind::RequestCreated],
-            Some("grant.approved") => vec![Kind::RequestApproved],
-            Some("grant.denied") => vec![Kind::RequestDenied],
-            Some("grant.expired") => vec![Kind::RequestExpired],
-            Some("token.revoked") => vec![Kind::AccessRevoked],
-            _ => Vec::new(),
-        }
+/// The notices an audit event gives rise to (a break-glass request is also a request).
+fn kinds_of(event: &Value) -> Vec<Kind> {
+    let break_glass = event.get("break_glass").and_then(Value::as_bool) == Some(true);
+    match event.get("event").and_then(Value::as_str) {
+        Some("grant.requested") if break_glass => vec![Kind::RequestCreated, Kind::BreakGlassUsed],
+        Some("grant.requested") => vec![Kind::RequestCreated],
+        Some("grant.approved") => vec![Kind::RequestApproved],
+        Some("grant.denied") => vec![Kind::RequestDenied],
+        Some("grant.expired") => vec![Kind::RequestExpired],
+        Some("token.revoked") => vec![Kind::AccessRevoked],
+        _ => Vec::new(),
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Slack incoming-webhook payload (`text` and `blocks`).
-    Slack,
-    /// `{"type", "id", "ts", "event", "link"}`; requires a secret.
-    Json,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNotifications {
-    /// Base URL of the console: notices link to `<console_url>/requests/<id>`.
-    #[serde(default)]
-    console_url: Option<String>,
-    /// Notices waiting at most (beyond: dropped and counted).
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_timeout")]
-    timeout: Seconds,
-    /// Attempts after the first, each after twice the previous wait.
-    #[serde(default = "default_retries")]
-    retries: u32,
-    #[serde(default = "default_backoff_ms")]
-    backoff_ms: u64,
-    webhooks: Vec<RawWebhook>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    /// Names the webhook in metrics and logs: `[a-z0-9_-]{1,32}`, unique.
-    name: String,
-    url: String,
-    format: Format,
-    /// HMAC-SHA256 key (base64url, at least 32 bytes), relative to the configuration file.
-    #[serde(default)]
-    secret_file: Option<PathBuf>,
-    /// Which notices this webhook gets (default: all).
-    #[serde(default)]
-    events: Option<Vec<Kind>>,
-}
-
-fn default_queue() -> usize {
-    1000
-}
-fn default_timeout() -> Seconds {
-    Seconds(5)
-}
-fn default_retries() -> u32 {
-    5
-}
-fn default_backoff_ms() -> u64 {
-    500
-}
-
-const MAX_WEBHOOKS: usize = 16;
-const MAX_QUEUE: usize = 100_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The checked `notifications` block.
-#[derive(Debug, Clone)]
-pub struct Notifications {
-    pub console_url: Option<String>,
-    pub queue: usize,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub backoff: Duration,
-    pub webhooks: Vec<Webhook>,
-}
-
-#[derive(Clone)]
-pub struct Webhook {
-    pub name: String,
-    pub url: String,
-    pub format: Format,
-    secret: Option<Vec<u8>>,
-    pub events: Vec<Kind>,
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("signed", &self.secret.is_some())
-            .field("events", &self.events)
-            .finish()
-    }
-}
-
-impl RawNotifications {
-    /// Checks the block; paths are relative to `base`, the configuration file's directory.
-    pub fn compile(self, base: &Path) -> Result<Notifications, String> {
-        let problem = |m: String| format!("notifications: {m}");
-        if self.webhooks.is_empty() || self.webhooks.len() > MAX_WEBHOOKS {
-            return Err(problem(format!("give 1 to {MAX_WEBHOOKS} webhooks")));
-        }
-        if !(1..=MAX_QUEUE).contains(&self.queue) {
-            return Err(problem(format!("queue must be 1..={MAX_QUEUE}")));
-        }
-        if !(1..=60).contains(&self.timeout.0) || self.retries > 20 || !(10..=60_000).contains(&self.backoff_ms) {
-            return Err(problem("timeout 1..=60 s, retries 0..=20, backoff_ms 10..=60000".to_owned()));
-        }
-        if let Some(u) = &self.console_url {
-            if !outbound_url_allowed(u) || u.len() > 512 {
-                return Err(problem("console_url must be https (plain http only to this machine)".to_owned()));
-            }
-        }
-        let mut webhooks = Vec::new();
-        for w in self.webhooks {
-            let named = !w.name.is_empty()
-                && w.name.len() <= 32
-                && w.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-            if !named || webhooks.iter().any(|o: &Webhook| o.name == w.name) {
-                return Err(problem(format!("webhook name `{}`: [a-z0-9_-]{{1,32}}, unique", w.name)));
-            }
-            if !outbound_url_allowed(&w.url) || w.url.len() > 2048 {
-                return Err(problem(format!(
-                    "webhook `{}`: url must be https (plain http only to 127.0.0.1, ::1 or localhost)",
-                    w.name
-                )));
-            }
-            let secret = w.secret_file.map(|f| crate::config::read_secret(&base.join(f))).transpose()?;
-            if w.format == Format::Json && secret.is_none() {
-                return Err(problem(format!("webhook `{}`: format json needs a secret_file (it is signed)", w.name)));
-            }
-            let events = w.events.unwrap_or_else(|| ALL_KINDS.to_vec());
-            webhooks.push(Webhook { name: w.name, url: w.url, format: w.format, secret, events });
-        }
-        Ok(Notifications {
-            console_url: self.console_url.map(|u| u.trim_end_matches('/').to_owned()),
-            queue: self.queue,
-            timeout: Duration::from_secs(self.timeout.0),
-            retries: self.retries,
-            backoff: Duration::from_millis(self.backoff_ms),
-            webhooks,
-        })
-    }
-}
 
 /// One notice: what happened, when, and the audit event that says so.
 struct Notice {
@@ -255,7 +73,7 @@ impl Notifier {
     /// Offers the notices `event` gives rise to; never blocks.
     pub fn audit_event(&self, event: &Value, ts: u64) {
         let Some(queue) = &self.queue else { return };
-        for kind in Kind::of_audit_event(event) {
+        for kind in kinds_of(event) {
             match queue.try_send(Notice { kind, ts, event: event.clone() }) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.counters.count("*", "dropped"),

@@ -187,10 +187,10 @@ impl Policy {
                 None => Approval::Auto,
                 Some(RawApproval::Word(w)) if w == "auto" => Approval::Auto,
                 Some(RawApproval::Word(w)) => {
-                    return Err(err(&format!("approval `{w}`: use `auto` or {{approvers, count}}")))
+                    return Err(err(&format!("approval `{w}`: use `auto` or {{approvers, count}}")));
                 }
                 Some(RawApproval::Approvers(a)) if a.approvers.is_empty() || a.count == 0 => {
-                    return Err(err("approval by approvers needs at least one group and a count >= 1"))
+                    return Err(err("approval by approvers needs at least one group and a count >= 1"));
                 }
                 Some(RawApproval::Approvers(a)) => Approval::Approvers { groups: a.approvers, count: a.count },
             };

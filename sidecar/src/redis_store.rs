@@ -9,8 +9,9 @@
 //! both win. A store id tells a Redis that lost its data (and with it the feed's epoch) from
 //! one that did not.
 
-use crate::store::Record;
 use redis::{Client, Connection, Script, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::time::Duration;
 
 pub const JOURNAL_KEY: &str = "jitgate:journal";
@@ -81,19 +82,19 @@ pub enum Written {
     Conflict,
 }
 
-/// The snapshot compaction leaves: the state at `position`.
+/// The snapshot compaction leaves: the state at `position`, as the store's records `R`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Snapshot {
+pub struct Snapshot<R> {
     pub position: u64,
-    pub records: Vec<Record>,
+    pub records: Vec<R>,
 }
 
 /// What changed since a replica last read.
 #[derive(Debug)]
-pub struct News {
+pub struct News<R> {
     pub store_id: String,
     /// The state to start again from (compaction passed this replica, or the store was lost).
-    pub reload: Option<Snapshot>,
+    pub reload: Option<Snapshot<R>>,
     pub records: Vec<String>,
 }
 
@@ -134,7 +135,7 @@ impl Redis {
     }
 
     /// Records after position `applied`, for a replica that last saw the store `known_id`.
-    pub fn records_after(&mut self, applied: u64, known_id: &str) -> Result<News, String> {
+    pub fn records_after<R: DeserializeOwned>(&mut self, applied: u64, known_id: &str) -> Result<News<R>, String> {
         let script = Script::new(READ);
         let answer: Value =
             self.run(|c| script.key(JOURNAL_KEY).key(BASE_KEY).key(STORE_ID_KEY).arg(applied).invoke(c))?;
@@ -144,7 +145,7 @@ impl Redis {
             parts.next().map(redis::from_redis_value::<Option<String>>).transpose().map_err(failed)?.flatten();
         let Some(id) = id.filter(|i| !i.is_empty()) else {
             // No id: a new store, or a Redis that lost its data. Name it, then read again.
-            let fresh = format!("s-{}", crate::random_hex(8));
+            let fresh = format!("s-{}", crate::random::random_hex(8));
             self.run(|c| redis::cmd("SET").arg(STORE_ID_KEY).arg(fresh).arg("NX").query::<()>(c))?;
             return self.records_after(applied, known_id);
         };
@@ -160,7 +161,7 @@ impl Redis {
     }
 
     /// The compaction snapshot, or an empty state at position 0.
-    fn snapshot(&mut self) -> Result<Snapshot, String> {
+    fn snapshot<R: DeserializeOwned>(&mut self) -> Result<Snapshot<R>, String> {
         let text: Option<String> = self.run(|c| redis::cmd("GET").arg(SNAPSHOT_KEY).query(c))?;
         match text {
             Some(t) => serde_json::from_str(&t).map_err(|e| failed(format!("snapshot: {e}"))),
@@ -170,11 +171,11 @@ impl Redis {
 
     /// Folds the journal up to `applied` into a snapshot when most of it is dead; `live` is how
     /// many records the state needs, `records` builds them.
-    pub fn compact(
+    pub fn compact<R: Serialize>(
         &mut self,
         applied: u64,
         live: usize,
-        records: impl FnOnce() -> Vec<Record>,
+        records: impl FnOnce() -> Vec<R>,
     ) -> Result<bool, String> {
         let (base, length): (Option<u64>, u64) =
             self.run(|c| redis::pipe().cmd("GET").arg(BASE_KEY).cmd("LLEN").arg(JOURNAL_KEY).query(c))?;

@@ -1,21 +1,74 @@
-//! The listener: plain HTTP/1.1, or TLS (rustls) with optional client certificates whose URI
-//! and DNS names become the connection's `PeerIdentity` (mTLS callers). Connections are bounded
-//! (`limits.max_connections`), and a client that sends its headers too slowly is cut off.
+//! The router and the listener. The router joins the API and the console in route groups with
+//! their own concurrency budget (tower: load-shed + global concurrency limit + timeout): a flood
+//! on one group is refused with 503 at once instead of queueing, and cannot starve another: the
+//! filters' revocation feed above all. The listener: plain HTTP/1.1, or TLS (rustls) with optional
+//! client certificates whose URI and DNS names become the connection's `PeerIdentity` (mTLS
+//! callers). Connections are bounded (`limits.max_connections`), and a client that sends its
+//! headers too slowly is cut off.
 
+use crate::api;
+use crate::app::App;
 use crate::auth::{PeerAddr, PeerIdentity};
 use crate::config::Tls;
-use crate::App;
+use crate::console;
+use crate::error::ApiError;
+use crate::handler::counted;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
 use tower::ServiceExt;
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the sidecar serves: the filters' endpoints, the token exchange, and the people's
+/// endpoints with the console (sharing the `api` budget), each group under its own budget.
+pub fn router(app: Arc<App>) -> Router {
+    let l = app.config.limits;
+    let timeout = Duration::from_secs(l.request_timeout.0);
+    // A group's budget: load shedding over a concurrency limit its routes share, under a timeout.
+    let budget = |group: &'static str, limit: usize| {
+        let app = app.clone();
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |e: tower::BoxError| {
+                let app = app.clone();
+                async move {
+                    let overloaded = e.is::<tower::load_shed::error::Overloaded>();
+                    if overloaded {
+                        app.metrics.shed(group);
+                    }
+                    let why =
+                        if overloaded { "too many requests of this kind at once" } else { "the request timed out" };
+                    counted(&app.metrics, Err(ApiError::unavailable(why)))
+                }
+            }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(limit))
+            .timeout(timeout)
+    };
+    let people = api::people(&app.config.issuer).merge(console::router());
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(api::filters().route_layer(budget("filters", l.filters)))
+        .merge(api::exchange().route_layer(budget("exchange", l.exchange)))
+        .merge(people.route_layer(budget("api", l.api)))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .with_state(app)
+}
 
 /// The rustls configuration for `tls`: the server certificate, and client certificates verified
 /// against `client_ca_file` when one is presented (never required: people's tools have none).
@@ -71,7 +124,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let router = crate::api::router(app.clone());
+    let router = router(app.clone());
     let slots = Arc::new(Semaphore::new(app.config.limits.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);

@@ -315,7 +315,7 @@ impl Store {
     /// store id), is reloaded from its snapshot. A journal without a feed epoch gets one.
     pub fn sync(&mut self) -> Result<(), String> {
         let Backend::Redis { redis, applied, store_id } = &mut self.backend else { return Ok(()) };
-        let news = redis.records_after(*applied, store_id)?;
+        let news = redis.records_after::<Record>(*applied, store_id)?;
         if let Some(snapshot) = news.reload {
             self.state = State::from_records(snapshot.records);
             *applied = snapshot.position;
@@ -435,7 +435,7 @@ fn write_error(e: WriteError) -> String {
 
 /// A new feed epoch: random, so a store begun again can never reuse one.
 pub fn new_epoch() -> String {
-    format!("e-{}", crate::random_hex(8))
+    format!("e-{}", crate::random::random_hex(8))
 }
 
 #[cfg(test)]

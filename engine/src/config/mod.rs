@@ -1,16 +1,18 @@
 //! Plugin configuration: typed JSON, unknown fields refused, every value bounded. Parsed once in
 //! `on_configure`; the hot path only reads the compiled form.
 
+mod error;
 pub mod resource;
 pub mod sidecar;
 
 use crate::ledger::Geometry;
 use crate::rules::{PathMatch, Replay, ReplayScope, Rule};
+pub use error::ConfigError;
+use error::{check_len, err};
 use jitgate_token::{encoding, Jwk, KeySet, Validation, Verifier};
 use serde::Deserialize;
 use sha2::Digest;
 use sidecar::{RawSidecar, Sidecar};
-use std::fmt;
 
 /// Whole configuration document.
 const MAX_CONFIG_BYTES: usize = 256 * 1024;
@@ -245,30 +247,6 @@ pub struct Config {
     pub sidecar: Option<Sidecar>,
     pub nonce_key: NonceKeySource,
     pub resource_metadata: Option<resource::ResourceMetadata>,
-}
-
-/// A configuration error that names the offending field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: field `{}`: {}", self.field, self.message)
-    }
-}
-
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), message: message.into() }
-}
-
-fn check_len(field: &str, v: &str, max: usize) -> Result<(), ConfigError> {
-    if v.is_empty() || v.len() > max {
-        return Err(err(field, format!("must be 1 to {max} bytes")));
-    }
-    Ok(())
 }
 
 fn is_token_char(b: u8) -> bool {

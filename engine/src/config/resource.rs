@@ -5,7 +5,7 @@
 //! that knows only the API's URL finds where to get a token and whether it must be DPoP-bound.
 //! Every document is built here, once; answering one copies a prepared string.
 
-use super::{check_len, err, ConfigError};
+use super::error::{check_len, err, ConfigError};
 use crate::rules::{PathMatch, Replay, Rule};
 use serde::Deserialize;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The `sidecar` block of the plugin configuration: which of the sidecar's services the filter
 //! uses, with every value bounded and every secret resolved at start.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -1,10 +1,10 @@
-//! The proxy-wasm ABI 0.2.1, declared by hand: the hostcalls the filter makes and the callbacks it
-//! exports. The SDK's wrappers panic (`unexpected status`) when a host answers with a status they
+//! The proxy-wasm ABI 0.2.1, declared by hand: the hostcalls the filter makes and the exports that
+//! need no adapter state (those that do are in `callbacks`). The SDK's wrappers panic (`unexpected status`) when a host answers with a status they
 //! do not expect, and its dispatcher unwraps `proxy_set_effective_context`; a panic here is a VM
 //! trap that fails every later request on that worker. Every hostcall below returns the host's
 //! status instead, and the adapter turns a failure into a 503 or drops only telemetry.
 //!
-//! `unsafe` lives in this module alone: pointers handed to the host, and buffers the host writes
+//! `unsafe` lives in this module alone (`callbacks` only exports names): pointers handed to the host, and buffers the host writes
 //! into memory it asked `proxy_on_memory_allocate` for.
 #![allow(unsafe_code)]
 
@@ -356,50 +356,9 @@ pub extern "C" fn proxy_on_vm_start(_context_id: u32, _vm_configuration_size: us
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
-    super::on_context_create(context_id, root_context_id);
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> bool {
-    super::on_configure(context_id)
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_tick(context_id: u32) {
-    super::on_tick(context_id);
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: bool) -> u32 {
-    super::on_request_headers(context_id)
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_headers(context_id: u32, _num_headers: usize, _end_of_stream: bool) -> u32 {
-    super::on_response_headers(context_id)
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_http_call_response(
-    _context_id: u32,
-    token: u32,
-    _num_headers: usize,
-    body_size: usize,
-    _num_trailers: usize,
-) {
-    super::on_http_call_response(token, body_size);
-}
-
-#[no_mangle]
 pub extern "C" fn proxy_on_done(_context_id: u32) -> bool {
     true
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_log(_context_id: u32) {}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(context_id: u32) {
-    super::on_delete(context_id);
-}

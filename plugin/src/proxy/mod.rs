@@ -3,6 +3,7 @@
 //! request it concerns, or lost telemetry, never a trap.
 
 mod abi;
+mod callbacks;
 
 use crate::wire::{serialize_pairs, HeaderPairs};
 use jitgate_engine::config::Config;

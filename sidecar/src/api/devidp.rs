@@ -1,11 +1,12 @@
 //! The development issuer's OpenID endpoints (see `crate::devidp`): discovery, keys, the sign-in
 //! page and the token endpoint. They answer 404 unless `identity.dev_issuer` is on.
 
-use super::{counted, form_fields, read_body, MAX_BODY_BYTES};
+use crate::app::App;
+use crate::blocking::{blocking, lock};
 use crate::devidp::{self, Refusal, ID_TOKEN_TTL_S};
 use crate::error::{ApiError, ApiResult};
+use crate::handler::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::identity::{self, DEV_ISSUER};
-use crate::{blocking, lock, App};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -59,14 +60,14 @@ pub async fn discovery(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
         }))
         .into_response())
     });
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {
     let r = enabled(&app)
         .and_then(|()| identity::dev_jwks(&app.config.keys_dir).map_err(ApiError::unavailable))
         .map(|keys| Json(keys).into_response());
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 pub async fn sign_in_page(
@@ -80,7 +81,7 @@ pub async fn sign_in_page(
         let users: Vec<String> = lock(&app.dev_idp).user_names().into_iter().map(str::to_owned).collect();
         Ok(page(StatusCode::OK, &q, &request, &users, None))
     });
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 pub async fn sign_in(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -122,7 +123,7 @@ pub async fn sign_in(State(app): State<Arc<App>>, body: Body) -> Response {
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// `POST /dev-idp/token`: an authorization code and its PKCE verifier for an ID token.
@@ -160,7 +161,7 @@ pub async fn token(State(app): State<Arc<App>>, body: Body) -> Response {
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// The sign-in form; the authorization request rides along in hidden fields.

@@ -1,11 +1,12 @@
 //! Endpoints only authenticated callers may use: the filters (signed calls or mTLS), and
 //! Prometheus on `/metrics` (its bearer token). Anyone else gets 401, counted per endpoint.
 
-use super::{counted, json_body, read_body};
+use crate::app::App;
 use crate::auth::{Caller, Credentials, PeerIdentity};
+use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
+use crate::handler::{counted, json_body, read_body};
 use crate::ingest::AccessEvent;
-use crate::{blocking, App};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, Uri};
@@ -108,7 +109,7 @@ pub async fn revocations(State(app): State<Arc<App>>, c: Call) -> Response {
         Ok(Json(body).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
@@ -152,7 +153,7 @@ pub async fn replay(State(app): State<Arc<App>>, c: Call, body: Body) -> Respons
             )),
         }
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// Filters ship batches of decision events: a JSON array of `access.*` events (the schema of
@@ -173,7 +174,7 @@ pub async fn audit_sink(State(app): State<Arc<App>>, c: Call, body: Body) -> Res
         let seq = blocking(move || a.audit_access(&events, &caller)).await?;
         Ok(Json(json!({"accepted": n, "seq": seq})).into_response())
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// The DPoP server nonce key every filter of this deployment shares (`dpop_nonce_key: sidecar`),
@@ -183,7 +184,7 @@ pub async fn nonce_key(State(app): State<Arc<App>>, c: Call) -> Response {
         let key = jitgate_token::encoding::b64_encode(&app.nonce_key);
         ([(header::CACHE_CONTROL, "no-store")], Json(json!({"key": key}))).into_response()
     });
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 pub async fn metrics(State(app): State<Arc<App>>, c: Call) -> Response {
@@ -195,5 +196,5 @@ pub async fn metrics(State(app): State<Arc<App>>, c: Call) -> Response {
         Ok(([(header::CONTENT_TYPE, content_type)], a.metrics.encode()).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }

@@ -1,9 +1,11 @@
 //! Endpoints people (and their tools) call with an identity token, and the token exchange.
 
-use super::{counted, json_body, person, read_body, MAX_BODY_BYTES};
+use super::bearer::person;
+use crate::app::App;
+use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
-use crate::{blocking, App};
+use crate::handler::{counted, json_body, read_body, MAX_BODY_BYTES};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -26,7 +28,7 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
         Ok(([(header::CACHE_CONTROL, "max-age=60")], Json(body)).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 /// Authorization server metadata (RFC 8414), public: what a client needs to configure itself
@@ -34,9 +36,9 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
 pub async fn server_metadata(State(app): State<Arc<App>>) -> Response {
     let c = &app.config;
     // RFC 8414 §2: the issuer is an https URL (plain http only to this machine, for tests).
-    let (Some(base), true) = (c.public_url.as_deref(), crate::config::outbound_url_allowed(&c.issuer)) else {
+    let (Some(base), true) = (c.public_url.as_deref(), crate::outbound::outbound_url_allowed(&c.issuer)) else {
         return counted(
-            &app,
+            &app.metrics,
             Err(ApiError::not_found("no metadata: the issuer is no https URL, or `public_url` is unset")),
         );
     };
@@ -52,7 +54,7 @@ pub async fn server_metadata(State(app): State<Arc<App>>) -> Response {
         "scopes_supported": scopes,
         "dpop_signing_alg_values_supported": jitgate_token::dpop::PROOF_ALGS.split(' ').collect::<Vec<_>>(),
     });
-    counted(&app, Ok(([(header::CACHE_CONTROL, "max-age=300")], Json(body)).into_response()))
+    counted(&app.metrics, Ok(([(header::CACHE_CONTROL, "max-age=300")], Json(body)).into_response()))
 }
 
 pub async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -66,7 +68,7 @@ pub async fn create_request(State(app): State<Arc<App>>, headers: HeaderMap, bod
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 pub async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -86,7 +88,7 @@ pub async fn show_request(State(app): State<Arc<App>>, headers: HeaderMap, Path(
         Ok(Json(grant).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 /// A query string as a map; a malformed one is a 400.
@@ -140,7 +142,7 @@ pub async fn list_requests(
         Ok(Json(json!({"requests": listed})).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 #[derive(Deserialize, Default)]
@@ -169,7 +171,7 @@ async fn decide(app: Arc<App>, headers: HeaderMap, id: String, body: Body, appro
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 pub async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Response {
@@ -211,7 +213,7 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 pub async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -225,7 +227,7 @@ pub async fn revoke(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// An admin accepts the current revocation feed (after a lost store, or one restored from an
@@ -262,7 +264,7 @@ pub async fn acknowledge_feed(State(app): State<Arc<App>>, headers: HeaderMap, b
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// Audit events for admins, newest first, `limit` per page; `next` continues.
@@ -299,7 +301,7 @@ pub async fn audit_query(
                 let ts = e
                     .get("ts")
                     .and_then(Value::as_u64)
-                    .or_else(|| e.get("ts").and_then(Value::as_str).and_then(super::rfc3339_secs));
+                    .or_else(|| e.get("ts").and_then(Value::as_str).and_then(crate::ingest::rfc3339_secs));
                 ts.is_some_and(|t| t >= since && t <= until)
                     && filters.iter().all(|(k, v)| e.get(*k).and_then(Value::as_str) == Some(*v))
             })
@@ -307,5 +309,5 @@ pub async fn audit_query(
         Ok(Json(json!({"events": events, "next": next})).into_response())
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }

@@ -6,23 +6,27 @@
 //! Sign-in (see `signin`): the development issuer's authorization-code flow with PKCE (client
 //! `jitgate-console`), an external OpenID provider, or an authenticating proxy's headers. An ID
 //! token is checked by the same identity verifier as every API call. A sign-in belongs to the
-//! browser that started it (see `binding`). Sessions are server-side (a random id in an
+//! browser that started it (see `binding`). Sessions (see `sessions`) are server-side (a random id in an
 //! `HttpOnly; SameSite=Lax` cookie; over https a `__Host-` cookie, `Secure` with `Path=/`, so a
 //! sibling subdomain cannot plant one), bounded, and end with the ID token (behind a proxy: when
 //! the proxy stops vouching for the person). Every state change is a POST carrying the session's
 //! CSRF token.
 
 mod binding;
+mod cookies;
 mod pages;
+pub mod sessions;
 pub mod signin;
+pub mod state;
 mod utc;
 
-use crate::api::{counted, form_fields, read_body, MAX_BODY_BYTES};
+use crate::app::App;
+use crate::blocking::{blocking, lock};
 use crate::devidp::{self, CONSOLE_CLIENT};
 use crate::error::{ApiError, ApiResult};
 use crate::grants::{self, AccessRequest, ExchangeForm, RevokeRequest};
+use crate::handler::{counted, form_fields, read_body, MAX_BODY_BYTES};
 use crate::identity::{self, Subject};
-use crate::{blocking, lock, App};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -30,78 +34,18 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use binding::Binder;
+use cookies::cookie;
+use sessions::Session;
 use sha2::{Digest, Sha256};
 use signin::SignIn;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use subtle::ConstantTimeEq;
+use std::sync::Arc;
 
-const MAX_SESSIONS: usize = 10_000;
-const MAX_SESSIONS_PER_PERSON: usize = 16;
 /// Longest session, whatever the ID token says (behind a proxy, each request is vouched for anyway).
 const MAX_SESSION_S: u64 = 8 * 3600;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
-
-#[derive(Clone)]
-struct Session {
-    who: Subject,
-    /// The subject token for exchanges; none when an authenticating proxy signed the person in.
-    id_token: Option<String>,
-    csrf: String,
-    expires: u64,
-}
-
-/// The console's sessions (bounded), the key that binds a sign-in to its browser, and its cookies.
-pub struct Console {
-    sessions: Mutex<HashMap<String, Session>>,
-    binder: Binder,
-    cookies: Cookies,
-}
-
-impl Console {
-    /// `sign_in_key`: the secret sign-ins are bound with (see `binding`); `public_url`: where
-    /// the console is served, if it is.
-    pub fn new(sign_in_key: &[u8], public_url: Option<&str>) -> Console {
-        Console { sessions: Mutex::default(), binder: Binder::new(sign_in_key), cookies: Cookies::for_url(public_url) }
-    }
-}
-
-/// The console's cookies: over https `__Host-` cookies (`Secure`, `Path=/`, no `Domain`), over
-/// plain http to this machine ordinary ones scoped to `/ui`.
-#[derive(Debug, Clone, Copy)]
-struct Cookies {
-    session: &'static str,
-    sign_in: &'static str,
-    attributes: &'static str,
-}
-
-impl Cookies {
-    fn for_url(public_url: Option<&str>) -> Cookies {
-        // The configuration allows https, or plain http to this machine; URL schemes are case-blind.
-        let https = public_url.is_some_and(|u| !u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")));
-        if https {
-            Cookies {
-                session: "__Host-jitgate_console",
-                sign_in: "__Host-jitgate_signin",
-                attributes: "Path=/; Secure; HttpOnly; SameSite=Lax",
-            }
-        } else {
-            Cookies {
-                session: "jitgate_console",
-                sign_in: "jitgate_signin",
-                attributes: "Path=/ui; HttpOnly; SameSite=Lax",
-            }
-        }
-    }
-
-    fn set(&self, name: &str, value: &str, max_age: u64) -> ApiResult<HeaderValue> {
-        HeaderValue::from_str(&format!("{name}={value}; {}; Max-Age={max_age}", self.attributes))
-            .map_err(|e| ApiError::unavailable(e.to_string()))
-    }
-}
 
 /// Who sends a console request: its headers and the address it came from (for a proxy's say-so).
 struct Caller {
@@ -115,12 +59,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Self::Rejection> {
         let peer = parts.extensions.get::<crate::auth::PeerAddr>().map(|p| p.0);
         Ok(Caller { headers: parts.headers.clone(), peer })
-    }
-}
-
-impl std::fmt::Debug for Console {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Console").field("sessions", &lock(&self.sessions).len()).finish()
     }
 }
 
@@ -150,7 +88,7 @@ fn enabled(app: &App) -> ApiResult<()> {
 }
 
 fn sign_in(app: &App) -> ApiResult<&SignIn> {
-    app.config.console.as_ref().map(|c| &*c.sign_in).ok_or_else(|| ApiError::not_found("no such endpoint"))
+    app.console.sign_in.as_ref().ok_or_else(|| ApiError::not_found("no such endpoint"))
 }
 
 /// The console's security headers on every page it renders.
@@ -173,14 +111,6 @@ fn error_page(app: &App, e: &ApiError, who: Option<&Session>) -> Response {
     page(e.status, pages::error(app, who.map(|s| (&s.who, s.csrf.as_str())), &e.description))
 }
 
-/// The value of the cookie `name` the request carries (from any of its `Cookie` headers).
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
-}
-
 fn session_id(app: &App, headers: &HeaderMap) -> Option<String> {
     cookie(headers, app.console.cookies.session)
 }
@@ -189,29 +119,16 @@ fn session_id(app: &App, headers: &HeaderMap) -> Option<String> {
 /// person on every request, or the session ends.
 fn session(app: &App, caller: &Caller) -> Option<Session> {
     let id = session_id(app, &caller.headers)?;
-    let mut sessions = lock(&app.console.sessions);
-    let mut s = sessions.get(&id)?.clone();
-    if let Ok(SignIn::TrustedHeaders(proxy)) = sign_in(app) {
-        match proxy.vouched(&caller.headers, caller.peer) {
-            Ok(who) if who.is(&s.who.id()) => s.who = who,
-            _ => {
-                sessions.remove(&id);
-                return None;
-            }
-        }
-    }
-    if s.expires <= app.clock.now() {
-        sessions.remove(&id);
-        return None;
-    }
-    Some(s)
+    app.console.sessions.live(&id, app.clock.now(), |who| match sign_in(app) {
+        Ok(SignIn::TrustedHeaders(proxy)) => proxy.vouched(&caller.headers, caller.peer).ok(),
+        _ => Some(who.clone()),
+    })
 }
 
 /// The signed-in session of a POST whose CSRF token matches; else 403 (or the sign-in).
 fn checked(app: &App, caller: &Caller, f: &HashMap<String, String>) -> Result<Session, Box<Response>> {
     let Some(s) = session(app, caller) else { return Err(Box::new(to("/ui/login"))) };
-    let sent = f.get("csrf").map(String::as_bytes).unwrap_or_default();
-    if !bool::from(sent.ct_eq(s.csrf.as_bytes())) || sent.is_empty() {
+    if !s.csrf_matches(f.get("csrf").map_or("", String::as_str)) {
         let e = ApiError::forbidden("the form is missing its CSRF token, or it is stale");
         return Err(Box::new(error_page(app, &e, Some(&s))));
     }
@@ -226,7 +143,7 @@ async fn home(State(app): State<Arc<App>>, caller: Caller) -> Response {
         Ok(page(StatusCode::OK, pages::home(&a, &s.who, &s.csrf, None)))
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 async fn login(State(app): State<Arc<App>>, caller: Caller) -> Response {
@@ -267,8 +184,8 @@ async fn login(State(app): State<Arc<App>>, caller: Caller) -> Response {
 
 fn signed_in_or_error(app: &App, r: ApiResult<Response>) -> Response {
     match r {
-        Ok(r) => counted(app, Ok(r)),
-        Err(e) => counted(app, Ok(error_page(app, &e, None))),
+        Ok(r) => counted(&app.metrics, Ok(r)),
+        Err(e) => counted(&app.metrics, Ok(error_page(app, &e, None))),
     }
 }
 
@@ -331,23 +248,7 @@ async fn callback(
 fn start_session(app: &App, who: Subject, id_token: Option<String>, expires: u64, client: &str) -> ApiResult<Response> {
     let now = app.clock.now();
     app.audit(serde_json::json!({"event": "identity.signed_in", "sub": who.sub, "iss": who.iss, "client": client}))?;
-    let id = crate::random_hex(32);
-    {
-        let mut sessions = lock(&app.console.sessions);
-        sessions.retain(|_, s| s.expires > now);
-        // One person cannot crowd others out: beyond a few sessions, their oldest one ends.
-        let theirs: Vec<(&String, u64)> =
-            sessions.iter().filter(|(_, s)| s.who.is(&who.id())).map(|(k, s)| (k, s.expires)).collect();
-        if theirs.len() >= MAX_SESSIONS_PER_PERSON {
-            if let Some(oldest) = theirs.iter().min_by_key(|(_, e)| *e).map(|(k, _)| (*k).clone()) {
-                sessions.remove(&oldest);
-            }
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(ApiError::unavailable("too many sessions"));
-        }
-        sessions.insert(id.clone(), Session { who, id_token, csrf: crate::random_hex(32), expires });
-    }
+    let id = app.console.sessions.open(who, id_token, expires, now)?;
     let cookies = app.console.cookies;
     let mut r = to("/ui/");
     r.headers_mut().insert(header::SET_COOKIE, cookies.set(cookies.session, &id, expires.saturating_sub(now))?);
@@ -361,7 +262,7 @@ async fn logout(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Resp
         Ok(match checked(&app, &caller, &f) {
             Ok(_) => {
                 if let Some(id) = session_id(&app, &caller.headers) {
-                    lock(&app.console.sessions).remove(&id);
+                    app.console.sessions.end(&id);
                 }
                 let mut r = page(StatusCode::OK, pages::signed_out());
                 let cookies = app.console.cookies;
@@ -371,7 +272,7 @@ async fn logout(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Resp
             Err(r) => *r,
         })
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 /// Runs a console POST: body read, CSRF checked, then `act` with the session and the form.
@@ -394,7 +295,7 @@ async fn post_action(
         })
         .await
     };
-    counted(&app, r.await)
+    counted(&app.metrics, r.await)
 }
 
 async fn create_request(State(app): State<Arc<App>>, caller: Caller, body: Body) -> Response {
@@ -410,7 +311,10 @@ async fn create_request(State(app): State<Arc<App>>, caller: Caller, body: Body)
         match grants::request(a, &s.who, body) {
             Ok(_) => Ok(to("/ui/")),
             // The form again, with what was wrong, so nothing typed is lost.
-            Err(e) => Ok(page(e.status, pages::home(a, &s.who, &s.csrf, Some((&e.description, &f))))),
+            Err(e) => {
+                let e = ApiError::from(e);
+                Ok(page(e.status, pages::home(a, &s.who, &s.csrf, Some((&e.description, &f)))))
+            }
         }
     })
     .await
@@ -453,7 +357,7 @@ async fn show_request(State(app): State<Arc<App>>, caller: Caller, Path(id): Pat
         Ok(page(StatusCode::OK, pages::request(&a, &s.who, &s.csrf, &g, may_decide)))
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 async fn queue(State(app): State<Arc<App>>, caller: Caller) -> Response {
@@ -464,7 +368,7 @@ async fn queue(State(app): State<Arc<App>>, caller: Caller) -> Response {
         Ok(page(StatusCode::OK, pages::queue(&a, &s.who, &s.csrf)))
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }
 
 /// "Get a token": the one place a token is ever shown, on an explicit POST.
@@ -517,5 +421,5 @@ async fn admin(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<Hash
         Ok(page(StatusCode::OK, pages::admin(&a, &s.who, &s.csrf, &q)))
     })
     .await;
-    counted(&app, r)
+    counted(&app.metrics, r)
 }

@@ -1,10 +1,12 @@
 //! The console's pages (maud: every value printed is escaped). No inline script or style.
 
 use super::utc;
+use crate::app::App;
+use crate::blocking::lock;
+use crate::grants;
 use crate::identity::Subject;
 use crate::policy::Approval;
 use crate::store::{Grant, GrantStatus};
-use crate::{grants, lock, App};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -287,7 +289,7 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
     let issuance = lock(&app.issuance_us)
         .percentiles(&[50, 95, 99])
         .map(|p| p.iter().map(|us| ms(*us)).collect::<Vec<_>>().join(" / "));
-    let chain = crate::audit::verify(&app.audit_path());
+    let chain = jitgate_audit::verify(&app.audit_path());
     let (head_seq, head) = app.audit_head();
     layout(
         "Admin",
