@@ -148,7 +148,10 @@ unsafe impl Sync for ConfigHandle {}
 
 impl ConfigHandle {
     /// The configuration Envoy passed to `on_http_filter_config_new`.
-    pub fn new(config_envoy: *mut c_void) -> ConfigHandle {
+    ///
+    /// # Safety
+    /// `config_envoy` must be that live configuration: every method hands it to Envoy.
+    pub unsafe fn new(config_envoy: *mut c_void) -> ConfigHandle {
         ConfigHandle(config_envoy)
     }
 
@@ -230,7 +233,11 @@ pub struct EnvoyStream(*mut c_void);
 
 impl EnvoyStream {
     /// The filter Envoy passed to the current hook.
-    pub fn new(filter_envoy: *mut c_void) -> EnvoyStream {
+    ///
+    /// # Safety
+    /// `filter_envoy` must be that hook's live filter, used only during the hook: every method
+    /// hands it to Envoy.
+    pub unsafe fn new(filter_envoy: *mut c_void) -> EnvoyStream {
         EnvoyStream(filter_envoy)
     }
 

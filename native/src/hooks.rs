@@ -37,7 +37,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     let made = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: Envoy owns both buffers for the duration of this hook; nothing keeps them.
         let (name, config) = unsafe { (envoy_bytes(name), envoy_bytes(config)) };
-        config::new_config(ConfigHandle::new(config_envoy), name, config)
+        // SAFETY: the configuration Envoy passed to this hook.
+        config::new_config(unsafe { ConfigHandle::new(config_envoy) }, name, config)
     }));
     match made {
         Ok(Some(c)) => Box::into_raw(Box::new(c)).cast_const().cast(),
@@ -65,7 +66,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 ) -> *const c_void {
     // SAFETY: `config` is a live `FilterConfig` from `config_new` (Envoy holds it for the filter).
     let Some(cfg) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else { return std::ptr::null() };
-    match catch_unwind(AssertUnwindSafe(|| StreamFilter::new(cfg, &EnvoyStream::new(filter_envoy)))) {
+    // SAFETY: the filter Envoy passed to this hook.
+    let stream = unsafe { EnvoyStream::new(filter_envoy) };
+    match catch_unwind(AssertUnwindSafe(|| StreamFilter::new(cfg, &stream))) {
         Ok(filter) => Box::into_raw(Box::new(FilterBox { config: cfg, filter: Rc::new(filter) })).cast_const().cast(),
         Err(_) => std::ptr::null(),
     }
@@ -101,7 +104,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    let stream = EnvoyStream::new(filter_envoy);
+    // SAFETY: the filter Envoy passed to this hook.
+    let stream = unsafe { EnvoyStream::new(filter_envoy) };
     // SAFETY: `filter` is this stream's box (see `filter_box`).
     let verdict = match unsafe { filter_box(filter) } {
         None => {
@@ -125,7 +129,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 ) -> u32 {
     // SAFETY: as above.
     if let Some((f, config)) = unsafe { filter_box(filter) } {
-        f.on_response_headers(config, &EnvoyStream::new(filter_envoy));
+        // SAFETY: the filter Envoy passed to this hook.
+        f.on_response_headers(config, &unsafe { EnvoyStream::new(filter_envoy) });
     }
     abi::RESPONSE_HEADERS_CONTINUE
 }
@@ -138,7 +143,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> u32 {
     // SAFETY: as above.
     let verdict = match unsafe { filter_box(filter) } {
-        Some((f, _)) => f.on_request_body(&EnvoyStream::new(filter_envoy)),
+        // SAFETY: the filter Envoy passed to this hook.
+        Some((f, _)) => f.on_request_body(&unsafe { EnvoyStream::new(filter_envoy) }),
         None => BodyVerdict::Continue,
     };
     match verdict {
@@ -196,7 +202,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     // SAFETY: Envoy's headers and body chunks for this hook.
     let (status, body) =
         unsafe { callout_answer(result, headers, headers_size, chunks, chunks_size, MAX_ANSWER_BYTES) };
-    f.on_callout_done(config, &EnvoyStream::new(filter_envoy), callout_id, Answer { status, body: &body });
+    // SAFETY: the filter Envoy passed to this hook.
+    f.on_callout_done(config, &unsafe { EnvoyStream::new(filter_envoy) }, callout_id, Answer { status, body: &body });
 }
 
 #[no_mangle]
