@@ -172,11 +172,11 @@ def jit_loop(ports, keep, native):
             r = s.request("GET", "/orders/42", {"x-jit-subject-token": alice})
             step("alice", "GET /orders/42 with her identity token again", f"{r.status} {r.json().get('error_description')}")
             time.sleep(1.2)
-            events = [json.loads(line)["event"] for line in sc.audit_file.read_text().splitlines()]
+            events = [json.loads(line)["event"] for line in sc.audit_text().splitlines()]
             lifecycle = [e["event"] for e in events if not e["event"].startswith("access.")]
-            print(f"\nSidecar audit chain {sc.audit_file}: {len(events)} events, "
+            print(f"\nSidecar audit chain {sc.audit_dir}: {len(events)} events, "
                   f"{len(events) - len(lifecycle)} shipped by the filter; lifecycle: {', '.join(lifecycle)}")
-            print("  " + sc.cli("audit", "verify", str(sc.audit_file)))
+            print("  " + sc.cli("audit", "verify", str(sc.audit_dir)))
             print(f"\nFor people: the console at http://127.0.0.1:{sc.port}/ui/ and the CLI "
                   f"(target/release/jitgate login --sidecar http://127.0.0.1:{sc.port}); demo users:")
             for user, (groups, password) in DEMO_USERS.items():

@@ -345,8 +345,13 @@ class Sidecar:
         return {SECRET_ENV: b64(self.secret)}
 
     @property
-    def audit_file(self) -> Path:
-        return self.dir / "data" / "audit.jsonl"
+    def audit_dir(self) -> Path:
+        """The audit chain's segments (`audit-<first seq>.jsonl`)."""
+        return self.dir / "data" / "audit"
+
+    def audit_text(self) -> str:
+        """Every line of the chain, oldest first (the segments in order)."""
+        return "".join(p.read_text() for p in sorted(self.audit_dir.glob("audit-*.jsonl")))
 
     def start(self):
         with open(self.log, "ab") as out:

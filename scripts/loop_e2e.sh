@@ -7,7 +7,8 @@
 # sidecar's listener (mTLS) and feed at scale (1,000,000 revocations) with real Envoy; then the
 # same loop driven by the `jitgate` command line through both adapters; then a standard OAuth
 # client library (openid-client, Node) through both adapters: metadata, DPoP, nonces, revocation.
-# pytest: tests/e2e/test_{loop,replicas,sidecar,cli,oauth}.py. Builds what it needs first;
+# Then the audit chain exported to a real rsyslog (plain and TLS) and to stdout.
+# pytest: tests/e2e/test_{loop,replicas,sidecar,cli,oauth,export}.py. Builds what it needs first;
 # --build-only stops there; other arguments go to pytest (e.g. -k native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ cargo build --profile native -p jitgate-envoy
 cargo build --release -p jitgate-sidecar -p jitgate-cli
 cargo build --release -p jitgate-token --bin jitgate-token  # mints tokens and signs caller calls
 [ "${1:-}" = "--build-only" ] && exit 0
-cleanup() { for f in .run/loop/pids .run/loop-native/pids .run/redis/pids .run/replicas/pids .run/replicas*/pids .run/replicas/*/pids .run/sidecar*/pids .run/sidecar/*/pids .run/cli/pids .run/cli-*/pids .run/oauth/pids .run/oauth-*/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
+cleanup() { for f in .run/loop/pids .run/loop-native/pids .run/redis/pids .run/replicas/pids .run/replicas*/pids .run/replicas/*/pids .run/sidecar*/pids .run/sidecar/*/pids .run/cli/pids .run/cli-*/pids .run/oauth/pids .run/oauth-*/pids .run/export*/*/pids; do [ -f "$f" ] && xargs -r kill 2>/dev/null < "$f" || true; done; }
 trap cleanup EXIT
 .venv/bin/python -m pytest -q tests/e2e/test_loop.py tests/e2e/test_replicas.py tests/e2e/test_sidecar.py \
-  tests/e2e/test_cli.py tests/e2e/test_oauth.py "$@"
+  tests/e2e/test_cli.py tests/e2e/test_oauth.py tests/e2e/test_export.py "$@"

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
 # wrk: load in the loop test and the benchmarks; redis-server: the sidecar replicas test;
-# openssl: the certificates of the mTLS test; chromium and its driver: the console's browser test.
-APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver ${JITGATE_APT_PACKAGES:-})
+# openssl: the certificates of the mTLS test; chromium and its driver: the console's browser test;
+# rsyslog and its OpenSSL driver: the collectors the audit export test starts (its own rsyslogd each).
+APT_PACKAGES=(wrk redis-server openssl chromium chromium-driver rsyslog rsyslog-openssl ${JITGATE_APT_PACKAGES:-})
 # Node runs the external OpenID provider of the console test (scripts/idp); Debian's if none is here.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 SELENIUM_VERSION=4.27.1

@@ -12,8 +12,14 @@ pub struct Anchor {
     pub hash: String,
 }
 
+/// Largest anchor file read (a line per 1000 events and per segment: years of a busy chain).
+const MAX_FILE: u64 = 256 * 1024 * 1024;
+
 /// Reads an anchor file (one JSON `Anchor` per line).
 pub fn read_anchors(path: &Path) -> Result<Vec<Anchor>, String> {
+    if std::fs::metadata(path).map_err(at(path))?.len() > MAX_FILE {
+        return Err(format!("{}: larger than {MAX_FILE} bytes", path.display()));
+    }
     let text = std::fs::read_to_string(path).map_err(at(path))?;
     text.lines()
         .enumerate()

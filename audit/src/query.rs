@@ -1,27 +1,53 @@
-//! Reading events back, newest first, without reading the whole file.
+//! Reading events back, newest first, without reading the whole chain.
 
 use crate::files::at;
 use crate::line::Line;
+use crate::segment;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Events of the file matching `keep`, newest first, at most `limit`, among those before the
-/// event `before` (a seq; `None` from the newest). Returns them with the seq to continue from.
-/// The file is read backwards in blocks, so the newest page costs the same however long it is.
+/// The files of a chain newest first: a directory's segments, or a single file.
+fn newest_files(path: &Path, before: Option<u64>) -> Result<Vec<PathBuf>, String> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let segments = segment::list(path)?;
+    // A segment starting at or after `before` holds nothing before it.
+    Ok(segments.into_iter().rev().filter(|s| before.is_none_or(|b| s.first_seq < b)).map(|s| s.path).collect())
+}
+
+/// Events of the chain (a segment directory, or one file) matching `keep`, newest first, at most
+/// `limit`, among those before the event `before` (a seq; `None` from the newest). Returns them
+/// with the seq to continue from. Files are read backwards in blocks, so the newest page costs
+/// the same however long the chain is; at most `max_scan` events are looked at (a filter that
+/// matches little stops there, and the seq returned continues the search).
 pub fn query_newest(
     path: &Path,
     before: Option<u64>,
     limit: usize,
+    max_scan: usize,
     keep: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<(Vec<serde_json::Value>, Option<u64>), String> {
     let mut out = Vec::new();
     let mut next = None;
-    for text in ReverseLines::open(path)? {
+    let mut scanned = 0usize;
+    let lines = newest_files(path, before)?.into_iter().map(|p| ReverseLines::open(&p));
+    for text in lines.flat_map(|r| -> Box<dyn Iterator<Item = Result<String, String>>> {
+        match r {
+            Ok(r) => Box::new(r),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }) {
         let text = text?;
         let Ok(line) = serde_json::from_str::<Line<'_>>(&text) else { continue };
         if before.is_some_and(|b| line.seq >= b) {
             continue;
         }
+        if scanned == max_scan {
+            next = Some(line.seq.saturating_add(1));
+            break;
+        }
+        scanned = scanned.saturating_add(1);
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line.event.get()) else { continue };
         if keep(&event) {
             if out.len() == limit {
@@ -34,9 +60,9 @@ pub fn query_newest(
     Ok((out, next))
 }
 
-/// Every event of the file, oldest first (tests and small files).
+/// Every event of the chain, oldest first (tests and small chains).
 pub fn events(path: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let (mut all, _) = query_newest(path, None, usize::MAX, |_| true)?;
+    let (mut all, _) = query_newest(path, None, usize::MAX, usize::MAX, |_| true)?;
     all.reverse();
     Ok(all)
 }

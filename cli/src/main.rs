@@ -135,7 +135,8 @@ enum AuditCommand {
         #[arg(long)]
         event: Option<String>,
     },
-    /// Check the hash chain of an audit file.
+    /// Check the hash chain: a chain directory (data_dir/audit: every segment, each against its
+    /// checkpoint) or a single chain file.
     Verify {
         file: PathBuf,
         #[arg(long)]
@@ -290,7 +291,14 @@ fn run(command: Command, output: Output) -> Result<(), String> {
         }
         Command::Audit { command: AuditCommand::Verify { file, anchors } } => {
             let anchors = anchors.as_deref().map(jitgate_audit::read_anchors).transpose()?.unwrap_or_default();
-            let report = jitgate_audit::verify_anchored(&file, &anchors)?;
+            let report = if file.is_dir() {
+                let check = jitgate_audit::ChainCheck { anchors: &anchors, ..Default::default() };
+                let r = jitgate_audit::verify_chain(&file, &check)?;
+                let events = if r.last >= r.first { r.last - r.first + 1 } else { 0 };
+                jitgate_audit::Report { lines: events, head: r.head.clone(), problem: r.problem.clone() }
+            } else {
+                jitgate_audit::verify_anchored(&file, &anchors)?
+            };
             let value = json!({"file": file, "events": report.lines, "head": report.head, "problem": report.problem});
             print(output, &value, |v| match v["problem"].as_str() {
                 None => format!("{}: {} events, chain intact, head {}", file.display(), report.lines, report.head),

@@ -68,7 +68,7 @@ fn istio_wasmplugin_is_authn_fail_closed_and_its_config_is_accepted() {
 #[test]
 fn sidecar_objects_fit_together() {
     let docs = documents("envoy/istio/sidecar.yaml");
-    let deploy = find(&docs, "Deployment");
+    let deploy = find(&docs, "StatefulSet");
     let pod = &deploy["spec"]["template"];
     assert_eq!(deploy["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]);
     let container = &pod["spec"]["containers"][0];
@@ -82,10 +82,14 @@ fn sidecar_objects_fit_together() {
     assert!(policy["scopes"].is_mapping());
     let svc = find(&docs, "Service");
     assert_eq!(svc["spec"]["selector"], pod["metadata"]["labels"]);
+    assert_eq!(deploy["spec"]["serviceName"], svc["metadata"]["name"], "the StatefulSet's governing Service");
     assert_eq!(find(&docs, "AuthorizationPolicy")["spec"]["action"], "DENY");
     assert!(sidecar_yaml["callers"]["secrets"][0]["file"].as_str().unwrap().starts_with("/etc/jitgate/callers/"));
     let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_sequence().unwrap();
     assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/jitgate/callers"), "the caller secret is mounted");
+    let claim = deploy["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str().unwrap();
+    let data = sidecar_yaml["data_dir"].as_str().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == claim && m["mountPath"] == data), "the data dir is the claimed volume");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //   JITGATE_API       the API's URL through Envoy (a Bearer route /catalog, a DPoP route /bound
 //                     with server nonces, each described by RFC 9728 metadata)
 //   JITGATE_SUBJECT   alice's identity token (the subject token of the exchange)
-//   JITGATE_AUDIT     the sidecar's audit file
+//   JITGATE_AUDIT     the sidecar's audit chain directory (segments audit-<first seq>.jsonl)
 // The client knows only the API's URL: it finds the authorization server from the API's
 // protected resource metadata, configures itself from that server's RFC 8414 metadata, exchanges
 // alice's identity token (RFC 8693) as Bearer and DPoP-bound (RFC 9449 §5, the sidecar asking
@@ -11,7 +11,7 @@
 // revoked token is refused.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import * as client from 'openid-client';
 import * as oauth from 'oauth4webapi';
 
@@ -122,7 +122,10 @@ test('a revoked token is refused through Envoy', async () => {
 });
 
 test('the sidecar recorded the client, never trusting it', () => {
-  const events = readFileSync(process.env.JITGATE_AUDIT, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event);
+  const dir = process.env.JITGATE_AUDIT;
+  const segments = readdirSync(dir).filter((f) => /^audit-\d{20}\.jsonl$/.test(f)).sort();
+  const lines = segments.flatMap((f) => readFileSync(`${dir}/${f}`, 'utf8').split('\n').filter(Boolean));
+  const events = lines.map((l) => JSON.parse(l).event);
   const issued = events.filter((e) => e.event === 'token.exchange');
   assert.ok(issued.length >= 3, `${issued.length} exchanges`);
   assert.ok(issued.every((e) => e.client_id === CLIENT_ID && e.sub === 'alice'));

@@ -18,8 +18,8 @@ use crate::redis_store::Redis;
 use crate::replay::{self, ReplayLedger};
 use crate::secret::load_or_create_secret;
 use crate::store::{Store, SubjectId};
+use crate::trail::{AppendError, Trail};
 use crate::unavailable::Unavailable;
-use jitgate_audit::{Anchoring, AuditLog};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -51,6 +51,10 @@ struct RevocationRate {
 
 const MAX_RATE_SUBJECTS: usize = 100_000;
 
+/// Events one page of the audit trail looks at, at most: a filter that matches little returns
+/// a cursor to search on instead of reading the whole history.
+const MAX_AUDIT_SCAN: usize = 20_000;
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
@@ -62,7 +66,10 @@ pub struct App {
     keys_path: PathBuf,
     keys: Mutex<Keys>,
     store: Mutex<Store>,
-    audit: Mutex<AuditLog>,
+    /// The hash-chained audit trail (segments under data_dir/audit).
+    pub trail: Trail,
+    /// The audit exporters (`audit.export`): a thread per sink, cursors in data_dir/export.
+    pub exporters: crate::export::Exporters,
     /// With the Redis store: the audit stream every replica appends to (its own connection).
     audit_stream: Option<Mutex<Redis>>,
     replay: ReplayStore,
@@ -127,15 +134,13 @@ impl App {
                 ReplayStore::Redis(Box::new(Mutex::new(Redis::open(url)?))),
             ),
         };
-        let (mut audit, torn) = AuditLog::open(&config.data_dir.join("audit.jsonl"))?;
-        repaired.extend(torn);
-        if let Some(path) = &config.audit.anchor_file {
-            audit.anchor_to(Anchoring {
-                file: files::DurableAppend::open(path)?,
-                every: config.audit.anchor_every,
-                log_as: "jitgate-sidecar",
-            });
-        }
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        // Before the chain opens: its retention must already keep what the sinks have yet to send.
+        let exporters =
+            crate::export::Exporters::load(&config.audit.export, &config.data_dir.join("export"), hold.clone())?;
+        let (trail, notes) = Trail::open(&config.data_dir, &keys_path, &config.audit, hold, now)?;
+        exporters.start(trail.dir().to_owned(), trail.head.clone(), metrics.export.clone());
+        repaired.extend(notes);
         let notifier = match config.notifications.clone() {
             Some(n) => Notifier::start(n, metrics.notifications.clone())?,
             None => Notifier::off(metrics.notifications.clone()),
@@ -151,7 +156,8 @@ impl App {
             identity,
             clock,
             store: Mutex::new(store),
-            audit: Mutex::new(audit),
+            trail,
+            exporters,
             audit_stream,
             replay,
             revocation_rate: Mutex::default(),
@@ -219,7 +225,7 @@ impl App {
             obj.entry("ts").or_insert_with(|| Value::from(self.clock.now()));
         }
         let kind = lifecycle_kind(event.get("event").and_then(Value::as_str).unwrap_or(""));
-        let seq = self.append_audit(&[event.to_string()])?;
+        let seq = self.append_audit(vec![event.to_string()], false)?;
         self.metrics.audit_event(kind);
         // Only once the event is on record: a notice never announces what was not kept.
         self.notifier.audit_event(&event, self.clock.now());
@@ -233,30 +239,48 @@ impl App {
             .iter()
             .map(|event| serde_json::to_string(&ingest::Stored { event, caller: &name }).unwrap_or_default())
             .collect();
-        let seq = self.append_audit(&lines)?;
-        for e in events {
-            self.metrics.audit_event(e.event.name());
+        let seq = self.append_audit(lines, true)?;
+        let allowed = events.iter().filter(|e| e.event == ingest::AccessKind::Allow).count() as u64;
+        self.metrics.audit_events_by(ingest::AccessKind::Allow.name(), allowed);
+        self.metrics.audit_events_by(ingest::AccessKind::Deny.name(), events.len() as u64 - allowed);
+        Ok(seq)
+    }
+
+    /// Appends to the chain (and the Redis stream); `bounded` batches are refused with 503 when
+    /// too many events wait, lifecycle events never are.
+    fn append_audit(&self, lines: Vec<String>, bounded: bool) -> Result<u64, Unavailable> {
+        let stream_copy = self.audit_stream.as_ref().map(|_| lines.clone());
+        let seq = self.trail.append(lines, self.clock.now(), bounded).map_err(|e| match e {
+            AppendError::Busy => {
+                self.metrics.shed("audit");
+                Unavailable::new("the audit trail is busy: retry")
+            }
+            AppendError::Failed(why) => {
+                // The detail (paths, OS errors) is for the operator, not the caller.
+                eprintln!("jitgate-sidecar: audit append failed: {why}");
+                Unavailable::new("the audit trail could not record it: retry")
+            }
+        })?;
+        if let (Some(stream), Some(lines)) = (&self.audit_stream, stream_copy) {
+            // The chain has the events: a failed copy to the stream must not make the caller
+            // send them again (they would be chained twice).
+            if let Err(e) = lock(stream).publish_audit(&lines, self.config.audit.stream_max) {
+                eprintln!("jitgate-sidecar: audit stream publish failed (the chain has the events): {e}");
+                self.metrics.audit_stream_failures.inc();
+            }
         }
         Ok(seq)
     }
 
-    fn append_audit(&self, lines: &[String]) -> Result<u64, Unavailable> {
-        let seq = lock(&self.audit).append(lines, self.clock.now())?;
-        if let Some(stream) = &self.audit_stream {
-            lock(stream).publish_audit(lines, self.config.audit.stream_max)?;
-        }
-        Ok(seq)
-    }
-
+    /// The directory of the audit chain's segments.
     pub fn audit_path(&self) -> PathBuf {
-        self.config.data_dir.join("audit.jsonl")
+        self.trail.dir().to_owned()
     }
 
     /// The audit chain's head: events so far and the last hash.
     pub fn audit_head(&self) -> (u64, String) {
-        let audit = lock(&self.audit);
-        let (seq, hash) = audit.head();
-        (seq, hash.to_owned())
+        let s = self.trail.status();
+        (s.seq, s.head)
     }
 
     /// A page of audit events matching `keep`, newest first: with Redis from the stream all
@@ -290,7 +314,8 @@ impl App {
             }
             None => {
                 let before = before.map(|b| b.parse::<u64>().map_err(|_| "before: a seq".to_owned())).transpose()?;
-                let (events, next) = jitgate_audit::query_newest(&self.audit_path(), before, limit, keep)?;
+                let (events, next) =
+                    jitgate_audit::query_newest(&self.audit_path(), before, limit, MAX_AUDIT_SCAN, keep)?;
                 Ok((events, next.map(|n| n.to_string())))
             }
         }
@@ -355,7 +380,41 @@ impl App {
         Ok(done)
     }
 
+    /// Closes an aged segment, applies retention and, when `verify`, checks the whole chain
+    /// (off the request path; the result goes to the metrics and the console).
+    pub fn audit_upkeep(&self, verify: bool) {
+        let now = self.clock.now();
+        if let Err(e) = self.trail.maintain(now) {
+            eprintln!("jitgate-sidecar: audit chain upkeep failed (retried): {e}");
+        }
+        if verify {
+            let v = self.trail.verify_all(now);
+            let (ok, events) = match &v.report {
+                Ok(r) if r.problem.is_none() => (1, if r.last >= r.first { r.last - r.first + 1 } else { 0 }),
+                Ok(r) => {
+                    eprintln!(
+                        "jitgate-sidecar: audit chain verification FAILED: {}",
+                        r.problem.clone().unwrap_or_default()
+                    );
+                    (0, 0)
+                }
+                Err(e) => {
+                    eprintln!("jitgate-sidecar: audit chain verification could not run: {e}");
+                    (0, 0)
+                }
+            };
+            self.metrics.audit_verify_ok.set(ok);
+            self.metrics.audit_verify_timestamp.set(i64::try_from(now).unwrap_or(i64::MAX));
+            self.metrics.audit_verified_events.set(i64::try_from(events).unwrap_or(i64::MAX));
+        }
+        self.update_gauges();
+    }
+
     pub fn update_gauges(&self) {
+        let chain = self.trail.status();
+        self.metrics.audit_segments.set(i64::try_from(chain.segments).unwrap_or(i64::MAX));
+        self.metrics.audit_bytes.set(i64::try_from(chain.bytes).unwrap_or(i64::MAX));
+        self.metrics.audit_anchor_failures.set(i64::try_from(chain.anchor_failures).unwrap_or(i64::MAX));
         let store = lock(&self.store);
         self.metrics.grants.set(i64::try_from(store.state.grants.len()).unwrap_or(i64::MAX));
         self.metrics.revocations.set(i64::try_from(store.state.revocations.len()).unwrap_or(i64::MAX));

@@ -106,6 +106,15 @@ impl KeyRing {
     }
 }
 
+impl KeyRing {
+    /// Every key of the ring, retired ones too: what checkpoints of the audit chain were signed
+    /// with, however long ago.
+    pub fn all_key_set(&self) -> Result<KeySet, String> {
+        let keys = self.keys.iter().rev().take(64).map(|(k, _, _)| k.verifying_jwk()).collect::<Result<Vec<_>, _>>();
+        keys.and_then(KeySet::new).map_err(|e| e.to_string())
+    }
+}
+
 fn new_key(now: u64) -> Result<SigningKey, String> {
     SigningKey::generate(Alg::ES256, Some(&random_kid(now))).map_err(|e| e.to_string())
 }

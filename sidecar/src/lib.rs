@@ -12,6 +12,7 @@ pub mod console;
 pub mod devidp;
 pub mod dpop;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod grants;
 pub mod handler;
@@ -30,6 +31,7 @@ pub mod replay;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod trail;
 pub mod unavailable;
 
 pub use app::App;

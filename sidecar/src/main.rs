@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 /// How often expiries are looked for: a grant's tokens end by their own `exp`; this only announces it.
 const EXPIRY_SWEEP_S: u64 = 5;
+/// How often the audit chain is looked after, and how soon after start it is first verified.
+const AUDIT_UPKEEP_S: u64 = 5;
+const AUDIT_FIRST_VERIFY_S: u64 = 5;
 
 /// jitgate's issuance sidecar: token exchange, grants and approvals, JWKS, revocations, audit.
 #[derive(Parser)]
@@ -79,13 +82,22 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the chain of an audit file (and, with --anchors, that no tail was cut).
+    /// Check the chain: every kept segment line by line, each closed one against its signed
+    /// checkpoint, and (with --anchors) that no tail was cut. Prints the range it proved.
     Verify {
-        /// The audit file (data_dir/audit.jsonl).
-        file: PathBuf,
-        /// The anchor file the chain heads were published to (`audit.anchor_file`).
+        /// The chain's directory (data_dir/audit), or a single-file chain of an earlier version.
+        path: PathBuf,
+        /// The anchor file the chain heads and checkpoints were published to (`audit.anchor_file`).
         #[arg(long)]
         anchors: Option<PathBuf>,
+        /// The sidecar's JWKS (`GET /.well-known/jwks.json`, saved to a file): checkpoint
+        /// signatures are checked against it.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Print this event with its proof of place in the chain (its neighbours' links, its
+        /// segment's checkpoint) instead of checking everything.
+        #[arg(long)]
+        event: Option<u64>,
     },
 }
 
@@ -102,7 +114,9 @@ fn main() -> ExitCode {
             println!("{}", jitgate_token::encoding::b64_encode(&secret));
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify { file, anchors } } => verify(&file, anchors.as_deref()),
+        Command::Audit { command: AuditCommand::Verify { path, anchors, jwks, event } } => {
+            verify(&path, anchors.as_deref(), jwks.as_deref(), event)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +157,20 @@ fn serve(config: &Path, store: Option<&str>) -> Result<(), String> {
             eprintln!("jitgate-sidecar: expiry sweep failed (retried in {EXPIRY_SWEEP_S} s): {e}");
         }
     });
+    // The audit chain: segments closed by age, retention, and the full verification on schedule.
+    let auditor = app.clone();
+    std::thread::spawn(move || {
+        let every = auditor.config.audit.verify_every_s;
+        let mut verify_at = (every > 0).then(|| now().saturating_add(AUDIT_FIRST_VERIFY_S));
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(AUDIT_UPKEEP_S));
+            let due = verify_at.is_some_and(|t| now() >= t);
+            auditor.audit_upkeep(due);
+            if due {
+                verify_at = Some(now().saturating_add(every));
+            }
+        }
+    });
     // Compaction: the journal drops revocations that can no longer matter.
     let compactor = app.clone();
     std::thread::spawn(move || loop {
@@ -175,7 +203,9 @@ fn serve(config: &Path, store: Option<&str>) -> Result<(), String> {
                 () = terminated => {}
             }
         };
-        jitgate_sidecar::server::serve(app, listener, tls, shutdown).await;
+        jitgate_sidecar::server::serve(app.clone(), listener, tls, shutdown).await;
+        // The exporters' cursors on disk, so a clean restart resends nothing.
+        app.exporters.stop();
         Ok(())
     })
 }
@@ -198,17 +228,43 @@ fn rotate(config: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn verify(file: &Path, anchors: Option<&Path>) -> Result<(), String> {
+fn verify(path: &Path, anchors: Option<&Path>, jwks: Option<&Path>, event: Option<u64>) -> Result<(), String> {
     let anchors = anchors.map(jitgate_audit::read_anchors).transpose()?.unwrap_or_default();
-    let report = jitgate_audit::verify_anchored(file, &anchors)?;
-    let file = file.display();
-    match report.problem {
+    let keys = jwks.map(read_jwks).transpose()?;
+    if let Some(seq) = event {
+        let proof = jitgate_audit::show_event(path, seq, keys.as_ref())?;
+        println!("{}", serde_json::to_string_pretty(&proof).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let shown = path.display();
+    if !path.is_dir() {
+        // A single-file chain of an earlier version.
+        let report = jitgate_audit::verify_anchored(path, &anchors)?;
+        return match report.problem {
+            None => {
+                println!("{shown}: {} events, chain intact, head {}", report.lines, report.head);
+                Ok(())
+            }
+            Some(p) => Err(format!("{shown}: {p} (the {} events before it verify)", report.lines)),
+        };
+    }
+    let check = jitgate_audit::ChainCheck { keys: keys.as_ref(), anchors: &anchors, ..Default::default() };
+    let report = jitgate_audit::verify_chain(path, &check)?;
+    let heads = if anchors.is_empty() { String::new() } else { format!("; {} published heads checked", anchors.len()) };
+    match &report.problem {
         None => {
-            let checked =
-                if anchors.is_empty() { String::new() } else { format!(", {} published heads match", anchors.len()) };
-            println!("{file}: {} events, chain intact, head {}{checked}", report.lines, report.head);
+            println!("{shown}: chain intact: {}{heads}", report.summary());
             Ok(())
         }
-        Some(p) => Err(format!("{file}: {p} (the {} events before it verify)", report.lines)),
+        Some(p) => Err(format!("{shown}: {p} (events {}..={} before it verify)", report.first, report.last)),
     }
+}
+
+/// A JWKS file, bounded.
+fn read_jwks(path: &Path) -> Result<jitgate_token::KeySet, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() > 1024 * 1024 {
+        return Err(format!("{}: larger than 1 MiB", path.display()));
+    }
+    jitgate_token::KeySet::from_jwks(&text).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -17,18 +17,25 @@ pub struct Seconds(pub u64);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Seconds(n)),
-            Raw::Text(t) => parse_duration(&t).map(Seconds).ok_or_else(|| {
-                de::Error::custom(format!("`{t}` is not a duration (use seconds or <n>s, <n>m, <n>h, <n>d)"))
-            }),
-        }
+        number_or_text(d, parse_duration, "a duration (use seconds or <n>s, <n>m, <n>h, <n>d)").map(Seconds)
+    }
+}
+
+/// A configuration amount written as an integer or as text that `parse` reads (`30s`, `64MiB`).
+pub fn number_or_text<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Option<u64>,
+    expected: &str,
+) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(t) => parse(&t).ok_or_else(|| de::Error::custom(format!("`{t}` is not {expected}"))),
     }
 }
 

@@ -174,7 +174,7 @@ def test_after_jitgate_revoke_envoy_refuses_the_token_401(adapter):
 # After both adapters: the audit trail of the whole loop.
 
 def test_jitgate_audit_verify_the_sidecars_chain_is_intact(people):
-    verified = json.loads(jitgate(people.homes["sam"], "audit", "verify", str(people.sc.audit_file),
+    verified = json.loads(jitgate(people.homes["sam"], "audit", "verify", str(people.sc.audit_dir),
                                   "--output", "json").stdout)
     assert verified["problem"] is None, verified["events"]
 

@@ -97,7 +97,7 @@ def stat(s, name):
 
 def chain_events(sc):
     """The events of the sidecar's hash-chained audit file."""
-    return [json.loads(line)["event"] for line in sc.audit_file.read_text().splitlines()]
+    return [json.loads(line)["event"] for line in sc.audit_text().splitlines()]
 
 
 def header_of(token):
@@ -598,13 +598,13 @@ def test_audit_decisions_in_envoys_log_equal_filter_events_in_the_sidecars_audit
 
 
 def test_jitgate_sidecar_audit_verify_passes(loop):
-    out = subprocess.run([str(SIDECAR_BIN), "audit", "verify", str(loop.sc.audit_file)], capture_output=True, text=True)
+    out = subprocess.run([str(SIDECAR_BIN), "audit", "verify", str(loop.sc.audit_dir)], capture_output=True, text=True)
     assert out.returncode == 0, (out.stdout + out.stderr).strip()[:100]
 
 
 def test_and_fails_on_a_tampered_copy_naming_the_line(loop):
     sc = loop.sc
-    lines = sc.audit_file.read_text().splitlines()
+    lines = sc.audit_text().splitlines()
     tampered = sc.dir / "audit-tampered.jsonl"
     i = len(lines) // 2
     lines[i] = lines[i].replace('"access.allow"', '"access.deny"', 1) if '"access.allow"' in lines[i] \

@@ -54,7 +54,7 @@ def test_openid_client_discovery_bearer_and_dpop_exchanges_both_routes_revocatio
     api = f"http://127.0.0.1:{listen}"
     with Stack(f"oauth-{adapter}", plugin_config(sc, issuer.url, api), sidecar_port=sc.port, vm_env=sc.vm_env(),
                ports=(listen, upstream, admin), native=adapter == "native"):
-        env = {**os.environ, "JITGATE_API": api, "JITGATE_SUBJECT": issuer.alice, "JITGATE_AUDIT": str(sc.audit_file)}
+        env = {**os.environ, "JITGATE_API": api, "JITGATE_SUBJECT": issuer.alice, "JITGATE_AUDIT": str(sc.audit_dir)}
         out = subprocess.run(["node", "--test", "--test-reporter=spec", str(TESTS / "oauth.test.mjs")],
                              env=env, capture_output=True, text=True, timeout=300)
     tally = re.findall(r"^ℹ (pass|fail) (\d+)$", out.stdout, re.M)

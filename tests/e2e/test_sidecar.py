@@ -88,7 +88,7 @@ def test_a_signed_call_passes_once_replayed_verbatim_or_respelled_401(respell_si
 
 
 def test_the_audit_batch_was_stored_once(respell_sidecar):
-    shipped = [json.loads(line) for line in respell_sidecar.audit_file.read_text().splitlines()]
+    shipped = [json.loads(line) for line in respell_sidecar.audit_text().splitlines()]
     batches = [e for e in shipped if e["event"].get("request_id") == "r-respelled"]
     assert len(batches) == 1, f"{len(batches)} copies"
 

@@ -162,16 +162,21 @@ pub async fn audit_sink(State(app): State<Arc<App>>, c: Call, body: Body) -> Res
     let r = async {
         let bytes: Bytes = read_body(body, MAX_AUDIT_BODY_BYTES).await?;
         let caller = c.caller(&app, "audit", &bytes)?;
-        let events: Vec<AccessEvent> = json_body(&bytes)?;
-        if events.is_empty() || events.len() > MAX_AUDIT_BATCH {
-            return Err(ApiError::bad_request("invalid_request", format!("a batch holds 1-{MAX_AUDIT_BATCH} events")));
-        }
-        if let Some((i, e)) = events.iter().enumerate().find_map(|(i, e)| e.validate().err().map(|e| (i, e))) {
-            return Err(ApiError::bad_request("invalid_request", format!("event {i}: {e}")));
-        }
         let a = app.clone();
-        let n = events.len();
-        let seq = blocking(move || a.audit_access(&events, &caller)).await?;
+        // Parsed where it is written: the events borrow their strings from the body.
+        let (n, seq) = blocking(move || {
+            let events: Vec<AccessEvent<'_>> = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request("invalid_request", format!("body: {e}")))?;
+            if events.is_empty() || events.len() > MAX_AUDIT_BATCH {
+                let why = format!("a batch holds 1-{MAX_AUDIT_BATCH} events");
+                return Err(ApiError::bad_request("invalid_request", why));
+            }
+            if let Some((i, e)) = events.iter().enumerate().find_map(|(i, e)| e.validate().err().map(|e| (i, e))) {
+                return Err(ApiError::bad_request("invalid_request", format!("event {i}: {e}")));
+            }
+            Ok((events.len(), a.audit_access(&events, &caller)?))
+        })
+        .await?;
         Ok(Json(json!({"accepted": n, "seq": seq})).into_response())
     };
     counted(&app.metrics, r.await)

@@ -1,5 +1,7 @@
 //! The sidecar's configuration file (YAML), validated at start with errors naming the line.
 
+pub mod audit;
+pub mod export;
 pub mod identity;
 pub mod notifications;
 pub mod sign_in;
@@ -8,6 +10,8 @@ use crate::files::at;
 use crate::outbound::outbound_url_allowed;
 use crate::policy::{Policy, Seconds};
 use crate::secret::read_secret;
+pub use audit::AuditConfig;
+use audit::RawAudit;
 pub use identity::{DevUser, IdentityConfig, IdentityIssuer};
 use notifications::{Notifications, RawNotifications};
 use serde::Deserialize;
@@ -179,23 +183,6 @@ impl Default for RevocationConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAudit {
-    /// Events kept in the Redis stream (`XADD MAXLEN ~`); the audit file is the record.
-    stream_max: u64,
-    /// Every `anchor_every` events the chain head is appended here (and logged), so a
-    /// truncated tail is caught by `audit verify --anchors`.
-    anchor_file: Option<PathBuf>,
-    anchor_every: u64,
-}
-
-impl Default for RawAudit {
-    fn default() -> Self {
-        RawAudit { stream_max: 100_000, anchor_file: None, anchor_every: 1000 }
-    }
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9180))
 }
@@ -255,13 +242,6 @@ pub struct Tls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub stream_max: u64,
-    pub anchor_file: Option<PathBuf>,
-    pub anchor_every: u64,
 }
 
 impl Config {
@@ -375,15 +355,7 @@ impl Config {
         if !(1..=10_000).contains(&raw.revocations.self_per_minute) {
             return Err(field("revocations.self_per_minute", "must be 1 to 10000"));
         }
-        let a = raw.audit;
-        if !(1_000..=100_000_000).contains(&a.stream_max) || !(1..=1_000_000).contains(&a.anchor_every) {
-            return Err(field("audit", "stream_max 1000-100000000, anchor_every 1-1000000"));
-        }
-        let audit = AuditConfig {
-            stream_max: a.stream_max,
-            anchor_file: a.anchor_file.map(|f| base.join(f)),
-            anchor_every: a.anchor_every,
-        };
+        let audit = raw.audit.compile(base).map_err(|e| field("audit", &e))?;
         let notifications =
             raw.notifications.map(|n| n.compile(base)).transpose().map_err(|e| format!("{}: {e}", path.display()))?;
         let console = match raw.console {

@@ -289,8 +289,10 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
     let issuance = lock(&app.issuance_us)
         .percentiles(&[50, 95, 99])
         .map(|p| p.iter().map(|us| ms(*us)).collect::<Vec<_>>().join(" / "));
-    let chain = jitgate_audit::verify(&app.audit_path());
-    let (head_seq, head) = app.audit_head();
+    // From the trail's state in memory: a page view never reads the chain's history.
+    let chain = app.trail.status();
+    let verification = app.trail.last_verification();
+    let exports = app.exporters.status();
     layout(
         "Admin",
         Some((who, csrf)),
@@ -330,11 +332,29 @@ pub fn admin(app: &App, who: &Subject, csrf: &str, q: &HashMap<String, String>) 
             }
             section {
                 h2 { "Audit timeline" }
-                p #chain { @match &chain {
-                    Ok(r) if r.problem.is_none() => { "Chain intact: " (r.lines) " events, head " code { (head) } " (seq " (head_seq) ")" }
-                    Ok(r) => { span.error { "Chain broken: " (r.problem.clone().unwrap_or_default()) } }
-                    Err(e) => { span.error { "Cannot read the chain: " (e) } }
+                p #chain {
+                    @if let Some(f) = &chain.last_error { span.error { "Last chain error: " (f) } br; }
+                    "Chain: events " (chain.first_kept) "–" (chain.seq) " kept in " (chain.segments) " segment(s), "
+                    (chain.bytes / (1 << 20)) " MiB; head " code { (chain.head) } " (seq " (chain.seq) ")"
+                    @if let Some((seq, ts)) = chain.last_checkpoint { "; last checkpoint at seq " (seq) ", " (when(app, Some(ts))) }
+                }
+                p #verification { @match &verification {
+                    None => { "Full verification: not run yet since start." }
+                    Some(v) => { @match &v.report {
+                        Ok(r) if r.problem.is_none() => { "Chain intact: " (r.summary()) " (checked " (when(app, Some(v.at))) ", " (format!("{:.1}", v.seconds)) " s)" }
+                        Ok(r) => { span.error { "Chain broken: " (r.problem.clone().unwrap_or_default()) } " (checked " (when(app, Some(v.at))) ")" }
+                        Err(e) => { span.error { "Cannot read the chain: " (e) } }
+                    } }
                 } }
+                @if !exports.is_empty() {
+                    table #exports {
+                        thead { tr { th { "Export" } th { "Kind" } th { "Delivered to seq" } th { "Behind" } th { "State" } } }
+                        tbody { @for x in &exports { tr {
+                            td { (x.name) } td { (x.kind) } td { (x.acknowledged) } td { (x.lag) " events" }
+                            td { @if x.connected { "connected" } @else { span.error { "not connected" @if let Some(e) = &x.last_error { ": " (e) } } } }
+                        } } }
+                    }
+                }
                 form method="get" action="/ui/admin" {
                     label { "Subject " input name="sub" value=[f_sub.as_deref()] size="12"; }
                     label { "Grant " input name="grant" value=[f_grant.as_deref()] size="20"; }

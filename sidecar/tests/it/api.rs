@@ -210,7 +210,7 @@ async fn request_approve_exchange_revoke() {
     ] {
         assert!(kinds.contains(&wanted.to_owned()), "{wanted} missing from {kinds:?}");
     }
-    let text = std::fs::read_to_string(s.app.audit_path()).unwrap();
+    let text: String = jitgate_audit::events(&s.app.audit_path()).unwrap().iter().map(|e| e.to_string()).collect();
     assert!(!text.contains(issued["access_token"].as_str().unwrap()), "the audit trail never holds a token");
 }
 
@@ -538,7 +538,60 @@ async fn filters_ship_audit_batches_and_admins_query_them() {
     assert_eq!(found["events"].as_array().unwrap().len(), 3);
     let (_, none) = s.json("GET", "/v1/audit?grant=g-2", Some(&admin), Value::Null).await;
     assert_eq!(none["events"].as_array().unwrap().len(), 0);
-    assert_eq!(jitgate_audit::verify(&s.app.audit_path()).unwrap().problem, None);
+    assert_eq!(verify_chain(&s.app.audit_path()), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_audit_batches_is_shed_with_503_and_retried_without_losing_or_doubling_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), "audit: {ingest: {max_pending_events: 1000}}\n");
+    let s = Arc::new(Sidecar { app: support::pinned(dir.path()), dir });
+    const CLIENTS: usize = 16;
+    const BATCH: usize = 500;
+    let mut shed = 0;
+    let mut sent = 0;
+    // Rounds of 16 concurrent batches until the writer was seen to shed (a few at most).
+    for round in 0..50 {
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let batch: Vec<Value> =
+                        (0..BATCH).map(|i| access_event((round * CLIENTS + c) * BATCH + i)).collect();
+                    let mut refused = 0;
+                    // As the filter does: the same batch again after a 503, until it is taken.
+                    loop {
+                        let (status, r) = s.filter("POST", "/v1/audit", Value::Array(batch.clone())).await;
+                        match status {
+                            StatusCode::OK => return refused,
+                            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+                            other => panic!("{other}: {r}"),
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            shed += t.await.unwrap();
+        }
+        sent += CLIENTS * BATCH;
+        if shed > 0 && round >= 1 {
+            break;
+        }
+    }
+    assert!(shed > 0, "16 concurrent batches of 500 over a bound of 1000 waiting events were never shed");
+    let mut seen = std::collections::HashMap::new();
+    for e in s.audit_events() {
+        if let Some(id) = e["request_id"].as_str() {
+            *seen.entry(id.to_owned()).or_insert(0u32) += 1;
+        }
+    }
+    assert_eq!(seen.len(), sent, "every event accepted");
+    assert!(seen.values().all(|&n| n == 1), "no event twice");
+    assert_eq!(verify_chain(&s.app.audit_path()), None);
+    let metrics = s.app.metrics.encode();
+    assert!(metrics.contains("jitgate_sidecar_shed_total{group=\"audit\"}"), "counted");
 }
 
 #[tokio::test]
@@ -577,7 +630,7 @@ async fn a_restart_loses_no_grant_revocation_or_audit_event() {
     let (_, feed) = s.filter("GET", "/v1/revocations?since=0", Value::Null).await;
     assert_eq!(feed["revocations"][0]["value"], "alice");
     assert_eq!(s.audit_events().len(), events_before, "no key event repeated, none lost");
-    assert_eq!(jitgate_audit::verify(&s.app.audit_path()).unwrap().problem, None);
+    assert_eq!(verify_chain(&s.app.audit_path()), None);
     // Same signing key after the restart: tokens issued before it still verify.
     assert!(s.verifier().await.verify(issued["access_token"].as_str().unwrap(), NOW, None).is_ok());
     let (_, refused) = s.exchange(&alice, &[]).await;
@@ -1090,4 +1143,10 @@ async fn a_flood_on_one_group_is_shed_and_the_feed_still_answers() {
         "{statuses:?}"
     );
     assert!(s.app.metrics.encode().contains(&format!("jitgate_sidecar_shed_total{{group=\"exchange\"}} {shed}")));
+}
+
+/// The first problem a full check of the sidecar's chain finds.
+fn verify_chain(dir: &std::path::Path) -> Option<String> {
+    let check = jitgate_audit::ChainCheck::default();
+    jitgate_audit::verify_chain(dir, &check).unwrap().problem
 }

@@ -105,10 +105,16 @@ fn serves_over_tcp_and_audit_verify_catches_tampering() {
     assert!(metrics.contains("jitgate_sidecar_audit_events_total{event=\"grant.approved\"} 1"), "{metrics}");
     assert!(metrics.contains("jitgate_sidecar_unauthenticated_total{endpoint=\"metrics\"} 1"), "{metrics}");
 
-    let audit = dir.path().join("data/audit.jsonl");
-    let ok = sidecar(&["audit", "verify", audit.to_str().unwrap()], dir.path());
+    let chain = dir.path().join("data/audit");
+    let audit = chain.join("audit-00000000000000000001.jsonl");
+    let ok = sidecar(&["audit", "verify", chain.to_str().unwrap()], dir.path());
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 events, chain intact"));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("chain intact: events 1..=3 verified in 1 segments"), "{out}");
+    // One event with its proof of place.
+    let shown = sidecar(&["audit", "verify", chain.to_str().unwrap(), "--event", "2"], dir.path());
+    let proof: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!((proof["event"]["seq"].as_u64(), &proof["previous"]["hash"]), (Some(2), &proof["event"]["prev"]));
 
     // The head was published every 2 events: removing the tail is caught with the anchors.
     let anchors = dir.path().join("data/anchors.jsonl");
@@ -139,6 +145,8 @@ fn the_documented_example_configuration_loads() {
     assert!(config.identity.dev_issuer);
 }
 
+const SEGMENT: &str = "data/audit/audit-00000000000000000001.jsonl";
+
 #[test]
 fn a_torn_last_record_after_a_crash_is_truncated_at_start_not_fatal() {
     let (dir, port) = setup(POLICY);
@@ -147,7 +155,7 @@ fn a_torn_last_record_after_a_crash_is_truncated_at_start_not_fatal() {
     server.wait().unwrap();
     // A crash in the middle of appending to each file.
     for (file, partial) in
-        [("data/store.jsonl", r#"{"op":"revocation","seq":9,"ki"#), ("data/audit.jsonl", r#"{"seq":99,"prev":"#)]
+        [("data/store.jsonl", r#"{"op":"revocation","seq":9,"ki"#), (SEGMENT, r#"{"seq":99,"prev":"#)]
     {
         let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(file)).unwrap();
         f.write_all(partial.as_bytes()).unwrap();
@@ -159,10 +167,11 @@ fn a_torn_last_record_after_a_crash_is_truncated_at_start_not_fatal() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let log = std::fs::read_to_string(dir.path().join("sidecar.log")).unwrap();
     assert!(
-        log.contains("store.jsonl: incomplete last record") && log.contains("audit.jsonl: incomplete last record"),
+        log.contains("store.jsonl: incomplete last record")
+            && log.contains("audit-00000000000000000001.jsonl: incomplete last record"),
         "{log}"
     );
-    let audit = dir.path().join("data/audit.jsonl");
+    let audit = dir.path().join("data/audit");
     let ok = sidecar(&["audit", "verify", audit.to_str().unwrap()], dir.path());
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let events = jitgate_audit::events(&audit).unwrap();

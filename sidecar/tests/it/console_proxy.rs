@@ -153,7 +153,8 @@ async fn the_proxy_signs_people_in_from_its_address_only() {
     }
     assert_eq!(live, 16);
 
-    let audit = std::fs::read_to_string(app.config.data_dir.join("audit.jsonl")).unwrap();
+    let audit: String =
+        jitgate_audit::events(&app.audit_path()).unwrap().iter().map(|e| e.to_string() + "\n").collect();
     let signed_in =
         audit.lines().filter(|l| l.contains("\"identity.signed_in\"") && l.contains("trusted-headers")).count();
     assert_eq!(signed_in, 22, "each sign-in through the proxy is audited");

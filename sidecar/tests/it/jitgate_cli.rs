@@ -233,7 +233,7 @@ fn the_jit_loop_from_the_command_line() {
     }
     let verified = json(&jitgate(
         &sam,
-        &["audit", "verify", root.path().join("data/audit.jsonl").to_str().unwrap(), "--output", "json"],
+        &["audit", "verify", root.path().join("data/audit").to_str().unwrap(), "--output", "json"],
     ));
     assert!(verified["problem"].is_null() && verified["events"].as_u64().unwrap() > 10, "{verified}");
 }
