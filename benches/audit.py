@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from jitgate_env import RSYSLOGD, Rsyslog, stop_process  # noqa: E402  (the collector the export tests use)
 LOAD_BIN = ROOT / "target" / "release" / "audit-load"
 POLICY = ROOT / "sidecar" / "examples" / "policy.yaml"
 CALLER_ID = "bench"
@@ -124,13 +125,7 @@ class Bench:
         sys.exit(f"the sidecar did not answer /healthz within {START_TIMEOUT_S} s")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 60)
         self.proc = None
 
     def load(self, load_bin: Path, connections: int, batch: int, seconds: float | None = None,
@@ -382,51 +377,9 @@ def cmd_profile(b: Bench, a) -> dict:
 
 
 
-RSYSLOGD = "/usr/sbin/rsyslogd"
 SINK = "bench"
 # The seq of a message from its structured data (any SD-ID), at the start of a raw line.
 SYSLOG_SEQ = re.compile(rb'^<\d+>1 \S+ \S+ \S+ \S+ \S+ \[\S+ seq="(\d+)"', re.M)
-
-
-class Rsyslog:
-    """rsyslogd in the foreground with its own configuration, work directory and pid file: imtcp on
-    a loopback port, every raw message a line of `out` (the configuration of tests/e2e/test_export.py)."""
-
-    def __init__(self, workdir: Path, port: int):
-        self.dir, self.port, self.out = workdir, port, workdir / "received.log"
-        (workdir / "work").mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "rsyslog.conf"
-        self.conf.write_text(
-            f'global(workDirectory="{workdir}/work" maxMessageSize="64k")\nmodule(load="imtcp")\n'
-            'template(name="raw" type="string" string="%rawmsg%\\n")\n'
-            f'ruleset(name="remote") {{ action(type="omfile" file="{self.out}" template="raw") }}\n'
-            f'input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="remote")\n')
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        """Starts rsyslogd; the perf_counter() time its port first accepted a connection."""
-        with open(self.dir / "rsyslogd.log", "ab") as log:
-            self.proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslogd.pid")],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"rsyslogd exited ({self.proc.returncode}) while starting: see {self.dir / 'rsyslogd.log'}")
-            if port_open(self.port):
-                return time.perf_counter()
-            time.sleep(0.002)
-        self.stop()
-        sys.exit("rsyslogd did not accept connections within 30 s")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 class Received:
@@ -579,7 +532,8 @@ def cmd_export_catchup(b: Bench, a) -> dict:
         cpu0 = thread_cpu(b.proc.pid)
         got.update()
         lines_before = got.lines
-        rs_up = rs.start()
+        # Polled every 2 ms: the catch-up is timed from the moment rsyslog accepts connections.
+        rs_up = rs.start(poll=0.002).ready_at
         down_s = rs_up - t_down
         rs_cpu0 = thread_cpu(rs.proc.pid)
         first_at, last_scrape, seen_head = None, 0.0, head

@@ -106,7 +106,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0):
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -115,8 +115,61 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
-            time.sleep(0.1)
+            time.sleep(poll)
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float):
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+RSYSLOGD = "/usr/sbin/rsyslogd"
+
+
+class Rsyslog:
+    """Debian's rsyslogd in the foreground with its own configuration, work directory and pid file:
+    imtcp on a loopback port (plain, or TLS with the OpenSSL driver and client certificates from
+    `tls/{ca,collector}.pem`), every raw message a line of `out`."""
+
+    def __init__(self, workdir: Path, port: int, tls: Path | None = None):
+        self.dir, self.port, self.out = workdir, port, workdir / "received.log"
+        (workdir / "work").mkdir(parents=True, exist_ok=True)
+        glob_ = f'global(workDirectory="{workdir}/work" maxMessageSize="64k"'
+        tcp = 'module(load="imtcp")'
+        if tls:
+            glob_ += (f' defaultNetstreamDriver="ossl" defaultNetstreamDriverCAFile="{tls}/ca.pem"'
+                      f' defaultNetstreamDriverCertFile="{tls}/collector.pem"'
+                      f' defaultNetstreamDriverKeyFile="{tls}/collector.key"')
+            tcp = ('module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1"'
+                   ' streamDriver.authMode="x509/certvalid")')
+        self.conf = workdir / "rsyslog.conf"
+        self.conf.write_text(
+            f"{glob_})\n{tcp}\n"
+            'template(name="raw" type="string" string="%rawmsg%\\n")\n'
+            f'ruleset(name="remote") {{ action(type="omfile" file="{self.out}" template="raw") }}\n'
+            f'input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="remote")\n')
+        self.proc: subprocess.Popen | None = None
+        self.ready_at = 0.0
+
+    def start(self, poll: float = 0.1):
+        """Starts rsyslogd and waits for its port; `ready_at` is the perf_counter() time it accepted."""
+        with open(self.dir / "rsyslogd.log", "ab") as log:
+            self.proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslogd.pid")],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "rsyslogd", poll=poll)
+        self.ready_at = time.perf_counter()
+        return self
+
+    def stop(self, timeout: float = 30):
+        stop_process(self.proc, timeout)
+        self.proc = None
 
 
 class Response:
@@ -363,13 +416,7 @@ class Sidecar:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc = None
 
     def cli(self, *args: str) -> str:

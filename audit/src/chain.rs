@@ -46,6 +46,15 @@ pub struct ChainReport {
 }
 
 impl ChainReport {
+    /// How many events were proved.
+    pub fn events(&self) -> u64 {
+        if self.last >= self.first {
+            self.last - self.first + 1
+        } else {
+            0
+        }
+    }
+
     /// One line for people: what was proved and how.
     pub fn summary(&self) -> String {
         let range = if self.last >= self.first {

@@ -211,11 +211,11 @@ impl AuditLog {
             }
         }
         let mut closed: VecDeque<Closed> = VecDeque::new();
-        let mut next_first = Some(last.first_seq);
+        let mut next_first = last.first_seq;
         for s in segments.iter().rev() {
             let cp = checkpoints.iter().find(|c| c.head.segment == s.name());
             let bytes = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
-            let last_seq = cp.map_or(next_first.unwrap_or(1).saturating_sub(1), |c| c.head.seq);
+            let last_seq = cp.map_or(next_first.saturating_sub(1), |c| c.head.seq);
             closed.push_front(Closed {
                 first_seq: s.first_seq,
                 path: s.path.clone(),
@@ -223,7 +223,7 @@ impl AuditLog {
                 last_seq,
                 closed_at: cp.map(|c| c.head.ts),
             });
-            next_first = Some(s.first_seq);
+            next_first = s.first_seq;
         }
         let open = OpenSegment {
             first_seq: last.first_seq,
@@ -485,17 +485,8 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The head now: how many events, and the last hash.
-    pub fn head(&self) -> (u64, String) {
-        (self.seq, String::from_utf8_lossy(&self.head).into_owned())
-    }
-
     pub fn seq(&self) -> u64 {
         self.seq
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn status(&self) -> Status {

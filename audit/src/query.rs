@@ -29,35 +29,30 @@ pub fn query_newest(
     keep: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<(Vec<serde_json::Value>, Option<u64>), String> {
     let mut out = Vec::new();
-    let mut next = None;
     let mut scanned = 0usize;
-    let lines = newest_files(path, before)?.into_iter().map(|p| ReverseLines::open(&p));
-    for text in lines.flat_map(|r| -> Box<dyn Iterator<Item = Result<String, String>>> {
-        match r {
-            Ok(r) => Box::new(r),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
-    }) {
-        let text = text?;
-        let Ok(line) = serde_json::from_str::<Line<'_>>(&text) else { continue };
-        if before.is_some_and(|b| line.seq >= b) {
-            continue;
-        }
-        if scanned == max_scan {
-            next = Some(line.seq.saturating_add(1));
-            break;
-        }
-        scanned = scanned.saturating_add(1);
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line.event.get()) else { continue };
-        if keep(&event) {
-            if out.len() == limit {
-                next = Some(line.seq.saturating_add(1));
-                break;
+    for path in newest_files(path, before)? {
+        for text in ReverseLines::open(&path)? {
+            let text = text?;
+            let Ok(line) = serde_json::from_str::<Line<'_>>(&text) else { continue };
+            if before.is_some_and(|b| line.seq >= b) {
+                continue;
             }
-            out.push(event);
+            // Where a next page starts: this event, the first one not returned.
+            let next = Some(line.seq.saturating_add(1));
+            if scanned == max_scan {
+                return Ok((out, next));
+            }
+            scanned = scanned.saturating_add(1);
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line.event.get()) else { continue };
+            if keep(&event) {
+                if out.len() == limit {
+                    return Ok((out, next));
+                }
+                out.push(event);
+            }
         }
     }
-    Ok((out, next))
+    Ok((out, None))
 }
 
 /// Every event of the chain, oldest first (tests and small chains).

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 use super::*;
 use crate::files::DurableAppend;
-use jitgate_token::mint::{sign_compact, SigningKey};
+use jitgate_token::mint::{sign_typed, SigningKey};
 use jitgate_token::{Alg, KeySet};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,7 @@ struct TestSigner(SigningKey);
 
 impl Signer for TestSigner {
     fn sign(&self, payload: &[u8]) -> Result<String, String> {
-        let header = json!({"alg": "ES256", "typ": CHECKPOINT_TYP, "kid": self.0.kid});
-        sign_compact(&self.0, &header, payload).map_err(|e| e.to_string())
+        sign_typed(&self.0, CHECKPOINT_TYP, payload).map_err(|e| e.to_string())
     }
 }
 

@@ -294,8 +294,7 @@ fn run(command: Command, output: Output) -> Result<(), String> {
             let report = if file.is_dir() {
                 let check = jitgate_audit::ChainCheck { anchors: &anchors, ..Default::default() };
                 let r = jitgate_audit::verify_chain(&file, &check)?;
-                let events = if r.last >= r.first { r.last - r.first + 1 } else { 0 };
-                jitgate_audit::Report { lines: events, head: r.head.clone(), problem: r.problem.clone() }
+                jitgate_audit::Report { lines: r.events(), head: r.head, problem: r.problem }
             } else {
                 jitgate_audit::verify_anchored(&file, &anchors)?
             };

@@ -277,12 +277,6 @@ impl App {
         self.trail.dir().to_owned()
     }
 
-    /// The audit chain's head: events so far and the last hash.
-    pub fn audit_head(&self) -> (u64, String) {
-        let s = self.trail.status();
-        (s.seq, s.head)
-    }
-
     /// A page of audit events matching `keep`, newest first: with Redis from the stream all
     /// replicas share (cursor: a stream id), else from this sidecar's chain (cursor: a seq).
     pub fn audit_page(
@@ -390,7 +384,7 @@ impl App {
         if verify {
             let v = self.trail.verify_all(now);
             let (ok, events) = match &v.report {
-                Ok(r) if r.problem.is_none() => (1, if r.last >= r.first { r.last - r.first + 1 } else { 0 }),
+                Ok(r) if r.problem.is_none() => (1, r.events()),
                 Ok(r) => {
                     eprintln!(
                         "jitgate-sidecar: audit chain verification FAILED: {}",

@@ -19,11 +19,7 @@ impl jitgate_audit::Signer for KeyFileSigner {
     fn sign(&self, payload: &[u8]) -> Result<String, String> {
         let ring = KeyRing::load(&self.0)?;
         let key = ring.active().ok_or("no active signing key")?;
-        let mut header = serde_json::json!({"alg": key.alg().name(), "typ": jitgate_audit::CHECKPOINT_TYP});
-        if let (Some(h), Some(kid)) = (header.as_object_mut(), &key.kid) {
-            h.insert("kid".to_owned(), serde_json::Value::String(kid.clone()));
-        }
-        jitgate_token::mint::sign_compact(key, &header, payload).map_err(|e| e.to_string())
+        jitgate_token::mint::sign_typed(key, jitgate_audit::CHECKPOINT_TYP, payload).map_err(|e| e.to_string())
     }
 }
 

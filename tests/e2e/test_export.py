@@ -23,53 +23,16 @@ from pathlib import Path
 import pytest
 
 from conftest import fresh_dir
+import jitgate_env
 from jitgate_env import SIDECAR_BIN, Sidecar, free_port, wait_port
 
-RSYSLOGD = "/usr/sbin/rsyslogd"
 OSSL_DRIVER = glob.glob("/usr/lib/*/rsyslog/lmnsd_ossl.so")
 MESSAGE = re.compile(r'^<(\d+)>1 (\S+) (\S+) (\S+) (\S+) (\S+) \[jitgate@32473 seq="(\d+)" hash="([0-9a-f]{64})" '
                      r'prev="([0-9a-f]{64})"\] (.*)$')
 
 
-class Rsyslog:
-    """rsyslogd in the foreground with its own configuration, work directory and pid file: imtcp on
-    a loopback port (plain, or TLS with the OpenSSL driver), every raw message a line of `out`."""
-
-    def __init__(self, workdir: Path, port: int, tls: Path | None = None):
-        self.dir, self.port, self.out = workdir, port, workdir / "received.log"
-        (workdir / "work").mkdir(parents=True, exist_ok=True)
-        glob_ = f'global(workDirectory="{workdir}/work" maxMessageSize="64k"'
-        tcp = 'module(load="imtcp")'
-        if tls:
-            glob_ += (f' defaultNetstreamDriver="ossl" defaultNetstreamDriverCAFile="{tls}/ca.pem"'
-                      f' defaultNetstreamDriverCertFile="{tls}/collector.pem"'
-                      f' defaultNetstreamDriverKeyFile="{tls}/collector.key"')
-            tcp = ('module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1"'
-                   ' streamDriver.authMode="x509/certvalid")')
-        self.conf = workdir / "rsyslog.conf"
-        self.conf.write_text(
-            f"{glob_})\n{tcp}\n"
-            'template(name="raw" type="string" string="%rawmsg%\\n")\n'
-            f'ruleset(name="remote") {{ action(type="omfile" file="{self.out}" template="raw") }}\n'
-            f'input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="remote")\n')
-        self.proc: subprocess.Popen | None = None
-
-    def start(self):
-        with open(self.dir / "rsyslogd.log", "ab") as log:
-            self.proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslogd.pid")],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_port(self.port, self.proc, "rsyslogd")
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+class Rsyslog(jitgate_env.Rsyslog):
+    """The collector, and what it received as RFC 5424 messages."""
 
     def messages(self) -> list[re.Match]:
         if not self.out.exists():

@@ -183,11 +183,16 @@ pub fn sign_compact(key: &SigningKey, header: &Value, payload: &[u8]) -> Result<
 
 /// Mints a token: header `{alg, typ, kid?}` and the given claims object.
 pub fn mint(key: &SigningKey, typ: &str, claims: &Value) -> Result<String> {
+    sign_typed(key, typ, claims.to_string().as_bytes())
+}
+
+/// Signs `payload` (already serialized) under the header `{alg, typ, kid?}`.
+pub fn sign_typed(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String> {
     let mut header = json!({"alg": key.alg().name(), "typ": typ});
     if let (Some(obj), Some(kid)) = (header.as_object_mut(), &key.kid) {
         obj.insert("kid".into(), Value::String(kid.clone()));
     }
-    sign_compact(key, &header, claims.to_string().as_bytes())
+    sign_compact(key, &header, payload)
 }
 
 /// A DPoP proof (RFC 9449 §4.2) by `key` with these claims: header `{typ: dpop+jwt, alg, jwk}`.
